@@ -1,0 +1,51 @@
+# Entry points: `make run`, `make test`, `make lint`, `make bench`, `make k8s-check`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_SRC := $(shell find protos -name '*.proto')
+PROTO_STAMP := bgimages/.generated
+
+.PHONY: setup protos run test lint bench k8s-check clean system-deps
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+# Debian packages the suite runs: SWarp (mosaics); Hipsgen (reference tool), Chromium (browser test).
+system-deps:
+	@command -v SWarp >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q swarp)
+
+setup: system-deps $(VENV)/.installed protos
+
+protos: $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(PROTO_SRC) | $(VENV)/.installed
+	rm -rf bgimages
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
+		--mypy_out=. --mypy_grpc_out=. $(PROTO_SRC)
+	find bgimages -type d -exec touch {}/__init__.py \;
+	touch $@
+
+run: setup
+	$(BIN)/python -m services.devrun
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check services tests
+	$(BIN)/mypy services tests
+
+bench: setup
+	$(BIN)/python -m bench
+
+k8s-check: setup
+	$(BIN)/python -m pytest tests/deploy -q
+
+clean:
+	rm -rf bgimages .venv var .pytest_cache .mypy_cache

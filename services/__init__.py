@@ -1,0 +1,1 @@
+"""The user-background-images service suite: one package per deployable."""

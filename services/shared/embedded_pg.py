@@ -1,0 +1,25 @@
+"""A real PostgreSQL started for development and tests (the `pgserver` wheel).
+
+Used only when DATABASE_URL is empty: production names its server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+_servers: dict[str, Any] = {}
+
+
+def start(data_dir: str | Path) -> str:
+    """Starts (or reuses) a PostgreSQL 16 in data_dir; returns its URL."""
+    import pgserver
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    key = str(Path(data_dir).resolve())
+    if key not in _servers:
+        Path(key).mkdir(parents=True, exist_ok=True)
+        _servers[key] = pgserver.get_server(key, cleanup_mode="stop")
+    uri: str = _servers[key].get_uri()
+    return uri

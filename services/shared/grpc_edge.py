@@ -1,0 +1,195 @@
+"""gRPC plumbing: server start-up with health, reflection and the service
+credential, error mapping both ways, and authenticated client channels."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from services.shared.errors import DOMAIN, ServiceError
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADER = "x-service-token"
+# Called without the service credential: probes and discovery.
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call that does not carry the service credential."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method.startswith(_OPEN_PREFIXES):
+            return await continuation(handler_call_details)
+        given = b""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == TOKEN_HEADER:
+                given = value.encode() if isinstance(value, str) else value
+        if given and hmac.compare_digest(given, self._token):
+            return await continuation(handler_call_details)
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong service credential")
+
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+def status_of(err: ServiceError) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(
+        reason=err.code,
+        domain=DOMAIN,
+        metadata={k: json.dumps(v) for k, v in err.details.items()},
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(code=err.grpc_status.value[0], message=err.message, details=[detail])
+
+
+def servicer_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Decorates a servicer method: ServiceError -> status with ErrorInfo."""
+
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except ServiceError as err:
+            await context.abort_with_status(rpc_status.to_status(status_of(err)))
+        except Exception:
+            log.exception("unexpected error in %s", fn.__qualname__)
+            err = ServiceError("INTERNAL", "internal error")
+            await context.abort_with_status(rpc_status.to_status(status_of(err)))
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> ServiceError:
+    """Turns a failed call back into the ServiceError the server raised."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                details = {k: json.loads(v) for k, v in info.metadata.items()}
+                try:
+                    return ServiceError(info.reason, status.message, **details)
+                except ValueError:
+                    break
+    code = exc.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return ServiceError("UNAVAILABLE", f"internal service unavailable: {exc.details()}")
+    return ServiceError("INTERNAL", f"internal call failed: {code.name}")
+
+
+class _TokenAuth(grpc.AuthMetadataPlugin):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+        callback(((TOKEN_HEADER, self._token),), None)
+
+
+class _TokenClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        metadata = list(client_call_details.metadata or ()) + [(TOKEN_HEADER, self._token)]
+        details = client_call_details._replace(metadata=metadata)
+        return await continuation(details, request)
+
+
+def channel(address: str, token: str) -> grpc.aio.Channel:
+    """A channel whose every call carries the service credential.
+
+    `dns:///name:port` addresses with several pods behind a headless Service
+    are balanced round robin across them.
+    """
+    options = [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.keepalive_time_ms", 30000),
+    ]
+    return grpc.aio.insecure_channel(
+        address, options=options, interceptors=[_TokenClientInterceptor(token)]
+    )
+
+
+async def call(method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
+    """Makes one unary call, raising ServiceError on failure."""
+    try:
+        return await method(request, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc) from None
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection and the credential check."""
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.server = grpc.aio.server(
+            interceptors=[ServiceTokenInterceptor(token)],
+            options=[
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self._names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+
+    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
+        register(servicer, self.server)
+        self._names.append(full_name)
+
+    async def set_serving(self, serving: bool, names: Iterable[str] | None = None) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in list(names or self._names[1:]) + [""]:
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        reflection.enable_server_reflection([*self._names, reflection.SERVICE_NAME], self.server)
+        await self.server.start()
+        await self.set_serving(True)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+async def serve_until_signalled(server: GrpcServer, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Runs until SIGTERM or SIGINT, then stops with a grace period."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    if on_stop is not None:
+        await on_stop()

@@ -1,0 +1,486 @@
+"""Object store: one interface, a local folder (default) and S3/MinIO.
+
+Keys are relative, slash-separated paths ("staging/<id>",
+"content/<hash>/g3/hips/Norder3/Dir0/Npix12.png"). Both implementations are
+asyncio-facing; blocking work runs in threads. `open_reader` returns a
+synchronous, seekable file object that reads by ranges, for code (astropy)
+that wants a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import os
+import queue
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from services.shared.errors import ServiceError
+
+_KEY = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
+
+
+def check_key(key: str) -> str:
+    """Refuses keys that could leave the store's namespace."""
+    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise ServiceError("INVALID_ARGUMENT", f"invalid object key {key!r}")
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
+
+
+class ObjectStore(Protocol):
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str = ...) -> int: ...
+    async def put_bytes(self, key: str, data: bytes, content_type: str = ...) -> None: ...
+    async def put_file(self, key: str, path: str | Path, content_type: str = ...) -> int: ...
+    async def get_bytes(self, key: str) -> bytes: ...
+    async def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+    def stream(self, key: str, chunk_size: int = ...) -> AsyncIterator[bytes]: ...
+    async def download(self, key: str, path: str | Path) -> None: ...
+    async def stat(self, key: str) -> ObjectInfo | None: ...
+    async def delete(self, key: str) -> None: ...
+    async def delete_prefix(self, prefix: str) -> tuple[int, int]: ...
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]: ...
+    def open_reader(self, key: str) -> IO[bytes]: ...
+    async def ping(self) -> bool: ...
+
+
+def _not_found(key: str) -> ServiceError:
+    return ServiceError("NOT_FOUND", f"no object {key!r}")
+
+
+class LocalStore:
+    """Objects as files under one folder; writes are atomic renames."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _commit(self, tmp: str, key: str) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+
+    def _tempfile(self) -> tuple[int, str]:
+        return tempfile.mkstemp(dir=self._tmp)
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], content_type: str = "application/octet-stream"
+    ) -> int:
+        check_key(key)
+        fd, tmp = self._tempfile()
+        total = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    await asyncio.to_thread(out.write, chunk)
+                    total += len(chunk)
+            self._commit(tmp, key)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return total
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await asyncio.to_thread(self.put_bytes_sync, key, data)
+
+    def put_bytes_sync(self, key: str, data: bytes) -> None:
+        check_key(key)
+        fd, tmp = self._tempfile()
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        self._commit(tmp, key)
+
+    async def put_file(self, key: str, path: str | Path, content_type: str = "application/octet-stream") -> int:
+        def copy() -> int:
+            check_key(key)
+            fd, tmp = self._tempfile()
+            os.close(fd)
+            shutil.copyfile(path, tmp)
+            self._commit(tmp, key)
+            return os.path.getsize(self._path(key))
+
+        return await asyncio.to_thread(copy)
+
+    async def get_bytes(self, key: str) -> bytes:
+        try:
+            return await asyncio.to_thread(self._path(key).read_bytes)
+        except (FileNotFoundError, IsADirectoryError):
+            raise _not_found(key) from None
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        def read() -> bytes:
+            with open(self._path(key), "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+
+        try:
+            return await asyncio.to_thread(read)
+        except (FileNotFoundError, IsADirectoryError):
+            raise _not_found(key) from None
+
+    async def stream(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        try:
+            f = open(self._path(key), "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, IsADirectoryError):
+            raise _not_found(key) from None
+        try:
+            while chunk := await asyncio.to_thread(f.read, chunk_size):
+                yield chunk
+        finally:
+            f.close()
+
+    async def download(self, key: str, path: str | Path) -> None:
+        try:
+            await asyncio.to_thread(shutil.copyfile, self._path(key), path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise _not_found(key) from None
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not os.path.isfile(self._path(key)):
+            return None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            await asyncio.to_thread(os.unlink, self._path(key))
+
+    async def delete_prefix(self, prefix: str) -> tuple[int, int]:
+        count = size = 0
+        async for info in self.list(prefix):
+            await self.delete(info.key)
+            count += 1
+            size += info.size
+        return count, size
+
+    def _walk(self, prefix: str) -> Iterator[ObjectInfo]:
+        start = self.root
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if head:
+            start = self.root / check_key(head)
+        if not start.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = sorted(d for d in dirnames if not (dirpath == str(self.root) and d == ".tmp"))
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    st = full.stat()
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        infos = await asyncio.to_thread(lambda: list(self._walk(prefix)))
+        for info in infos:
+            yield info
+
+    def open_reader(self, key: str) -> IO[bytes]:
+        try:
+            return open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise _not_found(key) from None
+
+    async def ping(self) -> bool:
+        return self.root.is_dir()
+
+
+class _QueueReader(io.RawIOBase):
+    """A blocking file object fed by an asyncio producer (for minio uploads)."""
+
+    def __init__(self, q: queue.Queue[bytes | None]) -> None:
+        self._q = q
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._eof and (size < 0 or len(self._buf) < size):
+            chunk = self._q.get()
+            if chunk is None:
+                self._eof = True
+            else:
+                self._buf += chunk
+        if size < 0:
+            data, self._buf = self._buf, b""
+        else:
+            data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+
+class RangeReader(io.RawIOBase):
+    """A seekable file object over an S3 object, reading by ranged GETs."""
+
+    def __init__(self, client: Any, bucket: str, key: str, size: int, block: int = 1 << 20) -> None:
+        self._client, self._bucket, self._key = client, bucket, key
+        self._size, self._pos, self._block = size, 0, block
+        self._cache: tuple[int, bytes] = (-1, b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        resp = self._client.get_object(self._bucket, self._key, offset=offset, length=length)
+        try:
+            return bytes(resp.read())
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def read(self, size: int = -1) -> bytes:
+        if self._pos >= self._size:
+            return b""
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        out = bytearray()
+        while self._pos < end:
+            start, data = self._cache
+            if start <= self._pos < start + len(data):
+                piece = data[self._pos - start : end - start]
+            elif end - self._pos >= self._block:
+                piece = self._fetch(self._pos, end - self._pos)
+            else:
+                block_start = self._pos
+                self._cache = (block_start, self._fetch(block_start, min(self._block, self._size - block_start)))
+                continue
+            out += piece
+            self._pos += len(piece)
+            if not piece:
+                break
+        return bytes(out)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class S3Store:
+    """Objects in one bucket of MinIO or any S3 server, through `minio`."""
+
+    PART_SIZE = 16 << 20
+
+    def __init__(
+        self, endpoint: str, access_key: str, secret_key: str, bucket: str, secure: bool, region: str
+    ) -> None:
+        from minio import Minio
+
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.bucket = bucket
+
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(self.bucket):
+            with contextlib.suppress(Exception):
+                self.client.make_bucket(self.bucket)
+
+    def _err(self, exc: Exception, key: str) -> ServiceError:
+        from minio.error import S3Error
+
+        if isinstance(exc, S3Error) and exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+            return _not_found(key)
+        return ServiceError("STORE_UNAVAILABLE", f"object store error: {type(exc).__name__}")
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], content_type: str = "application/octet-stream"
+    ) -> int:
+        check_key(key)
+        q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        reader = _QueueReader(q)
+        total = 0
+        upload = asyncio.create_task(
+            asyncio.to_thread(
+                self.client.put_object, self.bucket, key, reader, -1, content_type, part_size=self.PART_SIZE
+            )
+        )
+
+        async def feed(item: bytes | None) -> None:
+            while True:
+                if upload.done():
+                    upload.result()  # raises the upload's error
+                    raise ServiceError("STORE_UNAVAILABLE", "upload to the object store stopped")
+                try:
+                    q.put_nowait(item)
+                    return
+                except queue.Full:
+                    await asyncio.sleep(0.005)
+
+        try:
+            async for chunk in chunks:
+                total += len(chunk)
+                await feed(chunk)
+            await feed(None)
+            await upload
+        except BaseException:
+            # Unblock the reader so the thread ends, and drop the partial object.
+            with contextlib.suppress(Exception):
+                while True:
+                    q.get_nowait()
+            q.put(None)
+            with contextlib.suppress(BaseException):
+                await upload
+            await self.delete(key)
+            raise
+        return total
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        check_key(key)
+        await asyncio.to_thread(self.put_bytes_sync, key, data, content_type)
+
+    def put_bytes_sync(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type)
+
+    async def put_file(self, key: str, path: str | Path, content_type: str = "application/octet-stream") -> int:
+        check_key(key)
+        await asyncio.to_thread(
+            self.client.fput_object, self.bucket, key, str(path), content_type, part_size=self.PART_SIZE
+        )
+        return os.path.getsize(path)
+
+    async def get_bytes(self, key: str) -> bytes:
+        return await self.get_range(key, 0, 0)
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        check_key(key)
+
+        def read() -> bytes:
+            resp = self.client.get_object(self.bucket, key, offset=offset, length=length)
+            try:
+                return bytes(resp.read())
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        try:
+            return await asyncio.to_thread(read)
+        except Exception as exc:
+            raise self._err(exc, key) from None
+
+    async def stream(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        check_key(key)
+        try:
+            resp = await asyncio.to_thread(self.client.get_object, self.bucket, key)
+        except Exception as exc:
+            raise self._err(exc, key) from None
+        try:
+            while chunk := await asyncio.to_thread(resp.read, chunk_size):
+                yield chunk
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    async def download(self, key: str, path: str | Path) -> None:
+        check_key(key)
+        try:
+            await asyncio.to_thread(self.client.fget_object, self.bucket, key, str(path))
+        except Exception as exc:
+            raise self._err(exc, key) from None
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        check_key(key)
+        try:
+            st = await asyncio.to_thread(self.client.stat_object, self.bucket, key)
+        except Exception as exc:
+            err = self._err(exc, key)
+            if err.code == "NOT_FOUND":
+                return None
+            raise err from None
+        modified = st.last_modified.timestamp() if st.last_modified else time.time()
+        return ObjectInfo(key, st.size or 0, modified)
+
+    async def delete(self, key: str) -> None:
+        check_key(key)
+        await asyncio.to_thread(self.client.remove_object, self.bucket, key)
+
+    async def delete_prefix(self, prefix: str) -> tuple[int, int]:
+        from minio.deleteobjects import DeleteObject
+
+        infos = [info async for info in self.list(prefix)]
+        if infos:
+
+            def remove() -> None:
+                errors = list(
+                    self.client.remove_objects(self.bucket, (DeleteObject(i.key) for i in infos))
+                )
+                if errors:
+                    raise ServiceError("STORE_UNAVAILABLE", f"could not remove {len(errors)} objects")
+
+            await asyncio.to_thread(remove)
+        return len(infos), sum(i.size for i in infos)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        def collect() -> list[ObjectInfo]:
+            out = []
+            for obj in self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True):
+                modified = obj.last_modified.timestamp() if obj.last_modified else time.time()
+                out.append(ObjectInfo(obj.object_name or "", obj.size or 0, modified))
+            return out
+
+        for info in await asyncio.to_thread(collect):
+            yield info
+
+    def open_reader(self, key: str) -> IO[bytes]:
+        check_key(key)
+        try:
+            st = self.client.stat_object(self.bucket, key)
+        except Exception as exc:
+            raise self._err(exc, key) from None
+        return io.BufferedReader(RangeReader(self.client, self.bucket, key, st.size or 0), 1 << 16)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.to_thread(self.client.bucket_exists, self.bucket))
+        except Exception:
+            return False
+
+
+def open_store(settings: Any) -> LocalStore | S3Store:
+    """The store the settings name: S3 when S3_ENDPOINT is set, else the local folder."""
+    if settings.s3_endpoint:
+        store = S3Store(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_bucket,
+            settings.s3_secure,
+            settings.s3_region,
+        )
+        store.ensure_bucket()
+        return store
+    return LocalStore(settings.store_dir)
+
+
+__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "S3Store", "check_key", "open_store"]

@@ -1,0 +1,86 @@
+"""Fixtures shared by all tests: a real PostgreSQL, both object stores, FITS files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.shared import embedded_pg
+from services.shared.store import LocalStore, S3Store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PostgreSQL server: DATABASE_URL when set, else an embedded one."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    return embedded_pg.start(tmp_path_factory.mktemp("pg"))
+
+
+def _with_db(url: str, name: str) -> str:
+    """The same server URL naming database `name`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture
+async def db_url(pg_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield _with_db(pg_url, name)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback, speaking the protocol `minio` uses."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+S3_KEYS = {"S3_ACCESS_KEY": "testing", "S3_SECRET_KEY": "testing"}
+
+
+def make_s3_store(endpoint: str) -> S3Store:
+    store = S3Store(endpoint, "testing", "testing", "b-" + uuid.uuid4().hex[:10], False, "us-east-1")
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> LocalStore | S3Store:
+    """Each object-store implementation in turn, empty."""
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    endpoint: str = request.getfixturevalue("s3_endpoint")
+    return make_s3_store(endpoint)
