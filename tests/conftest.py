@@ -84,3 +84,58 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> LocalStore | S3Stor
         return LocalStore(tmp_path / "store")
     endpoint: str = request.getfixturevalue("s3_endpoint")
     return make_s3_store(endpoint)
+
+
+# --- The whole suite as processes (end-to-end tests) ---------------------------------
+
+from collections.abc import Callable  # noqa: E402
+
+from services.devrun import Suite  # noqa: E402
+
+
+def _create_database(server_url: str) -> str:
+    import asyncio
+
+    name = "e2e_" + uuid.uuid4().hex[:12]
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return _with_db(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def suite_factory(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Suite]]:
+    """Starts the four services as processes; `make(env={...})` for extra settings.
+
+    Each suite gets a fresh database on the test server and its own store
+    folder (or the S3 server given by env S3_ENDPOINT & co).
+    """
+    started: list[Suite] = []
+
+    def make(env: dict[str, str] | None = None) -> Suite:
+        full = {"DATABASE_URL": _create_database(pg_url), **(env or {})}
+        suite = Suite(tmp_path_factory.mktemp("suite"), full)
+        suite.start()
+        started.append(suite)
+        return suite
+
+    yield make
+    for suite in started:
+        suite.stop()
+
+
+@pytest.fixture(scope="session")
+def suite(suite_factory: Callable[..., Suite]) -> Suite:
+    """One running suite shared by the session's end-to-end tests (use unique OB ids and users)."""
+    return suite_factory()
+
+
+def suite_store(suite: Suite) -> LocalStore:
+    """The suite's local object store, to look at what it holds."""
+    return LocalStore(suite.env["STORE_DIR"])
