@@ -35,7 +35,7 @@ run: setup
 	$(BIN)/python -m services.devrun
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check services tests
