@@ -132,3 +132,31 @@ class GatewaySettings(Common):
     p2fc_prefix: str = env("P2FC_PREFIX", "/p2fc/", "path prefix of the p2api face")
     p2_timeout_s: float = env("P2_TIMEOUT_S", 10.0, "timeout of a request to p2")
     public_url: str = env("PUBLIC_URL", "", "external base URL of the gateway (for HiPS links)")
+
+
+ALL_SERVICES: dict[str, type] = {
+    "validator": ValidatorSettings,
+    "processor": ProcessorSettings,
+    "catalog": CatalogSettings,
+    "gateway": GatewaySettings,
+}
+
+
+def markdown_table() -> str:
+    """The configuration table of the README, from the settings classes."""
+    rows: dict[str, tuple[str, str, list[str]]] = {}
+    for service, cls in ALL_SERVICES.items():
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            default = "(secret)" if f.metadata["secret"] and f.default else repr(f.default)
+            entry = rows.setdefault(name, (default, f.metadata["doc"], []))
+            entry[2].append(service)
+    lines = ["| variable | default | used by | meaning |", "|---|---|---|---|"]
+    for name, (default, doc, services) in rows.items():
+        used = "all" if len(services) == len(ALL_SERVICES) else ", ".join(services)
+        lines.append(f"| `{name}` | `{default}` | {used} | {doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
