@@ -132,6 +132,14 @@ class GatewaySettings(Common):
     p2fc_prefix: str = env("P2FC_PREFIX", "/p2fc/", "path prefix of the p2api face")
     p2_timeout_s: float = env("P2_TIMEOUT_S", 10.0, "timeout of a request to p2")
     public_url: str = env("PUBLIC_URL", "", "external base URL of the gateway (for HiPS links)")
+    default_survey_name: str = env("DEFAULT_SURVEY_NAME", "DSS2 colour", "name of the default survey")
+    default_survey_dir: str = env(
+        "DEFAULT_SURVEY_DIR", "", "local HiPS folder served at /surveys/default/ (tests, no internet)"
+    )
+    aladin_lite_dir: str = env(
+        "ALADIN_LITE_DIR", "node_modules/aladin-lite/dist", "folder of the aladin-lite npm package's dist"
+    )
+    display_flush_s: float = env("DISPLAY_FLUSH_S", 30.0, "seconds between batches of display records")
 
 
 ALL_SERVICES: dict[str, type] = {

@@ -1,0 +1,42 @@
+"""Starts the gateway: `python -m services.gateway` serves HTTP on GATEWAY_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from services.gateway.app import create_app
+from services.shared import logs
+from services.shared.settings import GatewaySettings, load
+
+log = logging.getLogger("services.gateway")
+
+
+async def serve(settings: GatewaySettings) -> None:
+    app = create_app(settings)
+    # Lingering lets a client that is still sending read an early 413.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.bind_host, settings.port, backlog=512)
+    await site.start()
+    log.info("gateway listening", extra={"host": settings.bind_host, "port": settings.port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("gateway stopping")
+    await runner.cleanup()
+
+
+def main() -> None:
+    settings = load(GatewaySettings)
+    logs.configure("gateway", settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

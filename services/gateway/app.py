@@ -1,0 +1,468 @@
+"""The gateway's HTTP edge: routes, authentication, and problem+json errors.
+
+Handlers are thin: they parse the request, authenticate, make one call to
+`Operations`, and render the result (`representations`). The p2api face
+(`p2fc.py`, when present) registers its own routes on the same app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import BodyPartReader, web
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+
+from services.gateway import openapi, representations
+from services.gateway.auth import Authenticator, Principal, require_admin
+from services.gateway.metrics import Metrics
+from services.gateway.operations import ObjectStream, Operations, StagedUpload, check_hash, ob_context
+from services.gateway.problems import from_service_error, problems_middleware
+from services.shared.errors import ServiceError
+from services.shared.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+OPS = web.AppKey("ops", Operations)
+AUTH = web.AppKey("auth", Authenticator)
+METRICS = web.AppKey("metrics", Metrics)
+
+STATIC_DIR = Path(__file__).parent / "static"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RAW_TYPES = (
+    "application/fits",
+    "application/octet-stream",
+    "application/gzip",
+    "application/x-gzip",
+    "image/fits",
+)
+FIELD_LIMIT = 4096  # bytes of one form field
+READ_CHUNK = 1 << 20
+TILE_ROUTE = "/api/v1/images/{fits_hash}/hips/{token}/{path:.+}"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+    "Timing-Allow-Origin": "*",
+}
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _principal(request: web.Request) -> Principal:
+    return request.app[AUTH].authenticate(request.headers)
+
+
+def _ops(request: web.Request) -> Operations:
+    return request.app[OPS]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def _optional_int(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ServiceError("INVALID_ARGUMENT", f"{name} must be an integer") from None
+
+
+def _context(ob_id: str, fields: Any) -> Any:
+    return ob_context(
+        ob_id,
+        str(fields.get("run_id", "") or ""),
+        fields.get("target_ra"),
+        fields.get("target_dec"),
+        fields.get("boa_ra"),
+        fields.get("boa_dec"),
+    )
+
+
+def _base_url(request: web.Request) -> str:
+    public = request.app[SETTINGS].public_url.rstrip("/")
+    return public or f"{request.scheme}://{request.host}"
+
+
+async def _send(
+    request: web.Request, obj: ObjectStream, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers=headers or {})
+    response.content_type = obj.content_type
+    response.content_length = obj.size
+    if obj.max_age > 0:
+        response.headers["Cache-Control"] = f"private, max-age={obj.max_age}"
+    else:
+        response.headers["Cache-Control"] = "no-store"
+    await response.prepare(request)
+    if request.method != "HEAD":
+        async for chunk in obj.chunks:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _read_field(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(FIELD_LIMIT):
+        data += chunk
+        if len(data) > FIELD_LIMIT:
+            raise ServiceError("INVALID_ARGUMENT", f"form field {part.name!r} is too long")
+    return data.decode("utf-8", errors="replace").strip()
+
+
+def _disposition_name(request: web.Request) -> str:
+    _, params = parse_content_disposition(request.headers.get("Content-Disposition"))
+    return content_disposition_filename(params, "filename") or ""
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_CHUNK):
+        yield chunk
+
+
+async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        yield chunk
+
+
+# ---- native API -------------------------------------------------------------------------------
+
+
+async def upload(request: web.Request) -> web.Response:
+    """POST /api/v1/obs/{ob_id}/background-images: multipart, or a raw FITS body."""
+    principal = _principal(request)
+    ops = _ops(request)
+    ob_id = request.match_info["ob_id"]
+    fields: dict[str, str] = dict(request.query)
+    limit = request.app[SETTINGS].max_upload_bytes
+    staged: StagedUpload | None = None
+    t0 = time.perf_counter()
+    try:
+        if request.content_type.startswith("multipart/"):
+            if request.content_length is not None and request.content_length > limit + (1 << 20):
+                raise ServiceError(
+                    "TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit
+                )
+            # Fields sent before the file are checked before a byte of it is stored.
+            reader = await request.multipart()
+            file_name = ""
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
+                if part.filename is not None or part.name in ("file", "bkg_image_fits_file"):
+                    if staged is not None:
+                        raise ServiceError("INVALID_ARGUMENT", "one file per upload")
+                    if "run_id" in fields:
+                        _context(ob_id, fields)
+                    file_name = part.filename or fields.get("file_name", "")
+                    staged = await ops.stage(_part_chunks(part))
+                elif part.name:
+                    fields[part.name] = await _read_field(part)
+            if staged is None:
+                raise ServiceError("INVALID_ARGUMENT", "the upload has no file part")
+        elif request.content_type in RAW_TYPES:
+            _context(ob_id, fields)
+            file_name = fields.get("file_name") or _disposition_name(request)
+            staged = await ops.stage(_body_chunks(request), request.content_length)
+        else:
+            raise ServiceError(
+                "INVALID_ARGUMENT",
+                "send multipart/form-data with a file part, or a body of type application/fits",
+            )
+        ob = _context(ob_id, fields)
+    except BaseException:
+        if staged is not None:
+            await ops.discard(staged)
+        raise
+    staging = time.perf_counter() - t0
+    outcome = await ops.finish_upload(
+        principal.caller, ob, staged, file_name=file_name, bandpass=fields.get("bandpass", "")
+    )
+    outcome.timings["staging"] = staging
+    response = _json(representations.upload_json(outcome), status=201)
+    response.headers["Location"] = f"/api/v1/images/{outcome.image.fits_hash}"
+    response.headers["Server-Timing"] = ", ".join(
+        f"{k};dur={v * 1000:.1f}" for k, v in outcome.timings.items()
+    )
+    return response
+
+
+async def list_images(request: web.Request) -> web.Response:
+    """GET /api/v1/obs/{ob_id}/background-images: what the selector shows."""
+    principal = _principal(request)
+    ob = _context(request.match_info["ob_id"], request.query)
+    listing = await _ops(request).list_images(principal.caller, ob)
+    settings = request.app[SETTINGS]
+    return _json(
+        representations.listing_json(
+            ob.ob_id, ob.run_id, listing, settings.default_survey_name, _survey_url(settings)
+        )
+    )
+
+
+async def select(request: web.Request) -> web.Response:
+    """PUT /api/v1/obs/{ob_id}/background-image: use a background for the OB."""
+    principal = _principal(request)
+    body = await _json_body(request)
+    ob = _context(request.match_info["ob_id"], body)
+    selection = body.get("selection")
+    if not isinstance(selection, str):
+        raise ServiceError("INVALID_ARGUMENT", "selection is required")
+    chosen = await _ops(request).select(principal.caller, ob, selection)
+    return _json(representations.selection_json(chosen))
+
+
+async def get_selection(request: web.Request) -> web.Response:
+    """GET /api/v1/obs/{ob_id}/background-image: the OB's current selection."""
+    principal = _principal(request)
+    ob_id = _optional_int(request.match_info["ob_id"], "ob_id")
+    assert ob_id is not None
+    chosen = await _ops(request).get_selection(principal.caller, ob_id, request.query.get("run_id", ""))
+    return _json(representations.selection_json(chosen))
+
+
+async def get_image(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    image = await _ops(request).get_image(principal.caller, request.match_info["fits_hash"])
+    return _json(representations.image_json(image))
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    tombstone = await _ops(request).delete(principal.caller, request.match_info["fits_hash"])
+    return _json(representations.tombstone_json(tombstone))
+
+
+async def preview(request: web.Request) -> web.StreamResponse:
+    principal = _principal(request)
+    ob_id = _optional_int(request.query.get("ob_id"), "ob_id")
+    obj = await _ops(request).preview(principal.caller, request.match_info["fits_hash"], ob_id)
+    return await _send(request, obj)
+
+
+async def fits(request: web.Request) -> web.StreamResponse:
+    principal = _principal(request)
+    fits_hash = check_hash(request.match_info["fits_hash"])
+    ob_id = _optional_int(request.query.get("ob_id"), "ob_id")
+    obj = await _ops(request).fits(principal.caller, fits_hash, ob_id)
+    return await _send(request, obj, {"Content-Disposition": f'attachment; filename="{fits_hash}.fits"'})
+
+
+async def hips(request: web.Request) -> web.Response:
+    """GET /api/v1/images/{fits_hash}/hips?ob_id=: a HiPS base URL with a token in its path."""
+    principal = _principal(request)
+    ob_id = _optional_int(request.query.get("ob_id"), "ob_id")
+    access = await _ops(request).hips_access(principal.caller, request.match_info["fits_hash"], ob_id)
+    return _json(representations.hips_json(access, _base_url(request)))
+
+
+async def hips_file(request: web.Request) -> web.StreamResponse:
+    """GET .../hips/{token}/{path}: one HiPS file, with CORS, no other credential."""
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS_HEADERS)
+    try:
+        obj = await _ops(request).hips_file(
+            request.match_info["fits_hash"], request.match_info["token"], request.match_info["path"]
+        )
+    except ServiceError as err:
+        if err.code == "GONE":
+            request.app[METRICS].culls.inc()
+        response = from_service_error(err)
+        response.headers.update(CORS_HEADERS)
+        return response
+    return await _send(request, obj, dict(CORS_HEADERS))
+
+
+async def put_run(request: web.Request) -> web.Response:
+    """PUT /api/v1/runs/{run_id} (admin): the run's owner and delegates."""
+    require_admin(_principal(request))
+    body = await _json_body(request)
+    owner = body.get("owner_id")
+    delegates = body.get("delegate_ids", [])
+    if (
+        not isinstance(owner, str)
+        or not isinstance(delegates, list)
+        or not all(isinstance(d, str) for d in delegates)
+    ):
+        raise ServiceError(
+            "INVALID_ARGUMENT", "owner_id (string) and delegate_ids (list of strings) are required"
+        )
+    run = await _ops(request).set_run(request.match_info["run_id"], owner, delegates)
+    return _json(representations.run_json(run))
+
+
+async def delete_run(request: web.Request) -> web.Response:
+    require_admin(_principal(request))
+    await _ops(request).remove_run(request.match_info["run_id"])
+    return web.Response(status=204)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise ServiceError("INVALID_ARGUMENT", "the body must be application/json")
+    try:
+        body = json.loads(await request.text())
+    except ValueError:
+        raise ServiceError("INVALID_ARGUMENT", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ServiceError("INVALID_ARGUMENT", "the body must be a JSON object")
+    return body
+
+
+# ---- health, metrics, documents -----------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await _ops(request).readiness()
+    if all(checks.values()):
+        return _json({"status": "ready", "checks": checks})
+    failing = ", ".join(k for k, ok in checks.items() if not ok)
+    err = ServiceError("UNAVAILABLE", f"not ready: {failing}", checks=checks)
+    return from_service_error(err)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return _json(openapi.document(request.app[SETTINGS]))
+
+
+# ---- the page ---------------------------------------------------------------------------------
+
+
+def _survey_url(settings: GatewaySettings) -> str:
+    if settings.default_survey_dir:
+        return "/surveys/default"
+    return settings.default_survey_url.rstrip("/")
+
+
+def content_security_policy(settings: GatewaySettings) -> str:
+    extra = ""
+    survey = urlsplit(settings.default_survey_url)
+    if not settings.default_survey_dir and survey.scheme in ("http", "https") and survey.netloc:
+        extra = f" {survey.scheme}://{survey.netloc}"
+    return (
+        "default-src 'none'; "
+        "script-src 'self' 'wasm-unsafe-eval'; "
+        # Aladin Lite positions its own widgets with inline styles.
+        "style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data: blob:{extra}; "
+        f"connect-src 'self'{extra}; "
+        "worker-src 'self' blob:; "
+        "font-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _aladin_dir(settings: GatewaySettings) -> Path:
+    path = Path(settings.aladin_lite_dir)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+# ---- middleware and assembly ------------------------------------------------------------------
+
+
+@web.middleware
+async def metrics_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    start = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        m = request.app[METRICS]
+        m.requests.labels(request.method, route, str(status)).inc()
+        m.latency.labels(request.method, route).observe(time.perf_counter() - start)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.content_type == "text/html" or request.path == "/":
+        response.headers["Content-Security-Policy"] = content_security_policy(request.app[SETTINGS])
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    if request.path.startswith("/surveys/"):
+        response.headers.update(CORS_HEADERS)
+
+
+def create_app(settings: GatewaySettings, ops: Operations | None = None) -> web.Application:
+    """The gateway application; `ops` defaults to one connected to the settings' services."""
+    app = web.Application(middlewares=[metrics_middleware, problems_middleware], client_max_size=1 << 20)
+    operations = ops if ops is not None else Operations.connect(settings)
+    app[SETTINGS] = settings
+    app[OPS] = operations
+    app[AUTH] = Authenticator(settings)
+    app[METRICS] = operations.metrics
+
+    api = "/api/v1"
+    app.router.add_post(f"{api}/obs/{{ob_id}}/background-images", upload)
+    app.router.add_get(f"{api}/obs/{{ob_id}}/background-images", list_images)
+    app.router.add_put(f"{api}/obs/{{ob_id}}/background-image", select)
+    app.router.add_get(f"{api}/obs/{{ob_id}}/background-image", get_selection)
+    app.router.add_get(f"{api}/images/{{fits_hash}}", get_image)
+    app.router.add_delete(f"{api}/images/{{fits_hash}}", delete_image)
+    app.router.add_get(f"{api}/images/{{fits_hash}}/preview.png", preview)
+    app.router.add_get(f"{api}/images/{{fits_hash}}/fits", fits)
+    app.router.add_get(f"{api}/images/{{fits_hash}}/hips", hips)
+    app.router.add_route("GET", TILE_ROUTE, hips_file)
+    app.router.add_route("OPTIONS", TILE_ROUTE, hips_file)
+    app.router.add_put(f"{api}/runs/{{run_id}}", put_run)
+    app.router.add_delete(f"{api}/runs/{{run_id}}", delete_run)
+    app.router.add_get(f"{api}/openapi.json", openapi_document)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", page)
+    app.router.add_static("/static/", STATIC_DIR)
+    aladin = _aladin_dir(settings)
+    if aladin.is_dir():
+        app.router.add_static("/vendor/aladin-lite/", aladin)
+    else:
+        log.warning("aladin-lite not found at %s: run `npm ci` (make setup)", aladin)
+    if settings.default_survey_dir:
+        app.router.add_static("/surveys/default/", settings.default_survey_dir)
+    app.on_response_prepare.append(_security_headers)
+
+    if importlib.util.find_spec("services.gateway.p2fc") is not None:
+        p2fc = importlib.import_module("services.gateway.p2fc")
+        p2fc.setup(app, settings, operations)
+
+    async def on_startup(app: web.Application) -> None:
+        await operations.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await operations.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

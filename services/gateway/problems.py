@@ -1,0 +1,86 @@
+"""Every error the gateway answers is RFC 9457 problem+json with a stable code.
+
+`ServiceError` (from this service or carried back over gRPC) maps to its
+HTTP status; aiohttp's own HTTP errors (unknown route, wrong method, body too
+large) get a code too; anything unexpected is logged and answered as
+INTERNAL without a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from services.shared.errors import DOMAIN, ServiceError, title_of
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+_HTTP_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def type_uri(code: str) -> str:
+    return f"https://{DOMAIN}/problems/{code.lower().replace('_', '-')}"
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, extra: dict[str, Any] | None = None
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": type_uri(code),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    for key, value in (extra or {}).items():
+        body.setdefault(key, value)
+    response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="bgimages"'
+    return response
+
+
+def from_service_error(err: ServiceError) -> web.Response:
+    return problem_response(err.http_status, err.code, err.title, err.message, err.details)
+
+
+@web.middleware
+async def problems_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServiceError as err:
+        if err.http_status >= 500:
+            log.warning("%s %s -> %s: %s", request.method, request.path, err.code, err.message)
+        return from_service_error(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL")
+        title = (
+            title_of(code)
+            if code in ("INVALID_ARGUMENT", "NOT_FOUND", "TOO_LARGE", "FORBIDDEN")
+            else exc.reason
+        )
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        response = problem_response(exc.status, code, title, detail)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return problem_response(500, "INTERNAL", title_of("INTERNAL"), "internal error")
