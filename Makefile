@@ -19,8 +19,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 # Debian packages the suite runs: SWarp (mosaics); Hipsgen (reference tool), Chromium (browser test).
 system-deps:
 	@command -v SWarp >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q swarp)
+	@command -v npm >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)
+	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-setup: system-deps $(VENV)/.installed protos
+setup: system-deps $(VENV)/.installed protos node_modules/.installed
+
+# Aladin Lite for the gateway's page (npm package aladin-lite, served by the gateway).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
 
 protos: $(PROTO_STAMP)
 
