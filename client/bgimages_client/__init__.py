@@ -1,0 +1,28 @@
+"""Client of the user background images gateway: `BackgroundImages`, its typed
+results, and `BgImagesError` carrying the gateway's stable error code."""
+
+from bgimages_client._api import BackgroundImages
+from bgimages_client._errors import BgImagesError
+from bgimages_client._models import (
+    DefaultSurvey,
+    Footprint,
+    HipsLink,
+    Image,
+    Listing,
+    Run,
+    Selection,
+    Tombstone,
+)
+
+__all__ = [
+    "BackgroundImages",
+    "BgImagesError",
+    "DefaultSurvey",
+    "Footprint",
+    "HipsLink",
+    "Image",
+    "Listing",
+    "Run",
+    "Selection",
+    "Tombstone",
+]

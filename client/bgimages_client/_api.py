@@ -1,0 +1,212 @@
+"""`BackgroundImages`: one method per call of the gateway's native API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import requests
+
+from bgimages_client._errors import BgImagesError
+from bgimages_client._models import HipsLink, Image, Listing, Run, Selection, Tombstone
+
+Position = tuple[float, float]
+Progress = Callable[[int, int], None]  # (bytes sent so far, total)
+
+
+class _ProgressReader:
+    """A file wrapper that reports how much requests has read (and sent)."""
+
+    def __init__(self, f: IO[bytes], total: int, progress: Progress | None) -> None:
+        self._f = f
+        self._total = total
+        self._sent = 0
+        self._progress = progress
+
+    def __len__(self) -> int:
+        return self._total
+
+    def read(self, size: int = -1) -> bytes:
+        # Larger reads than http.client's default make big uploads much cheaper.
+        chunk = self._f.read(max(size, 1 << 20) if size > 0 else size)
+        self._sent += len(chunk)
+        if self._progress is not None and chunk:
+            self._progress(self._sent, self._total)
+        return chunk
+
+
+def _ob_params(run_id: str, target: Position, boa: Position | None) -> dict[str, str]:
+    params = {"run_id": run_id, "target_ra": repr(float(target[0])), "target_dec": repr(float(target[1]))}
+    if boa is not None:
+        params["boa_ra"], params["boa_dec"] = repr(float(boa[0])), repr(float(boa[1]))
+    return params
+
+
+class BackgroundImages:
+    """A connection to the gateway for one user (its bearer token).
+
+    Every method raises `BgImagesError` (with the gateway's `code`) when the
+    request is refused.
+    """
+
+    def __init__(
+        self, url: str, token: str, *, timeout: float = 600.0, session: requests.Session | None = None
+    ):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["Accept"] = "application/json, application/problem+json"
+
+    # ---- transport ----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = self.url + path
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            resp = self.session.request(method, url, **kwargs)
+        except requests.RequestException as exc:
+            raise BgImagesError(
+                0, method, url, "UNAVAILABLE", f"the gateway could not be reached: {exc}"
+            ) from exc
+        if resp.status_code >= 400:
+            raise self._error(resp, method, url)
+        return resp
+
+    @staticmethod
+    def _error(resp: requests.Response, method: str, url: str) -> BgImagesError:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        return BgImagesError(
+            resp.status_code,
+            method,
+            url,
+            str(body.get("code") or f"HTTP_{resp.status_code}"),
+            str(body.get("detail") or resp.reason or ""),
+            title=str(body.get("title", "")),
+            errors=body.get("errors") if isinstance(body.get("errors"), list) else None,
+            body=body,
+        )
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # ---- images -------------------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        ob_id: int,
+        run_id: str,
+        target: Position,
+        *,
+        boa: Position | None = None,
+        bandpass: str | None = None,
+        file_name: str | None = None,
+        progress: Progress | None = None,
+    ) -> Image:
+        """Uploads a FITS file (streamed) for an OB; it becomes the OB's selection."""
+        path = Path(path)
+        params = _ob_params(run_id, target, boa)
+        params["file_name"] = file_name or path.name
+        if bandpass:
+            params["bandpass"] = bandpass
+        gz = path.suffix.lower() in (".gz", ".z")
+        headers = {"Content-Type": "application/gzip" if gz else "application/fits"}
+        total = path.stat().st_size
+        with path.open("rb") as f:
+            body = _ProgressReader(f, total, progress)
+            data = self._json(
+                "POST",
+                f"/api/v1/obs/{int(ob_id)}/background-images",
+                params=params,
+                data=body,
+                headers=headers,
+            )
+        return Image.from_json(data)
+
+    def list_images(
+        self, ob_id: int, run_id: str, target: Position, *, boa: Position | None = None
+    ) -> Listing:
+        """What the selector shows for the OB: default survey, own and shared images, selection,
+        tombstones."""
+        data = self._json(
+            "GET", f"/api/v1/obs/{int(ob_id)}/background-images", params=_ob_params(run_id, target, boa)
+        )
+        return Listing.from_json(data)
+
+    def select(
+        self, ob_id: int, run_id: str, target: Position, selection: str, *, boa: Position | None = None
+    ) -> Selection:
+        """Uses a background for the OB: `default`, `gaia`, `survey|NAME`, `eso_im|DPID`,
+        `user_bkg_image|<fits_hash>`."""
+        body: dict[str, Any] = {**_ob_params(run_id, target, boa), "selection": selection}
+        for key in ("target_ra", "target_dec", "boa_ra", "boa_dec"):
+            if key in body:
+                body[key] = float(body[key])
+        return Selection.from_json(self._json("PUT", f"/api/v1/obs/{int(ob_id)}/background-image", json=body))
+
+    def get_selection(self, ob_id: int, run_id: str = "") -> Selection:
+        params = {"run_id": run_id} if run_id else {}
+        return Selection.from_json(
+            self._json("GET", f"/api/v1/obs/{int(ob_id)}/background-image", params=params)
+        )
+
+    def get_image(self, fits_hash: str) -> Image:
+        return Image.from_json(self._json("GET", f"/api/v1/images/{quote(fits_hash, safe='')}"))
+
+    def delete(self, fits_hash: str) -> Tombstone:
+        """Deletes one of your images (OBs that used it fall back to the default survey)."""
+        return Tombstone.from_json(self._json("DELETE", f"/api/v1/images/{quote(fits_hash, safe='')}"))
+
+    def preview(self, fits_hash: str, ob_id: int | None = None) -> bytes:
+        params = {"ob_id": str(ob_id)} if ob_id is not None else {}
+        return self._request(
+            "GET", f"/api/v1/images/{quote(fits_hash, safe='')}/preview.png", params=params
+        ).content
+
+    def download_fits(self, fits_hash: str, dest: str | os.PathLike[str], ob_id: int | None = None) -> Path:
+        """Streams the stored FITS (the mosaic of a MEF) to `dest`."""
+        params = {"ob_id": str(ob_id)} if ob_id is not None else {}
+        resp = self._request(
+            "GET", f"/api/v1/images/{quote(fits_hash, safe='')}/fits", params=params, stream=True
+        )
+        dest = Path(dest)
+        with dest.open("wb") as out:
+            for chunk in resp.iter_content(1 << 20):
+                out.write(chunk)
+        return dest
+
+    def hips(self, fits_hash: str, ob_id: int | None = None) -> HipsLink:
+        """A HiPS base URL for Aladin Lite, with a signed expiring token in its path."""
+        params = {"ob_id": str(ob_id)} if ob_id is not None else {}
+        data = self._json("GET", f"/api/v1/images/{quote(fits_hash, safe='')}/hips", params=params)
+        return HipsLink(data["fits_hash"], data["hips_url"], int(data["expires_at"]))
+
+    # ---- runs (admin) -------------------------------------------------------------------------
+
+    def set_run(self, run_id: str, owner_id: str, delegate_ids: list[str] | tuple[str, ...] = ()) -> Run:
+        """Sets a run's owner and Phase 2 delegates (needs scope bgimages:admin)."""
+        data = self._json(
+            "PUT",
+            f"/api/v1/runs/{quote(run_id, safe='')}",
+            json={"owner_id": owner_id, "delegate_ids": list(delegate_ids)},
+        )
+        return Run(data["run_id"], data["owner_id"], list(data["delegate_ids"]))
+
+    def remove_run(self, run_id: str) -> None:
+        self._request("DELETE", f"/api/v1/runs/{quote(run_id, safe='')}")
+
+    # ---- service ------------------------------------------------------------------------------
+
+    def ready(self) -> dict[str, bool]:
+        """The gateway's readiness checks (raises UNAVAILABLE when one fails)."""
+        checks: dict[str, bool] = self._json("GET", "/readyz")["checks"]
+        return checks

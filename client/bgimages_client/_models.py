@@ -1,0 +1,140 @@
+"""Typed results of the client, built from the gateway's JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    hdu: int
+    corners: list[tuple[float, float]]
+    pixel_scale_arcsec: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    fits_hash: str
+    file_name: str
+    object_name: str
+    filter: str
+    owner_id: str
+    owned_by_caller: bool
+    size_bytes: int
+    hips_order: int
+    footprints: list[Footprint]
+    run_ids: list[str]
+    created_at: str | None
+    last_used_at: str | None
+    reused_content: bool = False
+
+    @property
+    def selection(self) -> str:
+        """This image as a selection value (`user_bkg_image|<fits_hash>`)."""
+        return f"user_bkg_image|{self.fits_hash}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Image:
+        return cls(
+            fits_hash=data["fits_hash"],
+            file_name=data.get("file_name", ""),
+            object_name=data.get("object_name", ""),
+            filter=data.get("filter", ""),
+            owner_id=data.get("owner_id", ""),
+            owned_by_caller=bool(data.get("owned_by_caller", False)),
+            size_bytes=int(data.get("size_bytes", 0)),
+            hips_order=int(data.get("hips_order", 0)),
+            footprints=[
+                Footprint(
+                    hdu=int(f["hdu"]),
+                    corners=[(float(c[0]), float(c[1])) for c in f.get("corners", [])],
+                    pixel_scale_arcsec=float(f.get("pixel_scale_arcsec", 0.0)),
+                )
+                for f in data.get("footprints", [])
+            ],
+            run_ids=list(data.get("run_ids", [])),
+            created_at=data.get("created_at"),
+            last_used_at=data.get("last_used_at"),
+            reused_content=bool(data.get("reused_content", False)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The background an OB uses, in p2api's vocabulary (`selection`)."""
+
+    selection: str
+    kind: str  # default, gaia, survey, eso_image, user_image
+    value: str
+    image: Image | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Selection:
+        image = data.get("image")
+        return cls(
+            selection=data["selection"],
+            kind=data.get("kind", ""),
+            value=data.get("value", ""),
+            image=Image.from_json(image) if image else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Tombstone:
+    fits_hash: str
+    file_name: str
+    removed_at: str | None
+    reason: str  # deleted or culled
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tombstone:
+        return cls(
+            data["fits_hash"], data.get("file_name", ""), data.get("removed_at"), data.get("reason", "")
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultSurvey:
+    name: str
+    hips_url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """What the selector shows for one OB."""
+
+    ob_id: int
+    run_id: str
+    default_survey: DefaultSurvey
+    own: list[Image]
+    shared: list[Image]
+    selected: Selection
+    tombstones: list[Tombstone]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Listing:
+        survey = data.get("default_survey", {})
+        return cls(
+            ob_id=int(data["ob_id"]),
+            run_id=data["run_id"],
+            default_survey=DefaultSurvey(survey.get("name", ""), survey.get("hips_url", "")),
+            own=[Image.from_json(i) for i in data.get("own", [])],
+            shared=[Image.from_json(i) for i in data.get("shared", [])],
+            selected=Selection.from_json(data["selected"]),
+            tombstones=[Tombstone.from_json(t) for t in data.get("tombstones", [])],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class HipsLink:
+    fits_hash: str
+    hips_url: str  # base URL: Aladin Lite appends /properties, /NorderK/...
+    expires_at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    run_id: str
+    owner_id: str
+    delegate_ids: list[str]

@@ -1,0 +1,174 @@
+"""Command line on the client: upload (with a progress bar), list, select, delete, show."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from bgimages_client._api import BackgroundImages
+from bgimages_client._errors import BgImagesError
+from bgimages_client._models import Image
+
+# What to tell a person for each code the gateway answers.
+HINTS: dict[str, str] = {
+    "NOT_FITS": "The file is not a FITS file.",
+    "TRUNCATED": "The FITS file is truncated: it ends before a header or data block does.",
+    "BAD_HEADER": "A FITS header is malformed.",
+    "BAD_COMPRESSION": "The compressed file could not be decompressed.",
+    "NO_IMAGE_HDU": "The file holds no image that can be displayed.",
+    "INVALID_WCS": "An image in the file has no usable celestial WCS.",
+    "TARGET_OUTSIDE_FIELD": "The OB's target is outside the image: choose an image that covers it.",
+    "BOA_OUTSIDE_FIELD": "The BOA reference star is outside the image: the image must cover it too.",
+    "TARGET_IN_CHIP_GAP": "The OB's target falls in a gap between chips.",
+    "BOA_IN_CHIP_GAP": "The BOA reference star falls in a gap between chips.",
+    "NO_FILTER": "The file names no filter: pass --bandpass (for example --bandpass Ks).",
+    "TOO_LARGE": "The file is larger than the gateway accepts.",
+    "TOO_MANY_HDUS": "The file has more HDUs or header cards than allowed.",
+    "UNSUPPORTED_COMPRESSION": "This kind of compression is not supported.",
+    "INVALID_ARGUMENT": "The request is malformed.",
+    "NOT_FOUND": "No such image (or it is not visible to you).",
+    "FORBIDDEN": "You may not do this.",
+    "UNAUTHENTICATED": "Your token is missing, expired or not accepted: get a new one (--token).",
+    "RUN_MISMATCH": "This OB belongs to another run: check --run.",
+    "NOT_COMPATIBLE": "The image does not hold the OB's target (and BOA star).",
+    "GONE": "The image was deleted or culled: please upload it again.",
+    "UNKNOWN_RUN": "The gateway does not know this run (yet).",
+    "PROCESSING_FAILED": "The image could not be processed; try again later or contact support.",
+    "STORE_UNAVAILABLE": "The storage is unavailable; try again later.",
+    "UNAVAILABLE": "The service is unavailable; try again later.",
+    "INTERNAL": "The gateway failed; try again later or contact support.",
+}
+
+
+def explain(err: BgImagesError) -> str:
+    lines = [f"error {err.code}: {HINTS.get(err.code, err.title or 'request refused')}"]
+    if err.detail:
+        lines.append(f"  gateway says: {err.detail}")
+    for finding in err.errors:
+        hdu = f"HDU {finding['hdu']}: " if "hdu" in finding else ""
+        lines.append(f"  - {finding.get('code', '')}: {hdu}{finding.get('message', '')}")
+    return "\n".join(lines)
+
+
+def _describe(image: Image) -> str:
+    owner = "mine" if image.owned_by_caller else f"shared by {image.owner_id}"
+    return f"{image.fits_hash}  {image.file_name!r}  filter={image.filter or '-'}  ({owner})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bgimages", description="User background images: upload, list, select, delete."
+    )
+    p.add_argument(
+        "--url", default=os.environ.get("BGIMAGES_URL", "http://127.0.0.1:8080"), help="gateway URL"
+    )
+    p.add_argument(
+        "--token", default=os.environ.get("BGIMAGES_TOKEN", ""), help="bearer token (or BGIMAGES_TOKEN)"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def ob_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--ob", type=int, required=True, help="p2 OB id")
+        q.add_argument("--run", required=True, help="the OB's run id")
+        q.add_argument("--target", type=float, nargs=2, metavar=("RA", "DEC"), required=True, help="degrees")
+        q.add_argument(
+            "--boa", type=float, nargs=2, metavar=("RA", "DEC"), help="BOA reference star, degrees"
+        )
+
+    up = sub.add_parser("upload", help="upload a FITS file for an OB (it becomes the OB's background)")
+    up.add_argument("file")
+    ob_args(up)
+    up.add_argument("--bandpass", help="filter to use when the file names none (p2api's bkg_lam)")
+    up.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ls = sub.add_parser("list", help="what the selector offers for an OB")
+    ob_args(ls)
+
+    sel = sub.add_parser("select", help="choose the OB's background")
+    sel.add_argument(
+        "selection", help="default | gaia | survey|NAME | eso_im|DPID | user_bkg_image|<fits_hash>"
+    )
+    ob_args(sel)
+
+    rm = sub.add_parser("delete", help="delete one of your images")
+    rm.add_argument("fits_hash")
+
+    show = sub.add_parser("show", help="one image's details")
+    show.add_argument("fits_hash")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.token:
+        print("error: no token: pass --token or set BGIMAGES_TOKEN", file=sys.stderr)
+        return 2
+    api = BackgroundImages(args.url, args.token)
+    try:
+        return _run(api, args)
+    except BgImagesError as err:
+        print(explain(err), file=sys.stderr)
+        return 1
+
+
+def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
+    boa = tuple(args.boa) if getattr(args, "boa", None) else None
+    if args.command == "upload":
+        from tqdm import tqdm
+
+        size = os.path.getsize(args.file)
+        with tqdm(
+            total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="upload", disable=args.no_progress
+        ) as bar:
+
+            def progress(sent: int, total: int) -> None:
+                bar.update(sent - bar.n)
+
+            image = api.upload(
+                args.file,
+                args.ob,
+                args.run,
+                tuple(args.target),
+                boa=boa,
+                bandpass=args.bandpass,
+                progress=progress,
+            )
+        print(f"uploaded and selected for OB {args.ob}: {_describe(image)}")
+        return 0
+    if args.command == "list":
+        listing = api.list_images(args.ob, args.run, tuple(args.target), boa=boa)
+        selected = listing.selected.selection
+
+        def mark(selection: str) -> str:
+            return "(*)" if selection == selected else "( )"
+
+        print(f"{mark('default')} default: {listing.default_survey.name}")
+        for title, images in (("my images", listing.own), ("shared images", listing.shared)):
+            print(f"{title}:")
+            for image in images:
+                print(f"  {mark(image.selection)} {_describe(image)}")
+            if not images:
+                print("  (none)")
+        if listing.selected.kind not in ("default", "user_image"):
+            print(f"(*) {selected}")
+        for t in listing.tombstones:
+            print(f"  removed: {t.file_name!r} {t.reason} on {t.removed_at}, please upload again")
+        return 0
+    if args.command == "select":
+        chosen = api.select(args.ob, args.run, tuple(args.target), args.selection, boa=boa)
+        print(f"OB {args.ob} now uses {chosen.selection}")
+        return 0
+    if args.command == "delete":
+        tombstone = api.delete(args.fits_hash)
+        print(f"deleted {tombstone.fits_hash} ({tombstone.file_name!r})")
+        return 0
+    if args.command == "show":
+        image = api.get_image(args.fits_hash)
+        print(_describe(image))
+        for fp in image.footprints:
+            print(f"  HDU {fp.hdu}: {fp.pixel_scale_arcsec:.3f} arcsec/pixel, corners {fp.corners}")
+        print(f"  runs: {', '.join(image.run_ids)}")
+        return 0
+    raise AssertionError(args.command)
