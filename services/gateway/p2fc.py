@@ -1,0 +1,394 @@
+"""The p2api face: the endpoints ESO's `p2api` client calls, under P2FC_PREFIX (`/p2fc/`).
+
+The unmodified client (`p2api.ApiConnection`, methods `bkg_image_*`) builds its
+URLs as `"%s/%s" % (p2fc_url, url)` with a p2fc_url that ends in "/", so paths
+arrive with a doubled slash (`/p2fc//bkg_image?...`) and two calls POST to the
+prefix root itself (`/p2fc//`). What it sends:
+
+| client method | request |
+|---|---|
+| bkg_image_get_ob_info | GET bkg_image?url=&access_token=&mode=get_ob |
+| bkg_image_get_ob_image_list | GET bkg_image?url=&access_token=&mode=get_ob_image_list |
+| bkg_image_set_ob_info | POST root, form: url, access_token, mode=set_ob_info, value |
+| bkg_image_upload | POST root, multipart part `bkg_image_fits_file`; its part headers carry |
+|  | url, access_token, mode=upload_bkg_image and bkg_lam |
+| bkg_image_delete | DELETE bkg_image_delete?url=&access_token=&fits_hash=user_bkg_image|<hash> |
+| generateFindingChart | POST root without mode (a form, or the file part with url and access_token headers) |
+
+The caller is who p2 says the access token belongs to (`p2.P2Client`), with
+the runs p2 lists for them passed per request as `Caller.runs`; the actions are
+the same `Operations` the native API uses, so the same catalog rules hold.
+
+Answers are JSON. Errors are JSON too, `{"error": <message>, "code": <CODE>}`
+with the code's HTTP status, because the client raises `P2Error(status,
+method, url, body["error"])` only from an `application/json` body: the native
+API's problem+json would reach the user as raw text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import BodyPartReader, web
+
+from bgimages.catalog.v1 import catalog_pb2
+from bgimages.common.v1 import common_pb2
+from services.gateway.operations import (
+    Operations,
+    check_hash,
+    format_selection,
+    parse_selection,
+)
+from services.gateway.p2 import P2Client, P2Context, parse_bases
+from services.shared.errors import ServiceError
+from services.shared.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+P2FC_OPS = web.AppKey("p2fc_ops", Operations)
+P2FC_CLIENT = web.AppKey("p2fc_p2", P2Client)
+P2FC_SETTINGS = web.AppKey("p2fc_settings", GatewaySettings)
+
+FILE_FIELD = "bkg_image_fits_file"
+FIELD_LIMIT = 16 << 10
+READ_CHUNK = 1 << 20
+API = "/api/v1"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NotSupported(Exception):
+    """A request the client may send that this service does not offer (yet)."""
+
+
+def normalize_prefix(prefix: str) -> str:
+    """ "/p2fc/" from "p2fc", "/p2fc" or "/p2fc/"."""
+    stripped = prefix.strip().strip("/")
+    if not stripped or "{" in stripped or "}" in stripped:
+        raise ValueError(f"P2FC_PREFIX {prefix!r} must be a path such as /p2fc/")
+    return f"/{stripped}/"
+
+
+def setup(app: web.Application, settings: GatewaySettings, ops: Operations) -> None:
+    """Adds the p2api face's routes to the gateway app."""
+    prefix = normalize_prefix(settings.p2fc_prefix)
+    client = P2Client(parse_bases(settings.p2_api_bases), timeout_s=settings.p2_timeout_s)
+    app[P2FC_OPS] = ops
+    app[P2FC_CLIENT] = client
+    app[P2FC_SETTINGS] = settings
+    # One catch-all under the prefix: the client's doubled slash ("/p2fc//bkg_image")
+    # and the bare prefix ("/p2fc") reach the same dispatcher, and anything else
+    # under the prefix gets a JSON error the client can show.
+    app.router.add_route("*", prefix.rstrip("/"), dispatch)
+    app.router.add_route("*", prefix + "{tail:.*}", dispatch)
+
+    async def start(app: web.Application) -> None:
+        await client.start()
+
+    async def stop(app: web.Application) -> None:
+        await client.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
+# ---- dispatch -------------------------------------------------------------------------------------
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Routes on the endpoint name (slashes squeezed) and method; errors as p2api reads them."""
+    endpoint = request.match_info.get("tail", "").strip("/")
+    routes: dict[tuple[str, str], Handler] = {
+        ("GET", "bkg_image"): bkg_image,
+        ("POST", ""): post_root,
+        ("DELETE", "bkg_image_delete"): bkg_image_delete,
+    }
+    handler = routes.get((request.method, endpoint))
+    try:
+        if handler is None:
+            if any(name == endpoint for _, name in routes):
+                allowed = sorted(m for m, name in routes if name == endpoint)
+                return error_response(
+                    405, "METHOD_NOT_ALLOWED", f"use {', '.join(allowed)} here", {"Allow": ", ".join(allowed)}
+                )
+            return error_response(404, "NOT_FOUND", "no such p2fc endpoint")
+        return await handler(request)
+    except ServiceError as err:
+        if err.http_status >= 500:
+            log.warning("p2fc %s %s -> %s: %s", request.method, endpoint, err.code, err.message)
+        extra = {k: v for k, v in err.details.items() if k not in ("error", "code")}
+        return error_response(err.http_status, err.code, err.message, body_extra=extra)
+    except NotSupported as exc:
+        return error_response(501, "NOT_SUPPORTED", str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL", exc.reason)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    body_extra: dict[str, Any] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {"error": message, "code": code, "status": status}
+    body.update(body_extra or {})
+    return web.json_response(body, status=status, headers=headers)
+
+
+# ---- the endpoints ----------------------------------------------------------------------------------
+
+
+async def bkg_image(request: web.Request) -> web.Response:
+    """GET bkg_image?mode=get_ob | get_ob_image_list."""
+    query = raw_query(request)
+    mode = query.get("mode", "")
+    if mode not in ("get_ob", "get_ob_image_list"):
+        raise ServiceError("INVALID_ARGUMENT", f"unknown mode {mode[:40]!r}: use get_ob or get_ob_image_list")
+    ctx = await _resolve(request, query)
+    ops = request.app[P2FC_OPS]
+    caller, ob = caller_of(ctx), ob_of(ctx)
+    if mode == "get_ob":
+        selection = await ops.get_selection(caller, ctx.ob_id, ctx.run_id)
+        return web.json_response(await ob_info(request, ctx, selection))
+    listing = await ops.list_images(caller, ob)
+    return web.json_response(image_list(listing))
+
+
+async def bkg_image_delete(request: web.Request) -> web.Response:
+    """DELETE bkg_image_delete?fits_hash=user_bkg_image|<hash>: the caller's own image."""
+    query = raw_query(request)
+    given = query.get("fits_hash", "")
+    fits_hash = check_hash(given.removeprefix("user_bkg_image|"))
+    ctx = await _resolve(request, query)
+    ops = request.app[P2FC_OPS]
+    caller = caller_of(ctx)
+    await ops.delete(caller, fits_hash)
+    log.info("p2fc delete", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": fits_hash})
+    listing = await ops.list_images(caller, ob_of(ctx))
+    return web.json_response(image_list(listing))
+
+
+async def post_root(request: web.Request) -> web.Response:
+    """POST to the prefix root: set_ob_info (a form) or upload_bkg_image (multipart)."""
+    if request.content_type.startswith("multipart/"):
+        return await _multipart(request)
+    if request.content_type in ("application/x-www-form-urlencoded", ""):
+        form = await request.post()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        mode = fields.get("mode", "")
+        if mode == "set_ob_info":
+            return await _set_ob_info(request, fields)
+        if not mode:
+            raise NotSupported(FINDING_CHARTS)
+        raise ServiceError("INVALID_ARGUMENT", f"unknown mode {mode[:40]!r} for a form: use set_ob_info")
+    raise ServiceError(
+        "INVALID_ARGUMENT", "send a form (set_ob_info) or multipart/form-data (upload_bkg_image)"
+    )
+
+
+FINDING_CHARTS = (
+    "finding charts (generateFindingChart) are not supported yet by this service; "
+    "upload the image with bkg_image_upload and select it with bkg_image_set_ob_info"
+)
+
+
+async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Response:
+    value = fields.get("value", "")
+    if not value:
+        raise ServiceError(
+            "INVALID_ARGUMENT",
+            "value is missing: default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>",
+        )
+    parse_selection(value)  # a malformed value is refused before p2 is asked anything
+    ctx = await _resolve(request, fields)
+    selection = await request.app[P2FC_OPS].select(caller_of(ctx), ob_of(ctx), value)
+    log.info("p2fc select", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "selection": value[:80]})
+    return web.json_response(await ob_info(request, ctx, selection))
+
+
+async def _multipart(request: web.Request) -> web.Response:
+    settings = request.app[P2FC_SETTINGS]
+    limit = settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + (1 << 20):
+        raise ServiceError("TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit)
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
+        if part.name == FILE_FIELD or part.filename is not None:
+            # p2api sends url, access_token, mode and bkg_lam as headers of the
+            # file part; form fields sent before it count too.
+            for key in ("url", "access_token", "mode", "bkg_lam"):
+                header = part.headers.get(key)
+                if header is not None:
+                    fields[key] = header.strip()
+            mode = fields.get("mode", "")
+            if not mode:
+                raise NotSupported(FINDING_CHARTS)
+            if mode != "upload_bkg_image":
+                raise ServiceError(
+                    "INVALID_ARGUMENT", f"unknown mode {mode[:40]!r} for a file: use upload_bkg_image"
+                )
+            return await _upload(request, part, fields)
+        if part.name:
+            fields[part.name] = await _read_field(part)
+    if fields.get("mode") == "set_ob_info":
+        return await _set_ob_info(request, fields)
+    if not fields.get("mode"):
+        raise NotSupported(FINDING_CHARTS)
+    raise ServiceError("INVALID_ARGUMENT", f"the request has no {FILE_FIELD} part")
+
+
+async def _upload(request: web.Request, part: BodyPartReader, fields: dict[str, str]) -> web.Response:
+    # Who and which OB before a byte of the file is stored.
+    ctx = await _resolve(request, fields)
+    outcome = await request.app[P2FC_OPS].upload(
+        caller_of(ctx),
+        ob_of(ctx),
+        _part_chunks(part),
+        file_name=part.filename or "",
+        bandpass=fields.get("bkg_lam", ""),
+    )
+    log.info(
+        "p2fc upload",
+        extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": outcome.image.fits_hash},
+    )
+    selection = catalog_pb2.Selection(
+        kind=catalog_pb2.SELECTION_KIND_USER_IMAGE, value=outcome.image.fits_hash, image=outcome.image
+    )
+    body = await ob_info(request, ctx, selection)
+    body["reused_content"] = outcome.reused_content
+    return web.json_response(body, status=201)
+
+
+# ---- p2 and the catalog messages -------------------------------------------------------------------
+
+
+async def _resolve(request: web.Request, fields: dict[str, str]) -> P2Context:
+    return await request.app[P2FC_CLIENT].resolve(fields.get("url", ""), fields.get("access_token", ""))
+
+
+def caller_of(ctx: P2Context) -> catalog_pb2.Caller:
+    """The caller as p2 described them: the user and, for this request, their runs."""
+    return catalog_pb2.Caller(user_id=ctx.user_id, runs=catalog_pb2.RunSet(run_ids=list(ctx.run_ids)))
+
+
+def ob_of(ctx: P2Context) -> common_pb2.ObContext:
+    ob = common_pb2.ObContext(
+        ob_id=ctx.ob_id,
+        run_id=ctx.run_id,
+        target=common_pb2.SkyPosition(ra_deg=ctx.target.ra_deg, dec_deg=ctx.target.dec_deg),
+    )
+    if ctx.boa_star is not None:
+        ob.boa_star.CopyFrom(common_pb2.SkyPosition(ra_deg=ctx.boa_star.ra_deg, dec_deg=ctx.boa_star.dec_deg))
+    return ob
+
+
+def raw_query(request: web.Request) -> dict[str, str]:
+    """The query as sent. p2api does not percent-encode its values, so a "+" in a
+    token is a "+", not a space; encoded values are decoded all the same."""
+    out: dict[str, str] = {}
+    for pair in request.query_string.split("&"):
+        key, _, value = pair.partition("=")
+        if key and key not in out:
+            out[unquote(key)] = unquote(value)
+    return out
+
+
+async def _read_field(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(FIELD_LIMIT):
+        data += chunk
+        if len(data) > FIELD_LIMIT:
+            raise ServiceError("INVALID_ARGUMENT", f"form field {part.name!r} is too long")
+    return data.decode("utf-8", errors="replace").strip()
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_CHUNK):
+        yield chunk
+
+
+# ---- the JSON shapes ---------------------------------------------------------------------------------
+
+
+def _time(ts: Any) -> str | None:
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    text: str = ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return text
+
+
+def image_entry(image: catalog_pb2.Image, selected_hash: str = "") -> dict[str, Any]:
+    """One user image as the p2api client reads it (it needs `fits_hash`)."""
+    return {
+        "fits_hash": image.fits_hash,
+        "value": f"user_bkg_image|{image.fits_hash}",
+        "file_name": image.file_name,
+        "object_name": image.object_name,
+        "filter": image.filter,
+        "owned_by_you": image.owned_by_caller,
+        "owner_id": image.owner_id,
+        "selected": image.fits_hash == selected_hash,
+        "size_bytes": image.size_bytes,
+        "created_at": _time(image.created_at),
+        "last_used_at": _time(image.last_used_at),
+    }
+
+
+def image_list(listing: catalog_pb2.ListImagesResponse) -> dict[str, dict[str, Any]]:
+    """<ob_image_list>: the compatible user images, keyed by image name.
+
+    A name two images share gets the start of each one's fits_hash in its key,
+    so no entry hides another.
+    """
+    images = list(listing.own) + list(listing.shared)
+    selected = (
+        listing.selected.value if listing.selected.kind == catalog_pb2.SELECTION_KIND_USER_IMAGE else ""
+    )
+    names = [image.file_name or image.fits_hash[:12] for image in images]
+    out: dict[str, dict[str, Any]] = {}
+    for image, name in zip(images, names, strict=True):
+        key = name if names.count(name) == 1 else f"{name} [{image.fits_hash[:12]}]"
+        if key in out:  # same name and the same 12 hex digits: take the whole hash
+            key = f"{name} [{image.fits_hash}]"
+        out[key] = image_entry(image, selected)
+    return out
+
+
+async def ob_info(request: web.Request, ctx: P2Context, selection: catalog_pb2.Selection) -> dict[str, Any]:
+    """<ob_info>: the OB's background, in p2api's vocabulary (`bkg_image`), and the OB as p2 gave it."""
+    kind = catalog_pb2.SelectionKind.Name(selection.kind).removeprefix("SELECTION_KIND_").lower()
+    warnings: list[str] = []
+    body: dict[str, Any] = {
+        "ob_id": ctx.ob_id,
+        "run_id": ctx.run_id,
+        "target": {"ra_deg": ctx.target.ra_deg, "dec_deg": ctx.target.dec_deg},
+        "boa_star": (
+            {"ra_deg": ctx.boa_star.ra_deg, "dec_deg": ctx.boa_star.dec_deg} if ctx.boa_star else None
+        ),
+        "bkg_image": format_selection(selection),
+        "kind": "default" if kind == "unspecified" else kind,
+        "value": selection.value,
+        "warnings": warnings,
+    }
+    if selection.kind == catalog_pb2.SELECTION_KIND_USER_IMAGE:
+        body["fits_hash"] = selection.value
+        body["image"] = image_entry(selection.image, selection.value) if selection.HasField("image") else None
+        try:
+            access = await request.app[P2FC_OPS].hips_access(caller_of(ctx), selection.value, ctx.ob_id)
+        except ServiceError as err:
+            warnings.append(f"the image cannot be displayed: {err.message}")
+        else:
+            public = request.app[P2FC_SETTINGS].public_url.rstrip("/")
+            base = public or f"{request.scheme}://{request.host}"
+            body["hips_url"] = f"{base}{API}/images/{access.fits_hash}/hips/{access.token}"
+            body["hips_expires_at"] = access.expires_at
+    return body
