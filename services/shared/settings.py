@@ -80,6 +80,11 @@ class ValidatorSettings(Common):
         "MAX_DECOMPRESSED_BYTES", 8 << 30, "cap on a compressed upload's decompressed size"
     )
     max_hdus: int = env("MAX_HDUS", 1000, "most HDUs a file may have")
+    max_header_cards: int = env("MAX_HEADER_CARDS", 100_000, "most cards one FITS header may have")
+    max_total_header_cards: int = env(
+        "MAX_TOTAL_HEADER_CARDS", 1_000_000, "most header cards a FITS file may have in all"
+    )
+    health_interval_s: float = env("VALIDATOR_HEALTH_INTERVAL_S", 10.0, "seconds between object-store probes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +108,9 @@ class CatalogSettings(Common):
     cull_interval_s: int = env("CULL_INTERVAL_S", 300, "seconds between background cull/sweep rounds")
     sweep_min_age_s: int = env("SWEEP_MIN_AGE_S", 3600, "orphan objects younger than this are kept")
     tombstone_days: int = env("TOMBSTONE_DAYS", 90, "days a removed image's tombstone is shown")
+    lease_ttl_s: int = env("UPLOAD_LEASE_TTL_S", 6 * 3600, "seconds an upload lease protects its objects")
+    pg_data_dir: str = env("PG_DATA_DIR", "var/pg", "data folder of the embedded PostgreSQL (no DATABASE_URL)")
+    db_pool_size: int = env("DB_POOL_SIZE", 10, "most connections the catalog opens to PostgreSQL")
 
 
 @dataclasses.dataclass(frozen=True)

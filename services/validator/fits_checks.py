@@ -1,0 +1,381 @@
+"""The validator's checks: which HDUs are pictures of the sky, their WCS, the OB's field, the filter.
+
+`validate_file` takes any binary file object (a local file, the store's
+ranged reader); `validate_object` opens a key of the object store. A file
+that fails is a normal answer (`Report.ok` false, with problems); only a
+wrong request raises (`ServiceError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from services.shared.errors import ServiceError
+from services.validator import filters, footprint
+from services.validator.fits_reader import FitsProblem, HduHeader, Limits, walk
+from services.validator.footprint import Sky, SkyFootprint, WcsProblem
+from services.validator.report import HduResult, Problem, Report
+
+TILE_COMPRESSIONS = {"RICE_1", "RICE_ONE", "GZIP_1", "GZIP_2", "PLIO_1", "HCOMPRESS_1", "NOCOMPRESS"}
+# Half-size of the pixel box read around a position to tell data from blank (NaN/BLANK) pixels.
+BLANK_BOX_ARCSEC = 5.0
+BLANK_BOX_MIN_PIX = 5
+BLANK_BOX_MAX_PIX = 64
+
+# Words in EXTNAME / ESO PRO CATG that mark a plane that is not a picture of the sky.
+_PLANE_WORDS: dict[str, str] = {}
+for _kind, _words in {
+    "error plane": "ERR ERRS ERROR ERRORS ERRMAP SIGMA STAT STATS UNC UNCERT RMS NOISE STDEV",
+    "variance plane": "VAR VARIANCE IVAR INVVAR IVM",
+    "weight map": "WEIGHT WEIGHTS WHT WGT",
+    "confidence map": "CONF CONFIDENCE CONFMAP",
+    "exposure map": "EXP EXPMAP EXPOSURE EXPTIME TIME SAMP",
+    "data-quality plane": "DQ QUAL QUALITY FLAG FLAGS",
+    "bad-pixel mask": "MASK MASKS BPM BPMASK BADPIX BADPIXEL BPIX PIXMASK OBJMASK",
+}.items():
+    for _w in _words.split():
+        _PLANE_WORDS[_w] = _kind
+_CATG_EXTRA = {"MAP": "map"}
+_TOKEN = re.compile(r"[A-Z]+", re.I)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where the OB points: target and, when it has one, the BOA reference star (ICRS degrees)."""
+
+    target: Sky
+    boa: Sky | None = None
+
+
+def check_position(name: str, ra: float, dec: float) -> Sky:
+    """Refuses malformed coordinates (a wrong request, not a bad file)."""
+    if not (math.isfinite(ra) and math.isfinite(dec)):
+        raise ServiceError("INVALID_ARGUMENT", f"{name}: coordinates must be finite numbers", field=name)
+    if not -90.0 <= dec <= 90.0:
+        raise ServiceError("INVALID_ARGUMENT", f"{name}: declination {dec} is outside -90..90", field=name)
+    if not -360.0 <= ra <= 720.0:
+        raise ServiceError("INVALID_ARGUMENT", f"{name}: right ascension {ra} is out of range", field=name)
+    return ra % 360.0, dec
+
+
+def _plane_kind(value: Any, words: dict[str, str]) -> str | None:
+    if not isinstance(value, str):
+        return None
+    for token in _TOKEN.findall(value.upper()):
+        kind = words.get(token)
+        if kind is not None:
+            return kind
+    return None
+
+
+def non_sky_reason(header: Any, primary: Any) -> str | None:
+    """Why an image HDU is not a picture of the sky (error, weight, mask ... plane), or None."""
+    hduclas2 = header.get("HDUCLAS2")
+    if isinstance(hduclas2, str) and hduclas2.strip().upper() in ("ERROR", "QUALITY"):
+        clas3 = header.get("HDUCLAS3")
+        extra = f", HDUCLAS3 = {clas3!r}" if clas3 is not None else ""
+        plane = "error plane" if hduclas2.strip().upper() == "ERROR" else "data-quality plane"
+        return f"{plane} (HDUCLAS2 = {hduclas2.strip()!r}{extra})"
+    extname = header.get("EXTNAME")
+    kind = _plane_kind(extname, _PLANE_WORDS)
+    if kind is not None:
+        return f"{kind} (EXTNAME = {str(extname).strip()!r})"
+    own = header.get("ESO PRO CATG")
+    catg = own if own is not None else primary.get("ESO PRO CATG")
+    kind = _plane_kind(catg, {**_PLANE_WORDS, **_CATG_EXTRA})
+    if kind is not None:
+        return f"{kind} (ESO PRO CATG = {str(catg).strip()!r})"
+    return None
+
+
+@dataclasses.dataclass
+class _Image:
+    """A candidate sky image HDU: shape and where its two sky axes are."""
+
+    axes: list[int]
+    sky_axes: tuple[int, int]
+    tile_compressed: bool
+    bitpix: int
+
+
+class _Inspector:
+    """Looks at each HDU as the walk reads its header; asks for pixels around the OB positions."""
+
+    def __init__(self, where: Target) -> None:
+        self.where = where
+        self.results: list[HduResult] = []
+        self.problems: list[Problem] = []
+        self.footprints: dict[int, SkyFootprint] = {}
+        self.candidates: list[HduHeader] = []  # sky images, valid WCS or not
+        self.primary: HduHeader | None = None
+        # (hdu index, "target"|"boa") -> data byte ranges read to tell data from blank pixels.
+        self.boxes: dict[tuple[int, str], list[tuple[int, int]]] = {}
+
+    def __call__(self, hdu: HduHeader) -> list[tuple[int, int]]:
+        if hdu.index == 0:
+            self.primary = hdu
+        result = HduResult(index=hdu.index, bitpix=hdu.bitpix, shape=list(hdu.axes))
+        extname = hdu.header.get("EXTNAME")
+        result.extname = str(extname).strip() if extname is not None else ""
+        self.results.append(result)
+        image = self._image(hdu, result)
+        if image is None:
+            return []
+        assert self.primary is not None
+        reason = non_sky_reason(hdu.header, self.primary.header)
+        if reason is not None:
+            result.kind = "non-sky plane"
+            result.skip_reason = reason
+            return []
+        self.candidates.append(hdu)
+        try:
+            fp = footprint.build(footprint.wcs_cards(hdu.header.lines), image.axes, image.sky_axes)
+        except WcsProblem as exc:
+            result.skip_reason = f"invalid WCS: {exc}"
+            self.problems.append(
+                Problem(
+                    "INVALID_WCS", f"HDU {_name(hdu.index, result.extname)}: invalid WCS: {exc}", hdu.index
+                )
+            )
+            return []
+        self.footprints[hdu.index] = fp
+        result.displayable = True
+        result.skip_reason = None
+        result.pixel_scale_arcsec = fp.pixel_scale_arcsec
+        result.footprint = list(fp.corners)
+        ranges: list[tuple[int, int]] = []
+        for which, pos in (("target", self.where.target), ("boa", self.where.boa)):
+            if pos is None:
+                continue
+            inside, pix = fp.contains(pos)
+            if which == "target":
+                result.contains_target = inside
+            else:
+                result.contains_boa = inside
+            if inside and pix is not None and not image.tile_compressed:
+                box = _box_ranges(image, pix, fp.pixel_scale_arcsec)
+                self.boxes[(hdu.index, which)] = box
+                ranges.extend(box)
+        return ranges
+
+    def _image(self, hdu: HduHeader, result: HduResult) -> _Image | None:
+        """The HDU as an image, or None (with the reason in the result) when it is not one."""
+        header = hdu.header
+        axes = list(hdu.axes)
+        bitpix = hdu.bitpix
+        tile = False
+        if hdu.xtension == "BINTABLE" and header.get("ZIMAGE") is True:
+            tile = True
+            result.tile_compressed = True
+            try:
+                zbitpix, axes = _tile_geometry(hdu)
+            except FitsProblem as problem:
+                result.kind = "tile-compressed image"
+                result.skip_reason = problem.message
+                self.problems.append(Problem(problem.code, problem.message, hdu.index))
+                return None
+            bitpix = zbitpix
+            result.shape = list(axes)
+            result.bitpix = bitpix
+        elif hdu.index > 0 and hdu.xtension not in ("IMAGE", "IUEIMAGE"):
+            result.kind = "table" if "TABLE" in hdu.xtension else "other"
+            result.skip_reason = f"not an image (XTENSION = {hdu.xtension!r})"
+            return None
+        elif hdu.index == 0 and header.get("GROUPS") is True and axes and axes[0] == 0:
+            result.kind = "random groups"
+            result.skip_reason = "random-groups data, not an image"
+            return None
+        if not axes:
+            result.kind = "empty"
+            result.skip_reason = "no data (header only)"
+            return None
+        if any(n == 0 for n in axes):
+            result.kind = "empty"
+            zero = next(i for i, n in enumerate(axes) if n == 0) + 1
+            result.skip_reason = f"empty image (NAXIS{zero} = 0)"
+            return None
+        real = [i for i, n in enumerate(axes) if n > 1]
+        if len(real) > 2:
+            result.kind = "cube"
+            result.skip_reason = f"a cube of {len(real)} axes ({' x '.join(map(str, axes))}), not a 2-D image"
+            return None
+        if len(real) < 2:
+            result.kind = "1-D"
+            result.skip_reason = f"not a 2-D image ({' x '.join(map(str, axes))})"
+            return None
+        result.kind = "image"
+        return _Image(axes=axes, sky_axes=(real[0], real[1]), tile_compressed=tile, bitpix=bitpix)
+
+
+def _tile_geometry(hdu: HduHeader) -> tuple[int, list[int]]:
+    header = hdu.header
+    zcmp = str(header.get("ZCMPTYPE", "") or "").strip().upper()
+    if zcmp not in TILE_COMPRESSIONS:
+        raise FitsProblem(
+            "UNSUPPORTED_COMPRESSION",
+            f"HDU {hdu.index}: unknown tile compression ZCMPTYPE = {zcmp!r}",
+            hdu.index,
+        )
+    zbitpix = header.get("ZBITPIX")
+    if zbitpix not in (8, 16, 32, 64, -32, -64) or isinstance(zbitpix, bool):
+        raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZBITPIX = {zbitpix!r} is not valid", hdu.index)
+    znaxis = header.get("ZNAXIS")
+    if not isinstance(znaxis, int) or isinstance(znaxis, bool) or not 0 <= znaxis <= 999:
+        raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZNAXIS = {znaxis!r} is not valid", hdu.index)
+    axes = []
+    for n in range(1, znaxis + 1):
+        v = header.get(f"ZNAXIS{n}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZNAXIS{n} = {v!r} is not valid", hdu.index)
+        axes.append(v)
+    return zbitpix, axes
+
+
+def _box_ranges(image: _Image, pix: tuple[float, float], scale_arcsec: float) -> list[tuple[int, int]]:
+    """Byte ranges (within the data) of a small box of pixels around pixel position pix."""
+    half = int(min(BLANK_BOX_MAX_PIX, max(BLANK_BOX_MIN_PIX, math.ceil(BLANK_BOX_ARCSEC / scale_arcsec))))
+    a, b = image.sky_axes
+    nx, ny = image.axes[a], image.axes[b]
+    cx = min(nx, max(1, round(pix[0])))
+    cy = min(ny, max(1, round(pix[1])))
+    x0, x1 = max(1, cx - half), min(nx, cx + half)
+    y0, y1 = max(1, cy - half), min(ny, cy + half)
+    bpp = abs(image.bitpix) // 8
+    # Every axis other than a and b has length 1, so axis a is contiguous and axis b strides by nx.
+    return [(((y - 1) * nx + (x0 - 1)) * bpp, (x1 - x0 + 1) * bpp) for y in range(y0, y1 + 1)]
+
+
+_DTYPES = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def _all_blank(hdu: HduHeader, ranges: list[tuple[int, int]]) -> bool:
+    """Whether every pixel read around a position is blank (NaN, or the BLANK value)."""
+    if not ranges or any(r not in hdu.captured for r in ranges):
+        return False  # not read (e.g. a short stream): do not judge
+    data = np.frombuffer(b"".join(hdu.captured[r] for r in ranges), dtype=_DTYPES[hdu.bitpix])
+    if hdu.bitpix < 0:
+        return not bool(np.isfinite(data).any())
+    blank = hdu.header.get("BLANK")
+    if not isinstance(blank, int) or isinstance(blank, bool):
+        return False
+    return bool(np.all(data == blank))
+
+
+def _name(index: int, extname: str) -> str:
+    return f"{index} ({extname})" if extname else str(index)
+
+
+def _fmt(pos: Sky) -> str:
+    return f"RA {pos[0]:.5f}, Dec {pos[1]:+.5f}"
+
+
+def _field_problem(
+    which: str, pos: Sky, insp: _Inspector, by_index: dict[int, HduResult], blank: set[int]
+) -> Problem | None:
+    """The field-of-view check of one position: None when it falls on an image's pixels."""
+    label, prefix = ("target", "TARGET") if which == "target" else ("BOA reference star", "BOA")
+    attr = "contains_target" if which == "target" else "contains_boa"
+    if any(getattr(by_index[i], attr) for i in insp.footprints):
+        return None
+    what = f"The {label} ({_fmt(pos)})"
+    if blank:
+        names = ", ".join(_name(i, by_index[i].extname) for i in sorted(blank))
+        return Problem(
+            f"{prefix}_OUTSIDE_FIELD",
+            f"{what} falls only on blank pixels (no data: NaN or BLANK) of HDU {names}",
+        )
+    offsets = {i: footprint.offset_from(fp.corners, pos) for i, fp in insp.footprints.items()}
+    nearest = min(offsets, key=lambda i: offsets[i].arcsec)
+    off = offsets[nearest]
+    single = len(insp.footprints) == 1
+    where = "the image" if single else f"HDU {_name(nearest, by_index[nearest].extname)}"
+    if not single and footprint.in_convex_hull([fp.corners for fp in insp.footprints.values()], pos):
+        return Problem(
+            f"{prefix}_IN_CHIP_GAP",
+            f"{what} falls in a gap between the chips: {off.arcsec:.1f} arcsec {off.direction} of "
+            f"{where}, the nearest chip",
+        )
+    return Problem(
+        f"{prefix}_OUTSIDE_FIELD",
+        f"{what} is outside the field: {off.arcsec:.1f} arcsec {off.direction} of {where}"
+        + ("" if single else ", the nearest chip"),
+    )
+
+
+def validate_file(f: IO[bytes], where: Target, bandpass: str = "", limits: Limits | None = None) -> Report:
+    """Every check on one FITS file (plain, .gz, .Z or fpack) for one OB."""
+    limits = limits or Limits()
+    insp = _Inspector(where)
+    report = Report()
+    try:
+        scan = walk(f, limits, insp)
+        report.compression = scan.compression
+    except FitsProblem as problem:
+        report.hdus = insp.results
+        report.errors = [Problem(problem.code, problem.message, problem.hdu)]
+        return report
+    report.hdus = insp.results
+    by_index = {r.index: r for r in insp.results}
+    hdus = {h.index: h for h in scan.hdus}
+    problems = list(insp.problems)
+    if not insp.candidates and not any(p.code in ("UNSUPPORTED_COMPRESSION", "BAD_HEADER") for p in problems):
+        skipped = "; ".join(f"HDU {r.index}: {r.skip_reason}" for r in insp.results if r.skip_reason)
+        problems.append(Problem("NO_IMAGE_HDU", f"The file holds no image of the sky ({skipped})"))
+
+    # Pixels around each position: a position on blank pixels is not on the image.
+    blank: dict[str, set[int]] = {"target": set(), "boa": set()}
+    for (index, which), ranges in insp.boxes.items():
+        if _all_blank(hdus[index], ranges):
+            blank[which].add(index)
+            if which == "target":
+                by_index[index].contains_target = False
+            else:
+                by_index[index].contains_boa = False
+    if insp.footprints:
+        for which, pos in (("target", where.target), ("boa", where.boa)):
+            if pos is not None:
+                p = _field_problem(which, pos, insp, by_index, blank[which])
+                if p is not None:
+                    problems.append(p)
+
+    primary = hdus[0].header
+    headers = [primary] + [h.header for h in insp.candidates]
+    found = filters.find_filter(headers, bandpass)
+    report.filter, report.filter_source = found.name, found.source
+    if not found.name:
+        problems.append(
+            Problem(
+                "NO_FILTER",
+                "No filter found: the headers carry no BANDPASS or FILTER keyword and none of the "
+                "instrument's filter keywords; give the bandpass with the upload",
+            )
+        )
+    for header in headers:
+        obj = header.get("OBJECT")
+        if isinstance(obj, str) and obj.strip():
+            report.object_name = obj.strip()
+            break
+    report.errors = problems
+    report.ok = not problems
+    return report
+
+
+def validate_path(
+    path: str | Path, where: Target, bandpass: str = "", limits: Limits | None = None
+) -> Report:
+    with open(path, "rb") as f:
+        return validate_file(f, where, bandpass, limits)
+
+
+def validate_object(
+    store: Any, key: str, where: Target, bandpass: str = "", limits: Limits | None = None
+) -> Report:
+    """Validates an object of the store (NOT_FOUND when there is none), reading it by ranges."""
+    with store.open_reader(key) as f:
+        return validate_file(f, where, bandpass, limits)

@@ -1,0 +1,603 @@
+"""Walks a FITS file's headers by offset, computing each HDU's data size and skipping its data.
+
+Plain files (and objects in the store, through their ranged reader) are read
+by seeking: only the header blocks and the few pixel rows a check asks for
+are fetched. A gzip or Unix-compress (.Z) file is piped once, front to back,
+through `gzip -dc` (which reads both formats as a stream), with bounded
+memory and a cap on the decompressed size; nothing is decompressed in
+memory as a whole.
+
+Every malformation becomes a `FitsProblem` with a stable code
+(common.v1.ErrorCode names), never an unhandled exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+BLOCK = 2880
+CARD = 80
+CARDS_PER_BLOCK = BLOCK // CARD
+
+GZIP_MAGIC = b"\x1f\x8b"
+COMPRESS_MAGIC = b"\x1f\x9d"
+# Whole-file formats we recognise but do not read: a clear answer beats NOT_FITS.
+_OTHER_COMPRESSION = {
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"PK\x03\x04": "zip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\x1f\xa0": "LZH (pack)",
+    b"\x1f\x1e": "pack",
+    b"7z\xbc\xaf": "7z",
+}
+VALID_BITPIX = {8, 16, 32, 64, -32, -64}
+
+# Keyword field, value indicator. HIERARCH cards carry a long keyword before "=".
+_CARD_RE = re.compile(r"^(?:HIERARCH +([^=\n]*?) *|([A-Z0-9_-]{1,8}) *)= ?([^\n]*)$", re.M | re.I)
+_STRING_RE = re.compile(r"'((?:[^']|'')*)'")
+_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
+
+
+class FitsProblem(Exception):
+    """A file that cannot be read as FITS, with a stable code and the HDU concerned."""
+
+    def __init__(self, code: str, message: str, hdu: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hdu = hdu
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What the reader accepts before it stops with TOO_MANY_HDUS or TOO_LARGE."""
+
+    max_hdus: int = 1000
+    max_header_cards: int = 100_000
+    max_total_header_cards: int = 1_000_000
+    max_decompressed_bytes: int = 8 << 30
+
+
+def parse_value(raw: str) -> str | bool | int | float | None:
+    """The value of a card's value field (the text after "= "), comment dropped."""
+    text = raw.lstrip()
+    if text.startswith("'"):
+        m = _STRING_RE.match(text)
+        if m is None:  # unterminated string: take what is there
+            return text[1:].rstrip()
+        return m.group(1).replace("''", "'").rstrip()
+    text = text.split("/", 1)[0].strip()
+    if not text:
+        return None
+    if text == "T":
+        return True
+    if text == "F":
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text.replace("D", "E").replace("d", "e"))
+    except ValueError:
+        return text
+
+
+class Header:
+    """One HDU's header: the card images (up to END) and a keyword index built on demand."""
+
+    def __init__(self, data: bytes) -> None:
+        self.text = data.decode("ascii")
+        self.ncards = len(self.text) // CARD
+        self._lines: str | None = None
+        self._index: dict[str, str] | None = None
+
+    @property
+    def lines(self) -> str:
+        """The cards joined by newlines, for line-anchored regular expressions."""
+        if self._lines is None:
+            t = self.text
+            self._lines = "\n".join([t[i : i + CARD] for i in range(0, len(t), CARD)])
+        return self._lines
+
+    def _build_index(self) -> dict[str, str]:
+        index: dict[str, str] = {}
+        for hier, key, value in _CARD_RE.findall(self.lines):
+            name = " ".join(hier.split()).upper() if hier else key.upper()
+            if name and name not in ("COMMENT", "HISTORY") and name not in index:
+                index[name] = value
+        return index
+
+    def __contains__(self, key: str) -> bool:
+        if self._index is None:
+            self._index = self._build_index()
+        return key in self._index
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The first card's value for `key` (HIERARCH keys without "HIERARCH", single spaces)."""
+        if self._index is None:
+            self._index = self._build_index()
+        raw = self._index.get(key)
+        if raw is None:
+            return default
+        value = parse_value(raw)
+        if isinstance(value, str) and value.endswith("&"):
+            value = self._continued(key, value)
+        return default if value is None else value
+
+    def _continued(self, key: str, first: str) -> str:
+        """A long string value split over CONTINUE cards."""
+        lines = self.lines.split("\n")
+        for i, line in enumerate(lines):
+            m = _CARD_RE.match(line)
+            if m and " ".join((m.group(1) or m.group(2) or "").split()).upper() == key:
+                value, j = first[:-1], i + 1
+                while j < len(lines) and lines[j].startswith("CONTINUE") and value is not None:
+                    part = parse_value(lines[j][8:])
+                    if not isinstance(part, str):
+                        break
+                    if part.endswith("&"):
+                        value += part[:-1]
+                        j += 1
+                    else:
+                        value += part
+                        break
+                return value
+        return first
+
+
+@dataclasses.dataclass
+class HduHeader:
+    """One HDU as the walk found it."""
+
+    index: int
+    header_offset: int
+    data_offset: int
+    data_size: int  # bytes of data, without padding
+    header: Header
+    xtension: str  # "" for the primary
+    bitpix: int
+    axes: list[int]  # NAXIS1 first
+    pcount: int
+    gcount: int
+    # Pixel byte ranges (offset within the data, length) a check asked for, with their bytes.
+    captured: dict[tuple[int, int], bytes] = dataclasses.field(default_factory=dict)
+
+    @property
+    def padded_size(self) -> int:
+        return -(-self.data_size // BLOCK) * BLOCK
+
+
+# Called with each HDU once its header is read: returns the data byte ranges to capture.
+OnHeader = Callable[[HduHeader], Sequence[tuple[int, int]]]
+
+
+@dataclasses.dataclass
+class Scan:
+    """The result of a walk: the HDUs read, how the file was compressed, and sizes."""
+
+    hdus: list[HduHeader]
+    compression: str  # "none", "gzip", "compress"
+    file_size: int
+    fits_size: int  # bytes of FITS (decompressed)
+    trailing_bytes: bool = False  # bytes after the last HDU that are not an extension
+
+
+def _int_keyword(header: Header, key: str, index: int, default: int | None = None) -> int:
+    value = header.get(key)
+    if value is None:
+        if default is not None:
+            return default
+        raise FitsProblem("BAD_HEADER", f"HDU {index}: mandatory keyword {key} is missing", index)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FitsProblem("BAD_HEADER", f"HDU {index}: {key} = {value!r} is not an integer", index)
+    return value
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"  # pragma: no cover
+
+
+def describe_structure(header: Header, index: int, offset: int, data_offset: int) -> HduHeader:
+    """Reads the mandatory keywords and computes the size of the data that follows."""
+    first = header.text[:8].rstrip()
+    if index == 0:
+        if first != "SIMPLE":
+            raise FitsProblem("NOT_FITS", "the file does not start with a FITS primary header (SIMPLE)")
+        xtension = ""
+    else:
+        xt = header.get("XTENSION")
+        xtension = str(xt).strip().upper() if xt is not None else ""
+        if not xtension:
+            raise FitsProblem("BAD_HEADER", f"HDU {index}: XTENSION has no value", index)
+    bitpix = _int_keyword(header, "BITPIX", index)
+    if bitpix not in VALID_BITPIX:
+        raise FitsProblem(
+            "BAD_HEADER", f"HDU {index}: BITPIX = {bitpix} (allowed: 8, 16, 32, 64, -32, -64)", index
+        )
+    naxis = _int_keyword(header, "NAXIS", index)
+    if not 0 <= naxis <= 999:
+        raise FitsProblem("BAD_HEADER", f"HDU {index}: NAXIS = {naxis} (must be 0..999)", index)
+    axes = []
+    for n in range(1, naxis + 1):
+        length = _int_keyword(header, f"NAXIS{n}", index)
+        if length < 0:
+            raise FitsProblem("BAD_HEADER", f"HDU {index}: NAXIS{n} = {length} is negative", index)
+        axes.append(length)
+    pcount = _int_keyword(header, "PCOUNT", index, 0)
+    gcount = _int_keyword(header, "GCOUNT", index, 1)
+    if pcount < 0 or gcount < 0:
+        raise FitsProblem("BAD_HEADER", f"HDU {index}: PCOUNT/GCOUNT must not be negative", index)
+    if naxis == 0:
+        nbits = 0
+    else:
+        groups = index == 0 and header.get("GROUPS") is True and axes[0] == 0
+        counted = axes[1:] if groups else axes
+        nbits = abs(bitpix) * gcount * (pcount + math.prod(counted))
+    return HduHeader(
+        index=index,
+        header_offset=offset,
+        data_offset=data_offset,
+        data_size=nbits // 8,
+        header=header,
+        xtension=xtension,
+        bitpix=bitpix,
+        axes=axes,
+        pcount=pcount,
+        gcount=gcount,
+    )
+
+
+class _HeaderBudget:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.total_cards = 0
+
+    def check_block(self, index: int, cards_in_header: int) -> None:
+        if cards_in_header > self.limits.max_header_cards:
+            raise FitsProblem(
+                "TOO_MANY_HDUS",
+                f"HDU {index}: the header has more than {self.limits.max_header_cards} cards",
+                index,
+            )
+        if self.total_cards + cards_in_header > self.limits.max_total_header_cards:
+            raise FitsProblem(
+                "TOO_MANY_HDUS",
+                f"the headers hold more than {self.limits.max_total_header_cards} cards in all",
+                index,
+            )
+
+
+def _end_card(block: bytes) -> int:
+    """The card number of END within a block, or -1."""
+    pos = 0
+    while True:
+        pos = block.find(b"END", pos)
+        if pos < 0:
+            return -1
+        if pos % CARD == 0 and block[pos : pos + 8] == b"END     ":
+            return pos // CARD
+        pos += 1
+
+
+def _check_block(block: bytes, index: int, cards_before: int) -> None:
+    m = _NOT_PRINTABLE.search(block)
+    if m is not None:
+        card = cards_before + m.start() // CARD + 1
+        raise FitsProblem(
+            "BAD_HEADER",
+            f"HDU {index}: header card {card} holds a byte that is not printable ASCII "
+            f"(0x{block[m.start()]:02x})",
+            index,
+        )
+
+
+def _read_header(read: Callable[[int], bytes], index: int, budget: _HeaderBudget) -> tuple[Header, int]:
+    """Reads header blocks until END; returns the header (cards up to END) and its size in bytes."""
+    parts: list[bytes] = []
+    nblocks = 0
+    while True:
+        block = read(BLOCK)
+        if len(block) < BLOCK:
+            raise FitsProblem(
+                "TRUNCATED",
+                f"HDU {index}: the file ends inside a header "
+                f"(no END card after {nblocks * CARDS_PER_BLOCK} cards)",
+                index,
+            )
+        end = _end_card(block)
+        head = block if end < 0 else block[: end * CARD]
+        _check_block(head, index, nblocks * CARDS_PER_BLOCK)
+        parts.append(head)
+        nblocks += 1
+        budget.check_block(index, nblocks * CARDS_PER_BLOCK)
+        if end >= 0:
+            break
+    budget.total_cards += nblocks * CARDS_PER_BLOCK
+    return Header(b"".join(parts)), nblocks * BLOCK
+
+
+def _looks_like_extension(block: bytes) -> bool:
+    return block.startswith(b"XTENSION=")
+
+
+def detect_compression(head: bytes) -> str:
+    """ "none", "gzip" or "compress" from the first bytes; raises for what we do not read."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(COMPRESS_MAGIC):
+        return "compress"
+    for magic, name in _OTHER_COMPRESSION.items():
+        if head.startswith(magic):
+            raise FitsProblem(
+                "UNSUPPORTED_COMPRESSION",
+                f"the file is {name}-compressed; upload FITS, gzip (.fits.gz), Unix compress (.fits.Z) "
+                "or tile-compressed (fpack) FITS",
+            )
+    if head.startswith(b"SIMPLE"):
+        return "none"
+    if not head:
+        raise FitsProblem("NOT_FITS", "the file is empty")
+    raise FitsProblem("NOT_FITS", "the file is not FITS: it does not start with SIMPLE")
+
+
+def _check_hdu_count(index: int, limits: Limits) -> None:
+    if index >= limits.max_hdus:
+        raise FitsProblem("TOO_MANY_HDUS", f"the file has more than {limits.max_hdus} HDUs", index)
+
+
+def _ranges_ok(hdu: HduHeader, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    return sorted({(o, n) for o, n in ranges if o >= 0 and n > 0 and o + n <= hdu.data_size})
+
+
+def walk_seekable(f: IO[bytes], limits: Limits, on_header: OnHeader | None = None) -> Scan:
+    """Walks a plain FITS file by seeking over the data of each HDU."""
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(0)
+    budget = _HeaderBudget(limits)
+    hdus: list[HduHeader] = []
+    offset = 0
+    trailing = False
+    while offset < size:
+        index = len(hdus)
+        f.seek(offset)
+        if index > 0:
+            probe = f.read(BLOCK)
+            if not _looks_like_extension(probe):
+                trailing = True  # padding or junk after the last HDU, as astropy tolerates
+                break
+            f.seek(offset)
+        _check_hdu_count(index, limits)
+        header, header_size = _read_header(f.read, index, budget)
+        hdu = describe_structure(header, index, offset, offset + header_size)
+        end = hdu.data_offset + hdu.data_size
+        if end > size:
+            raise FitsProblem(
+                "TRUNCATED",
+                f"HDU {index}: the header declares {_human(hdu.data_size)} of data "
+                f"but the file ends {_human(end - size)} short of it",
+                index,
+            )
+        hdus.append(hdu)
+        if on_header is not None:
+            for o, n in _ranges_ok(hdu, on_header(hdu)):
+                f.seek(hdu.data_offset + o)
+                hdu.captured[(o, n)] = f.read(n)
+        offset = hdu.data_offset + hdu.padded_size
+    return Scan(hdus=hdus, compression="none", file_size=size, fits_size=size, trailing_bytes=trailing)
+
+
+class _Decompressor:
+    """`gzip -dc` as a stream: a thread feeds the compressed bytes in, we read FITS out."""
+
+    def __init__(self, source: IO[bytes], cap: int, chunk: int = 1 << 20) -> None:
+        gzip = shutil.which("gzip")
+        if gzip is None:  # pragma: no cover - gzip is part of every Debian base system
+            raise FitsProblem("UNSUPPORTED_COMPRESSION", "gzip is not installed on the validator")
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
+        self.proc = subprocess.Popen(
+            [gzip, "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
+        )
+        self.cap = cap
+        self.count = 0
+        self._source = source
+        self._chunk = chunk
+        self._feed_error: BaseException | None = None
+        self._feeder = threading.Thread(target=self._feed, name="gzip-feed", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            while True:
+                data = self._source.read(self._chunk)
+                if not data:
+                    break
+                stdin.write(data)
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # we stopped reading early and killed gzip
+        except BaseException as exc:  # a store error: reported when the stream ends early
+            self._feed_error = exc
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                stdin.close()
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes (fewer only at the end of the stream)."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        if self.count + n > self.cap:
+            n = self.cap - self.count + 1  # one byte over tells us the cap was passed
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            piece = stdout.read(min(n - got, 1 << 20))
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        self.count += got
+        if self.count > self.cap:
+            raise FitsProblem(
+                "TOO_LARGE", f"the file decompresses to more than {_human(self.cap)}, the limit"
+            )
+        return b"".join(parts)
+
+    def skip(self, n: int) -> int:
+        """Reads and drops n bytes; returns how many there were."""
+        done = 0
+        while done < n:
+            piece = self.read(min(n - done, 1 << 20))
+            if not piece:
+                break
+            done += len(piece)
+        return done
+
+    def finish(self) -> tuple[int, str]:
+        """Waits for gzip to end (killing it if it still runs); returns its status and message."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdout is not None
+                # Drain at most a little: a well-formed stream is already at its end here.
+                rest = self.proc.stdout.read(BLOCK)
+                if rest:
+                    self.proc.kill()
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._feeder.join(timeout=30)
+        self._stderr.seek(0)
+        message = self._stderr.read(2000).decode("utf-8", "replace").strip()
+        self._stderr.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return rc, message
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.finish()
+
+
+def walk_stream(
+    source: IO[bytes], compression: str, file_size: int, limits: Limits, on_header: OnHeader | None = None
+) -> Scan:
+    """Walks a gzip or .Z compressed FITS file once, front to back, through `gzip -dc`."""
+    dec = _Decompressor(source, limits.max_decompressed_bytes)
+    budget = _HeaderBudget(limits)
+    hdus: list[HduHeader] = []
+    offset = 0
+    trailing = False
+    pending: bytes = b""
+
+    def read(n: int) -> bytes:
+        nonlocal pending
+        if pending:
+            data, pending = pending[:n], pending[n:]
+            if len(data) < n:
+                data += dec.read(n - len(data))
+            return data
+        return dec.read(n)
+
+    try:
+        while True:
+            index = len(hdus)
+            if index > 0:
+                probe = read(BLOCK)
+                if not probe:
+                    break
+                if not _looks_like_extension(probe):
+                    trailing = True
+                    break
+                pending = probe
+            _check_hdu_count(index, limits)
+            header, header_size = _read_header(read, index, budget)
+            hdu = describe_structure(header, index, offset, offset + header_size)
+            if hdu.data_offset + hdu.data_size > limits.max_decompressed_bytes:
+                raise FitsProblem(
+                    "TOO_LARGE",
+                    f"HDU {index}: the header declares {_human(hdu.data_size)} of data; the file would "
+                    f"decompress to more than {_human(limits.max_decompressed_bytes)}, the limit",
+                    index,
+                )
+            hdus.append(hdu)
+            wanted = _ranges_ok(hdu, on_header(hdu)) if on_header is not None else []
+            pos = 0
+            for o, n in wanted:
+                if o < pos:  # overlapping ranges: capture from what is already past
+                    continue
+                if dec.skip(o - pos) < o - pos:
+                    break
+                data = read(n)
+                if len(data) < n:
+                    break
+                hdu.captured[(o, n)] = data
+                pos = o + n
+            got = pos + dec.skip(hdu.data_size - pos)
+            if got < hdu.data_size:
+                raise FitsProblem(
+                    "TRUNCATED",
+                    f"HDU {index}: the header declares {_human(hdu.data_size)} of data "
+                    f"but the stream ends {_human(hdu.data_size - got)} short of it",
+                    index,
+                )
+            # Padding: a missing final padding is tolerated, as astropy does.
+            dec.skip(hdu.padded_size - hdu.data_size)
+            offset = hdu.data_offset + hdu.padded_size
+    except FitsProblem as problem:
+        if problem.code != "TRUNCATED":
+            dec.abort()
+            raise
+        # The stream ended early: gzip says whether it was cut or corrupt.
+        rc, message = dec.finish()
+        if rc not in (0, 2):
+            raise _stream_problem(rc, message, problem.hdu) from None
+        raise
+    except BaseException:
+        dec.abort()
+        raise
+    rc, message = dec.finish()
+    if rc not in (0, 2) and not trailing:
+        raise _stream_problem(rc, message, None)
+    return Scan(
+        hdus=hdus, compression=compression, file_size=file_size, fits_size=offset, trailing_bytes=trailing
+    )
+
+
+def _stream_problem(rc: int, message: str, hdu: int | None) -> FitsProblem:
+    text = message.replace("stdin: ", "").strip() or f"gzip exited with status {rc}"
+    if "unexpected end of file" in text:
+        return FitsProblem("TRUNCATED", f"the compressed stream is truncated ({text})", hdu)
+    return FitsProblem("BAD_COMPRESSION", f"the compressed stream is corrupt ({text})", hdu)
+
+
+def walk(f: IO[bytes], limits: Limits, on_header: OnHeader | None = None) -> Scan:
+    """Walks any supported file: plain FITS by seeking, gzip and .Z as one stream."""
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(0)
+    head = f.read(8)
+    f.seek(0)
+    compression = detect_compression(head)
+    if compression == "none":
+        return walk_seekable(f, limits, on_header)
+    return walk_stream(f, compression, size, limits, on_header)

@@ -1,0 +1,80 @@
+"""gRPC transport of the validator: parse the request, run the checks in a thread, answer the report."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+
+from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
+from services.shared.errors import ServiceError
+from services.shared.grpc_edge import GrpcServer, servicer_errors
+from services.shared.settings import ValidatorSettings
+from services.shared.store import check_key
+from services.validator.fits_checks import Target, check_position, validate_object
+from services.validator.fits_reader import Limits
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = validator_pb2.DESCRIPTOR.services_by_name["ValidatorService"].full_name
+
+
+def limits_of(settings: ValidatorSettings) -> Limits:
+    return Limits(
+        max_hdus=settings.max_hdus,
+        max_header_cards=settings.max_header_cards,
+        max_total_header_cards=settings.max_total_header_cards,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+    )
+
+
+def target_of(request: validator_pb2.ValidateRequest) -> Target:
+    """The OB's positions, refused when malformed."""
+    if not request.HasField("ob") or not request.ob.HasField("target"):
+        raise ServiceError("INVALID_ARGUMENT", "ob.target is required", field="ob.target")
+    target = check_position("ob.target", request.ob.target.ra_deg, request.ob.target.dec_deg)
+    boa = None
+    if request.ob.HasField("boa_star"):
+        boa = check_position("ob.boa_star", request.ob.boa_star.ra_deg, request.ob.boa_star.dec_deg)
+    return Target(target, boa)
+
+
+class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
+    def __init__(self, store: Any, limits: Limits) -> None:
+        self.store = store
+        self.limits = limits
+
+    @servicer_errors
+    async def Validate(  # noqa: N802 - the contract's name
+        self, request: validator_pb2.ValidateRequest, context: grpc.aio.ServicerContext
+    ) -> validator_pb2.ValidateResponse:
+        key = check_key(request.object_key)
+        where = target_of(request)
+        report = await asyncio.to_thread(
+            validate_object, self.store, key, where, request.bandpass, self.limits
+        )
+        log.info(
+            "validated",
+            extra={"object_key": key, "ok": report.ok, "codes": [e.code for e in report.errors]},
+        )
+        return validator_pb2.ValidateResponse(report=report.to_proto())
+
+
+def add_to(server: GrpcServer, store: Any, limits: Limits) -> ValidatorServicer:
+    servicer = ValidatorServicer(store, limits)
+    server.add(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer, SERVICE_NAME)
+    return servicer
+
+
+async def watch_store(server: GrpcServer, store: Any, interval_s: float) -> None:
+    """Health follows the object store: NOT_SERVING while it cannot be reached."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval_s)
+        ok = await store.ping()
+        if ok != serving:
+            serving = ok
+            log.warning("object store %s", "reachable again" if ok else "unreachable")
+            await server.set_serving(ok)

@@ -1,0 +1,113 @@
+"""The gRPC face: a real server on port 0, a real channel, the service credential, status codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bgimages.common.v1 import common_pb2
+from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
+from services.shared.errors import ServiceError
+from services.shared.grpc_edge import GrpcServer, call, channel
+from services.shared.store import LocalStore, S3Store
+from services.validator.fits_reader import Limits
+from services.validator.server import add_to
+from tests.fitsgen import write_image
+from tests.validator import instruments
+
+TOKEN = "validator-test-token"
+
+
+@pytest.fixture
+async def server(store: LocalStore | S3Store) -> AsyncIterator[tuple[str, LocalStore | S3Store]]:
+    srv = GrpcServer("127.0.0.1", 0, TOKEN)
+    add_to(srv, store, Limits())
+    await srv.start()
+    try:
+        yield f"127.0.0.1:{srv.port}", store
+    finally:
+        await srv.stop(0)
+
+
+def request(
+    key: str, ra: float, dec: float, boa: tuple[float, float] | None = None
+) -> validator_pb2.ValidateRequest:
+    ob = common_pb2.ObContext(
+        ob_id=7, run_id="p2:60.A-9252(A)", target=common_pb2.SkyPosition(ra_deg=ra, dec_deg=dec)
+    )
+    if boa is not None:
+        ob.boa_star.CopyFrom(common_pb2.SkyPosition(ra_deg=boa[0], dec_deg=boa[1]))
+    return validator_pb2.ValidateRequest(object_key=key, ob=ob)
+
+
+async def test_validate_over_a_channel(server: tuple[str, LocalStore | S3Store], tmp_path: Path) -> None:
+    addr, store = server
+    path = instruments.hawki_pawprint(tmp_path / "hawki.fits")
+    await store.put_file("staging/abc", path)
+    centres = instruments.hawki_chip_centres()
+    async with channel(addr, TOKEN) as ch:
+        stub = validator_pb2_grpc.ValidatorServiceStub(ch)
+        ok = await call(stub.Validate, request("staging/abc", *centres[3], boa=centres[2]))
+        report = ok.report
+        assert report.ok, report.errors
+        assert report.filter == "NB2090" and report.filter_source == "ESO INS FILT2 NAME"
+        assert report.compression == validator_pb2.COMPRESSION_NONE
+        assert report.object_name == "NGC 1234"
+        assert [h.index for h in report.hdus] == [0, 1, 2, 3, 4]
+        assert [h.displayable for h in report.hdus] == [False, True, True, True, True]
+        chip3 = report.hdus[3]
+        assert chip3.extname == "CHIP3.INT1" and list(chip3.shape) == [256, 256]
+        assert chip3.contains_target and not report.hdus[2].contains_target
+        assert report.hdus[2].contains_boa and report.hdus[2].HasField("contains_boa")
+        assert not report.hdus[0].HasField("contains_target")
+        assert len(chip3.footprint) == 4
+        assert chip3.pixel_scale_arcsec == pytest.approx(instruments.HAWKI_SCALE, rel=1e-6)
+
+        # A bad file is a normal answer.
+        gap = await call(stub.Validate, request("staging/abc", 150.0, -30.0))
+        assert not gap.report.ok
+        assert [e.code for e in gap.report.errors] == [common_pb2.TARGET_IN_CHIP_GAP]
+        assert not gap.report.errors[0].HasField("hdu")
+
+
+async def test_wrong_requests_are_grpc_errors(
+    server: tuple[str, LocalStore | S3Store], tmp_path: Path
+) -> None:
+    addr, store = server
+    await store.put_file("staging/one", write_image(tmp_path / "one.fits"))
+    async with channel(addr, TOKEN) as ch:
+        stub = validator_pb2_grpc.ValidatorServiceStub(ch)
+        with pytest.raises(ServiceError) as err:
+            await call(stub.Validate, request("staging/nothing-here", 150.0, 2.0))
+        assert err.value.code == "NOT_FOUND"
+        for ra, dec in ((float("nan"), 2.0), (150.0, 91.0), (150.0, float("inf"))):
+            with pytest.raises(ServiceError) as err:
+                await call(stub.Validate, request("staging/one", ra, dec))
+            assert err.value.code == "INVALID_ARGUMENT"
+        with pytest.raises(ServiceError) as err:
+            await call(stub.Validate, request("staging/one", 150.0, 2.0, boa=(150.0, -95.0)))
+        assert err.value.code == "INVALID_ARGUMENT" and "boa" in err.value.message
+        with pytest.raises(ServiceError) as err:
+            await call(stub.Validate, request("../etc/passwd", 150.0, 2.0))
+        assert err.value.code == "INVALID_ARGUMENT"
+        # Raw gRPC status, as any client sees it.
+        with pytest.raises(grpc.aio.AioRpcError) as raw:
+            await stub.Validate(request("staging/nothing-here", 150.0, 2.0))
+        assert raw.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_call_without_the_token_is_refused(
+    server: tuple[str, LocalStore | S3Store], tmp_path: Path
+) -> None:
+    addr, store = server
+    await store.put_file("staging/one", write_image(tmp_path / "one.fits"))
+    for bad in (None, "wrong-token"):
+        ch = grpc.aio.insecure_channel(addr) if bad is None else channel(addr, bad)
+        async with ch:
+            stub = validator_pb2_grpc.ValidatorServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as raw:
+                await stub.Validate(request("staging/one", 150.0, 2.0))
+            assert raw.value.code() == grpc.StatusCode.UNAUTHENTICATED
