@@ -1,0 +1,1 @@
+"""The catalog: ownership, runs, delegation, selections, footprint index, usage and culling."""

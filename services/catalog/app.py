@@ -1,0 +1,145 @@
+"""Start-up of the catalog: database (embedded when DATABASE_URL is empty),
+migrations, object store, the servicer, and the background rounds (health,
+culling, sweep)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+
+import asyncpg
+
+from bgimages.catalog.v1 import catalog_pb2_grpc
+from services.catalog.culling import Capacity, Culler
+from services.catalog.images import Images
+from services.catalog.repository import Repository, create_pool, migrate
+from services.catalog.server import SERVICE_NAME, CatalogServicer
+from services.catalog.sweep import Sweeper
+from services.catalog.uploads import Uploads
+from services.shared.grpc_edge import GrpcServer, serve_until_signalled
+from services.shared.settings import CatalogSettings
+from services.shared.store import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL_S = 2.0
+
+
+def database_url(settings: CatalogSettings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from services.shared import embedded_pg
+
+    return embedded_pg.start(settings.pg_data_dir)
+
+
+@dataclasses.dataclass
+class Catalog:
+    """The catalog's parts, built once and handed to the servicer."""
+
+    repo: Repository
+    store: ObjectStore
+    uploads: Uploads
+    images: Images
+    culler: Culler
+    sweeper: Sweeper
+    servicer: CatalogServicer
+
+
+def build(settings: CatalogSettings, pool: asyncpg.Pool, store: ObjectStore) -> Catalog:
+    repo = Repository(pool)
+    uploads = Uploads(repo, store, settings.lease_ttl_s)
+    images = Images(repo, store, settings.tombstone_days)
+    culler = Culler(repo, store, Capacity(settings.capacity_bytes, settings.high_water, settings.low_water))
+    sweeper = Sweeper(repo, store, settings.lease_ttl_s)
+    servicer = CatalogServicer(repo, uploads, images, culler, sweeper, settings.sweep_min_age_s)
+    return Catalog(repo, store, uploads, images, culler, sweeper, servicer)
+
+
+async def watch_health(server: GrpcServer, repo: Repository, interval: float = HEALTH_INTERVAL_S) -> None:
+    """NOT_SERVING while the database does not answer, SERVING otherwise."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            ok = await asyncio.wait_for(repo.ping(), timeout=interval)
+        except Exception:
+            ok = False
+        if ok != serving:
+            log.warning("database %s", "reachable again" if ok else "unreachable: NOT_SERVING")
+            await server.set_serving(ok)
+            serving = ok
+
+
+async def housekeeping(catalog: Catalog, interval_s: float, sweep_min_age_s: int) -> None:
+    """Background culling and sweep rounds."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            result = await catalog.culler.cull()
+            if result.culled:
+                log.info("culled %d images, freed %d bytes", len(result.culled), result.freed_bytes)
+            await catalog.sweeper.sweep(sweep_min_age_s)
+        except Exception:
+            log.exception("culling/sweep round failed")
+
+
+class CatalogServer:
+    """The gRPC server with its background tasks, for `serve` and for tests."""
+
+    def __init__(self, settings: CatalogSettings, pool: asyncpg.Pool, store: ObjectStore) -> None:
+        self.settings = settings
+        self.catalog = build(settings, pool, store)
+        self.grpc = GrpcServer(settings.bind_host, settings.port, settings.service_token)
+        self.grpc.add(
+            catalog_pb2_grpc.add_CatalogServiceServicer_to_server, self.catalog.servicer, SERVICE_NAME
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    async def start(self, background: bool = True, health_interval: float = HEALTH_INTERVAL_S) -> None:
+        await self.grpc.start()
+        self._tasks.append(asyncio.create_task(watch_health(self.grpc, self.catalog.repo, health_interval)))
+        if background:
+            self._tasks.append(
+                asyncio.create_task(
+                    housekeeping(self.catalog, self.settings.cull_interval_s, self.settings.sweep_min_age_s)
+                )
+            )
+
+    async def stop(self, grace: float = 2.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.grpc.stop(grace)
+
+
+async def serve(settings: CatalogSettings) -> None:
+    url = await asyncio.to_thread(database_url, settings)
+    conn = await asyncpg.connect(url)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    if applied:
+        log.info("applied migrations %s", applied)
+    pool = await create_pool(url, max_size=settings.db_pool_size)
+    store = await asyncio.to_thread(open_store, settings)
+    server = CatalogServer(settings, pool, store)
+    await server.start()
+    log.info("catalog listening on port %d", server.port)
+
+    async def on_stop() -> None:
+        for task in server._tasks:
+            task.cancel()
+        await pool.close()
+
+    await serve_until_signalled(server.grpc, on_stop)

@@ -1,0 +1,710 @@
+"""All of the catalog's SQL (asyncpg), and the migrations runner.
+
+Methods that are part of a larger transaction take the connection; the
+domain modules (uploads, images, removal, culling, sweep) decide, this
+module only reads and writes. Queries that depend on "the runs of U" take
+the user as $1 and the runs p2 gave (or NULL: the runs SetRun stored) as $2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+
+import asyncpg
+
+from services.catalog.model import (
+    Caller,
+    FootprintOut,
+    ImageView,
+    RemovalReason,
+    SelectionKind,
+    TombstoneView,
+)
+
+MIGRATION_LOCK = 0x6267_6361_7431  # pg_advisory_lock key of the catalog migrations
+
+# "The runs of U": the set p2 gave for this request, else the SetRun data.
+MY_RUNS = """
+my_runs AS (
+    SELECT unnest($2::text[]) AS run_id WHERE $2::text[] IS NOT NULL
+    UNION ALL
+    SELECT m.run_id FROM run_members m WHERE m.user_id = $1 AND $2::text[] IS NULL
+)"""
+
+# The list rule: U owns I, or has access to a run I is associated with.
+LISTABLE = """(i.owner_id = $1 OR EXISTS (
+    SELECT 1 FROM image_runs ir JOIN my_runs mr ON mr.run_id = ir.run_id WHERE ir.image_id = i.image_id))"""
+
+IMAGE_COLUMNS = """
+    i.image_id, i.fits_hash, i.owner_id, i.file_name, i.filter, i.object_name,
+    c.stored_bytes, c.hips_order, c.cut_low, c.cut_high, i.created_at, i.last_used_at,
+    c.fits_key, c.preview_key, c.hips_prefix, c.content_id,
+    ARRAY(SELECT ir2.run_id FROM image_runs ir2
+          WHERE ir2.image_id = i.image_id ORDER BY ir2.run_id) AS run_ids,
+    (SELECT json_agg(json_build_array(f.hdu, f.pixel_scale_arcsec, f.corners) ORDER BY f.hdu)
+       FROM footprints f WHERE f.content_id = i.content_id) AS footprints"""
+
+# Footprints holding a point: GIN lookup of its cells, then the exact test.
+HOLDS = """EXISTS (SELECT 1 FROM footprints f WHERE f.content_id = {content}
+    AND f.cells && {keys}::bigint[] AND footprint_holds(f.xyz, {x}, {y}, {z}))"""
+
+
+def _runs_param(caller: Caller) -> list[str] | None:
+    return caller.run_list
+
+
+def image_view(row: asyncpg.Record, user_id: str) -> ImageView:
+    fps = json.loads(row["footprints"]) if row["footprints"] else []
+    return ImageView(
+        image_id=row["image_id"],
+        fits_hash=row["fits_hash"],
+        owner_id=row["owner_id"],
+        file_name=row["file_name"],
+        filter=row["filter"],
+        object_name=row["object_name"],
+        size_bytes=row["stored_bytes"],
+        footprints=tuple(
+            FootprintOut(
+                hdu=hdu,
+                corners=tuple((corners[k], corners[k + 1]) for k in range(0, len(corners), 2)),
+                pixel_scale_arcsec=scale,
+            )
+            for hdu, scale, corners in fps
+        ),
+        hips_order=row["hips_order"],
+        cut_low=row["cut_low"],
+        cut_high=row["cut_high"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        run_ids=tuple(row["run_ids"]),
+        fits_key=row["fits_key"],
+        preview_key=row["preview_key"],
+        hips_prefix=row["hips_prefix"],
+        owned_by_caller=row["owner_id"] == user_id,
+        content_id=row["content_id"],
+    )
+
+
+def tombstone_view(row: asyncpg.Record) -> TombstoneView:
+    return TombstoneView(
+        fits_hash=row["fits_hash"],
+        owner_id=row["owner_id"],
+        file_name=row["file_name"],
+        removed_at=row["removed_at"],
+        reason=RemovalReason(row["reason"]),
+    )
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """The numbered migrations shipped with the package, in order."""
+    out = []
+    folder = resources.files("services.catalog") / "migrations"
+    for entry in folder.iterdir():
+        m = re.match(r"^(\d+)_(.+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), entry.name, entry.read_text()))
+    out.sort()
+    if len({v for v, _, _ in out}) != len(out):
+        raise RuntimeError("two catalog migrations share a number")
+    return out
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Applies the migrations not applied yet, under an advisory lock (replicas
+    starting together wait for each other); returns the names applied."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied_now.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied_now
+
+
+class Repository:
+    """The catalog's tables, over one asyncpg pool made at start-up."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def ping(self) -> bool:
+        async with self.pool.acquire(timeout=2) as conn:
+            return bool(await conn.fetchval("SELECT true", timeout=2))
+
+    # Runs -------------------------------------------------------------------
+
+    async def set_run(self, run_id: str, owner_id: str, delegate_ids: Sequence[str]) -> None:
+        async with self.transaction() as conn:
+            await conn.execute(
+                """INSERT INTO runs (run_id, owner_id) VALUES ($1, $2)
+                   ON CONFLICT (run_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, updated_at = now()""",
+                run_id,
+                owner_id,
+            )
+            await conn.execute("DELETE FROM run_members WHERE run_id = $1", run_id)
+            await conn.execute(
+                """INSERT INTO run_members (user_id, run_id, is_owner)
+                   SELECT DISTINCT ON (u) u, $1, u = $2 FROM unnest($3::text[]) AS u
+                   ORDER BY u""",
+                run_id,
+                owner_id,
+                [owner_id, *delegate_ids],
+            )
+
+    async def remove_run(self, run_id: str) -> bool:
+        async with self.connection() as conn:
+            status = await conn.execute("DELETE FROM runs WHERE run_id = $1", run_id)
+        return bool(status.endswith(" 1"))
+
+    # OB context and pins -----------------------------------------------------
+
+    async def ob_context(
+        self, conn: asyncpg.Connection, caller: Caller, ob_id: int, run_id: str | None
+    ) -> asyncpg.Record:
+        """One row: whether run_id is known and accessible to the caller, and
+        the OB's pin and selection (NULLs when the OB is new). With run_id
+        NULL, access is checked against the OB's pinned run."""
+        return await conn.fetchrow(
+            f"""WITH {MY_RUNS}, ob AS (SELECT * FROM obs WHERE ob_id = $3)
+                SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = coalesce($4, (SELECT run_id FROM ob)))
+                           AS run_known,
+                       EXISTS (SELECT 1 FROM my_runs
+                               WHERE run_id = coalesce($4, (SELECT run_id FROM ob))) AS has_access,
+                       (SELECT run_id FROM ob) AS pinned_run,
+                       (SELECT sel_kind FROM ob) AS sel_kind,
+                       (SELECT sel_value FROM ob) AS sel_value,
+                       (SELECT sel_image_id FROM ob) AS sel_image_id""",
+            caller.user_id,
+            _runs_param(caller),
+            ob_id,
+            run_id,
+        )
+
+    async def pin_ob(self, conn: asyncpg.Connection, ob_id: int, run_id: str) -> str:
+        """Pins ob_id to run_id unless pinned already; returns the pinned run."""
+        pinned: str = await conn.fetchval(
+            """WITH ins AS (INSERT INTO obs (ob_id, run_id) VALUES ($1, $2)
+                            ON CONFLICT (ob_id) DO NOTHING RETURNING run_id)
+               SELECT run_id FROM ins UNION ALL SELECT run_id FROM obs WHERE ob_id = $1 LIMIT 1""",
+            ob_id,
+            run_id,
+        )
+        return pinned
+
+    async def set_selection(
+        self,
+        conn: asyncpg.Connection,
+        ob_id: int,
+        kind: SelectionKind,
+        value: str,
+        image_id: int | None,
+    ) -> None:
+        await conn.execute(
+            """UPDATE obs SET sel_kind = $2, sel_value = $3, sel_image_id = $4, updated_at = now()
+               WHERE ob_id = $1""",
+            ob_id,
+            int(kind),
+            value,
+            image_id,
+        )
+
+    # Images ------------------------------------------------------------------
+
+    async def visible_image(
+        self, conn: asyncpg.Connection, caller: Caller, fits_hash: str
+    ) -> ImageView | None:
+        """The caller's own image of fits_hash, else one the caller may list."""
+        row = await conn.fetchrow(
+            f"""WITH {MY_RUNS}
+                SELECT {IMAGE_COLUMNS}
+                FROM images i JOIN contents c ON c.content_id = i.content_id
+                WHERE i.fits_hash = $3 AND {LISTABLE}
+                ORDER BY (i.owner_id = $1) DESC, i.last_used_at DESC, i.image_id
+                LIMIT 1""",
+            caller.user_id,
+            _runs_param(caller),
+            fits_hash,
+        )
+        return None if row is None else image_view(row, caller.user_id)
+
+    async def image_by_id(self, conn: asyncpg.Connection, image_id: int, user_id: str) -> ImageView | None:
+        row = await conn.fetchrow(
+            f"""SELECT {IMAGE_COLUMNS}
+                FROM images i JOIN contents c ON c.content_id = i.content_id WHERE i.image_id = $1""",
+            image_id,
+        )
+        return None if row is None else image_view(row, user_id)
+
+    async def own_image(self, conn: asyncpg.Connection, owner_id: str, fits_hash: str) -> ImageView | None:
+        row = await conn.fetchrow(
+            f"""SELECT {IMAGE_COLUMNS}
+                FROM images i JOIN contents c ON c.content_id = i.content_id
+                WHERE i.owner_id = $1 AND i.fits_hash = $2""",
+            owner_id,
+            fits_hash,
+        )
+        return None if row is None else image_view(row, owner_id)
+
+    async def compatible_images(
+        self,
+        conn: asyncpg.Connection,
+        caller: Caller,
+        target: tuple[list[int], tuple[float, float, float]],
+        boa: tuple[list[int], tuple[float, float, float]] | None,
+        limit: int = 500,
+    ) -> list[ImageView]:
+        """Images the caller may list whose footprints hold the target (and the
+        BOA star): GIN lookup of the point's cells, exact test, list rule."""
+        t_keys, (tx, ty, tz) = target
+        boa_keys, (bx, by, bz) = boa if boa else (None, (0.0, 0.0, 0.0))
+        holds_boa = HOLDS.format(content="h.content_id", keys="$8", x="$9", y="$10", z="$11")
+        rows = await conn.fetch(
+            f"""WITH {MY_RUNS},
+                hit AS (
+                    SELECT DISTINCT f.content_id FROM footprints f
+                    WHERE f.cells && $3::bigint[] AND footprint_holds(f.xyz, $4, $5, $6)
+                ),
+                fit AS (
+                    SELECT h.content_id FROM hit h
+                    WHERE $8::bigint[] IS NULL OR {holds_boa}
+                )
+                SELECT {IMAGE_COLUMNS}
+                FROM fit JOIN images i ON i.content_id = fit.content_id
+                         JOIN contents c ON c.content_id = i.content_id
+                WHERE {LISTABLE}
+                ORDER BY (i.owner_id = $1) DESC, i.last_used_at DESC, i.image_id
+                LIMIT $7""",
+            caller.user_id,
+            _runs_param(caller),
+            t_keys,
+            tx,
+            ty,
+            tz,
+            limit,
+            boa_keys,
+            bx,
+            by,
+            bz,
+        )
+        return [image_view(r, caller.user_id) for r in rows]
+
+    async def content_holds(
+        self, conn: asyncpg.Connection, content_id: int, point: tuple[list[int], tuple[float, float, float]]
+    ) -> bool:
+        keys, (x, y, z) = point
+        return bool(
+            await conn.fetchval(
+                "SELECT " + HOLDS.format(content="$1", keys="$2", x="$3", y="$4", z="$5"),
+                content_id,
+                keys,
+                x,
+                y,
+                z,
+            )
+        )
+
+    async def touch_content(self, conn: asyncpg.Connection, content_id: int) -> bool:
+        """Records a use of the content; locks its row. False when it is gone."""
+        row = await conn.fetchval(
+            """UPDATE contents SET last_used_at = greatest(last_used_at, clock_timestamp())
+               WHERE content_id = $1 RETURNING content_id""",
+            content_id,
+        )
+        return row is not None
+
+    async def touch_image(self, conn: asyncpg.Connection, image_id: int) -> bool:
+        row = await conn.fetchval(
+            """UPDATE images SET last_used_at = greatest(last_used_at, clock_timestamp())
+               WHERE image_id = $1 RETURNING image_id""",
+            image_id,
+        )
+        return row is not None
+
+    async def touch_contents_by_hash(self, conn: asyncpg.Connection, hashes: Sequence[str]) -> int:
+        # Locks in content_id order: two batches from two gateways never deadlock.
+        status = await conn.execute(
+            """UPDATE contents SET last_used_at = greatest(last_used_at, clock_timestamp())
+               WHERE content_id IN (SELECT content_id FROM contents WHERE fits_hash = ANY($1::text[])
+                                    ORDER BY content_id FOR UPDATE)""",
+            list(hashes),
+        )
+        return int(status.split()[-1])
+
+    async def associate(self, conn: asyncpg.Connection, image_id: int, run_id: str) -> None:
+        await conn.execute(
+            "INSERT INTO image_runs (image_id, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            image_id,
+            run_id,
+        )
+
+    async def may_display_selection(
+        self, conn: asyncpg.Connection, caller: Caller, ob_id: int, fits_hash: str
+    ) -> int | None:
+        """The image OB ob_id has selected, when it has fits_hash and the caller
+        has access to the OB's run (the display rule)."""
+        image_id: int | None = await conn.fetchval(
+            f"""WITH {MY_RUNS}
+                SELECT o.sel_image_id FROM obs o JOIN images i ON i.image_id = o.sel_image_id
+                WHERE o.ob_id = $3 AND i.fits_hash = $4
+                  AND EXISTS (SELECT 1 FROM my_runs WHERE run_id = o.run_id)""",
+            caller.user_id,
+            _runs_param(caller),
+            ob_id,
+            fits_hash,
+        )
+        return image_id
+
+    # Tombstones --------------------------------------------------------------
+
+    async def visible_tombstone(
+        self, conn: asyncpg.Connection, caller: Caller, fits_hash: str, since: dt.datetime
+    ) -> TombstoneView | None:
+        """The latest tombstone of fits_hash the caller may hear about: their
+        own image's, or one associated with a run they have access to."""
+        row = await conn.fetchrow(
+            f"""WITH {MY_RUNS}
+                SELECT * FROM tombstones t
+                WHERE t.fits_hash = $3 AND t.removed_at >= $4
+                  AND (t.owner_id = $1 OR t.run_ids && ARRAY(SELECT run_id FROM my_runs))
+                ORDER BY (t.owner_id = $1) DESC, t.removed_at DESC LIMIT 1""",
+            caller.user_id,
+            _runs_param(caller),
+            fits_hash,
+            since,
+        )
+        return None if row is None else tombstone_view(row)
+
+    async def tombstones_of(
+        self, conn: asyncpg.Connection, owner_id: str, since: dt.datetime, limit: int = 50
+    ) -> list[TombstoneView]:
+        rows = await conn.fetch(
+            """SELECT * FROM tombstones WHERE owner_id = $1 AND removed_at >= $2
+               ORDER BY removed_at DESC LIMIT $3""",
+            owner_id,
+            since,
+            limit,
+        )
+        return [tombstone_view(r) for r in rows]
+
+    # Uploads -----------------------------------------------------------------
+
+    async def lock_content_by_hash(self, conn: asyncpg.Connection, fits_hash: str) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "SELECT * FROM contents WHERE fits_hash = $1 FOR UPDATE", fits_hash
+        )
+        return row
+
+    async def lock_content(self, conn: asyncpg.Connection, content_id: int) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "SELECT * FROM contents WHERE content_id = $1 FOR UPDATE", content_id
+        )
+        return row
+
+    async def next_generation(self, conn: asyncpg.Connection) -> int:
+        gen: int = await conn.fetchval("SELECT nextval('content_generation')")
+        return gen
+
+    async def insert_lease(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        fits_hash: str,
+        owner_id: str,
+        ob_id: int,
+        run_id: str,
+        generation: int,
+        prefix: str,
+        content_id: int | None,
+        ttl_s: int,
+    ) -> uuid.UUID:
+        lease_id = uuid.uuid4()
+        await conn.execute(
+            """INSERT INTO upload_leases (lease_id, fits_hash, owner_id, ob_id, run_id, generation, prefix,
+                                        content_id, reuse, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::bigint, $8::bigint IS NOT NULL,
+                       now() + make_interval(secs => $9))""",
+            lease_id,
+            fits_hash,
+            owner_id,
+            ob_id,
+            run_id,
+            generation,
+            prefix,
+            content_id,
+            float(ttl_s),
+        )
+        return lease_id
+
+    async def take_lease(self, conn: asyncpg.Connection, lease_id: uuid.UUID) -> asyncpg.Record | None:
+        """Removes the lease and returns it (with `live`: not expired)."""
+        row: asyncpg.Record | None = await conn.fetchrow(
+            """DELETE FROM upload_leases WHERE lease_id = $1
+               RETURNING *, expires_at > now() AS live""",
+            lease_id,
+        )
+        return row
+
+    async def live_leases_on(self, conn: asyncpg.Connection, content_id: int) -> int:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM upload_leases WHERE content_id = $1 AND expires_at > now()", content_id
+        )
+        return count
+
+    async def insert_content(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        fits_hash: str,
+        generation: int,
+        prefix: str,
+        fits_key: str,
+        preview_key: str,
+        hips_prefix: str,
+        hips_order: int,
+        cut_low: float,
+        cut_high: float,
+        stored_bytes: int,
+    ) -> int | None:
+        """Inserts a content row; None when one exists for fits_hash already."""
+        content_id: int | None = await conn.fetchval(
+            """INSERT INTO contents (fits_hash, generation, prefix, fits_key, preview_key, hips_prefix,
+                                     hips_order, cut_low, cut_high, stored_bytes, last_used_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, clock_timestamp())
+               ON CONFLICT (fits_hash) DO NOTHING RETURNING content_id""",
+            fits_hash,
+            generation,
+            prefix,
+            fits_key,
+            preview_key,
+            hips_prefix,
+            hips_order,
+            cut_low,
+            cut_high,
+            stored_bytes,
+        )
+        return content_id
+
+    async def insert_footprints(
+        self,
+        conn: asyncpg.Connection,
+        content_id: int,
+        rows: Sequence[tuple[int, list[float], list[float], float, list[int]]],
+    ) -> None:
+        await conn.executemany(
+            """INSERT INTO footprints (content_id, hdu, corners, xyz, pixel_scale_arcsec, cells)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            [(content_id, hdu, corners, xyz, scale, cells) for hdu, corners, xyz, scale, cells in rows],
+        )
+
+    async def upsert_image(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        owner_id: str,
+        fits_hash: str,
+        content_id: int,
+        file_name: str,
+        filter: str,
+        object_name: str,
+    ) -> tuple[int, bool]:
+        """The owner's image of fits_hash, made if new; (image_id, created)."""
+        row = await conn.fetchrow(
+            """INSERT INTO images (owner_id, fits_hash, content_id, file_name, filter, object_name,
+                                   created_at, last_used_at)
+               VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), clock_timestamp())
+               ON CONFLICT (owner_id, fits_hash)
+                   DO UPDATE SET last_used_at = greatest(images.last_used_at, clock_timestamp())
+               RETURNING image_id, (xmax = 0) AS created""",
+            owner_id,
+            fits_hash,
+            content_id,
+            file_name,
+            filter,
+            object_name,
+        )
+        return row["image_id"], row["created"]
+
+    async def add_to_content_count(self, conn: asyncpg.Connection, content_id: int, delta: int) -> int:
+        count: int = await conn.fetchval(
+            "UPDATE contents SET image_count = image_count + $2 WHERE content_id = $1 RETURNING image_count",
+            content_id,
+            delta,
+        )
+        return count
+
+    async def add_usage(
+        self, conn: asyncpg.Connection, *, bytes_: int = 0, contents: int = 0, images: int = 0
+    ) -> None:
+        """Adjusts the usage counter; callers lock content rows before this row."""
+        await conn.execute(
+            """UPDATE usage SET used_bytes = used_bytes + $1, content_count = content_count + $2,
+                                image_count = image_count + $3""",
+            bytes_,
+            contents,
+            images,
+        )
+
+    # Removal -----------------------------------------------------------------
+
+    async def images_of_contents(self, conn: asyncpg.Connection, content_ids: Sequence[int]) -> list[int]:
+        rows = await conn.fetch(
+            "SELECT image_id FROM images WHERE content_id = ANY($1::bigint[]) ORDER BY image_id",
+            list(content_ids),
+        )
+        return [r["image_id"] for r in rows]
+
+    async def remove_images(
+        self, conn: asyncpg.Connection, image_ids: Sequence[int], reason: RemovalReason
+    ) -> list[TombstoneView]:
+        """Removes images with their associations, falls back the OBs that
+        selected them to the default survey, and writes their tombstones."""
+        ids = list(image_ids)
+        rows = await conn.fetch(
+            """INSERT INTO tombstones (owner_id, fits_hash, file_name, run_ids, removed_at, reason)
+               SELECT i.owner_id, i.fits_hash, i.file_name,
+                      ARRAY(SELECT run_id FROM image_runs r WHERE r.image_id = i.image_id ORDER BY run_id),
+                      clock_timestamp(), $2
+               FROM images i WHERE i.image_id = ANY($1::bigint[]) ORDER BY i.image_id
+               RETURNING *""",
+            ids,
+            int(reason),
+        )
+        await conn.execute(
+            """UPDATE obs SET sel_kind = $2, sel_value = '', sel_image_id = NULL, updated_at = now()
+               WHERE sel_image_id = ANY($1::bigint[])""",
+            ids,
+            int(SelectionKind.DEFAULT),
+        )
+        await conn.execute("DELETE FROM images WHERE image_id = ANY($1::bigint[])", ids)
+        return [tombstone_view(r) for r in rows]
+
+    async def delete_contents(
+        self, conn: asyncpg.Connection, content_ids: Sequence[int]
+    ) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            """DELETE FROM contents WHERE content_id = ANY($1::bigint[])
+               RETURNING content_id, fits_hash, prefix, stored_bytes""",
+            list(content_ids),
+        )
+        return rows
+
+    # Culling -----------------------------------------------------------------
+
+    async def cull_candidates(self, conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+        """The contents used longest ago (no lock), with no live upload lease."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            """SELECT c.content_id, c.last_used_at FROM contents c
+               WHERE NOT EXISTS (SELECT 1 FROM upload_leases l
+                                 WHERE l.content_id = c.content_id AND l.expires_at > now())
+               ORDER BY c.last_used_at, c.content_id LIMIT $1""",
+            limit,
+        )
+        return rows
+
+    async def lock_for_removal(
+        self, conn: asyncpg.Connection, content_ids: Sequence[int]
+    ) -> list[asyncpg.Record]:
+        """Locks those of the contents nobody else holds (SKIP LOCKED), as they are now."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            """SELECT c.content_id, c.last_used_at, c.stored_bytes, c.image_count, c.prefix FROM contents c
+               WHERE c.content_id = ANY($1::bigint[])
+                 AND NOT EXISTS (SELECT 1 FROM upload_leases l
+                                 WHERE l.content_id = c.content_id AND l.expires_at > now())
+               ORDER BY c.content_id FOR UPDATE OF c SKIP LOCKED""",
+            list(content_ids),
+        )
+        return rows
+
+    async def usage(self, conn: asyncpg.Connection) -> asyncpg.Record:
+        row: asyncpg.Record = await conn.fetchrow("SELECT used_bytes, content_count, image_count FROM usage")
+        return row
+
+    async def reconcile_usage(self, conn: asyncpg.Connection) -> asyncpg.Record:
+        """Recomputes the usage counter from the rows."""
+        row: asyncpg.Record = await conn.fetchrow(
+            """UPDATE usage SET used_bytes = s.b, content_count = s.c, image_count = s.i
+               FROM (SELECT coalesce((SELECT sum(stored_bytes) FROM contents), 0)::bigint AS b,
+                            (SELECT count(*) FROM contents) AS c,
+                            (SELECT count(*) FROM images) AS i) s
+               RETURNING used_bytes, content_count, image_count"""
+        )
+        return row
+
+    # Sweep -------------------------------------------------------------------
+
+    async def drop_expired_leases(self, conn: asyncpg.Connection) -> int:
+        status = await conn.execute("DELETE FROM upload_leases WHERE expires_at <= now()")
+        return int(status.split()[-1])
+
+    async def unused_contents(self, conn: asyncpg.Connection, limit: int = 1000) -> list[int]:
+        """Contents no image uses and no live lease holds (left by a delete
+        during a reuse upload that then died)."""
+        rows = await conn.fetch(
+            """SELECT c.content_id FROM contents c
+               WHERE c.image_count = 0
+                 AND NOT EXISTS (SELECT 1 FROM upload_leases l WHERE l.content_id = c.content_id)
+               ORDER BY c.content_id LIMIT $1""",
+            limit,
+        )
+        return [r["content_id"] for r in rows]
+
+    async def referenced_prefixes(self, conn: asyncpg.Connection, prefixes: Sequence[str]) -> set[str]:
+        """Those of the prefixes a content row or a live lease holds."""
+        rows = await conn.fetch(
+            """SELECT p FROM unnest($1::text[]) AS p
+               WHERE EXISTS (SELECT 1 FROM contents c WHERE c.prefix = p)
+                  OR EXISTS (SELECT 1 FROM upload_leases l WHERE l.prefix = p AND l.expires_at > now())""",
+            list(prefixes),
+        )
+        return {r["p"] for r in rows}
+
+    async def has_live_leases(self, conn: asyncpg.Connection) -> bool:
+        return bool(
+            await conn.fetchval("SELECT EXISTS (SELECT 1 FROM upload_leases WHERE expires_at > now())")
+        )
+
+
+async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    return pool
+
+
+def lease_uuid(lease_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(lease_id)
+    except (ValueError, TypeError):
+        return None
+
+
+__all__ = ["Repository", "create_pool", "lease_uuid", "migrate", "migration_files"]

@@ -1,0 +1,90 @@
+"""The orphan sweep: objects that no row references and no live upload lease
+covers are removed (uploads that died half way, removals interrupted after
+their commit, expired leases). Keys carry the content's generation, so a
+new upload of the same bytes never shares a prefix with a removed one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+
+from services.catalog.removal import purge
+from services.catalog.repository import Repository
+from services.shared.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+_CONTENT_KEY = re.compile(r"^(content/[0-9a-f]{64}/g\d+/)")
+STAGING = "staging/"
+BATCH = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    removed_objects: int
+    removed_bytes: int
+
+
+class Sweeper:
+    def __init__(self, repo: Repository, store: ObjectStore, lease_ttl_s: int) -> None:
+        self.repo = repo
+        self.store = store
+        self.lease_ttl_s = lease_ttl_s
+
+    async def sweep(self, min_age_s: int) -> SweepResult:
+        now = time.time()
+        objects = size = 0
+        async with self.repo.transaction() as conn:
+            expired = await self.repo.drop_expired_leases(conn)
+        if expired:
+            log.info("dropped %d expired upload leases", expired)
+        n, b = await self._unused_contents()
+        objects, size = objects + n, size + b
+
+        # Objects under content/: group by prefix, ask which prefixes rows hold.
+        by_prefix: dict[str, list[tuple[str, int, float]]] = {}
+        async for info in self.store.list("content/"):
+            m = _CONTENT_KEY.match(info.key)
+            by_prefix.setdefault(m.group(1) if m else info.key, []).append(
+                (info.key, info.size, info.modified)
+            )
+        prefixes = list(by_prefix)
+        for start in range(0, len(prefixes), BATCH):
+            chunk = prefixes[start : start + BATCH]
+            async with self.repo.connection() as conn:
+                held = await self.repo.referenced_prefixes(conn, chunk)
+            for prefix in chunk:
+                if prefix in held:
+                    continue
+                for key, length, modified in by_prefix[prefix]:
+                    if now - modified >= min_age_s:
+                        await self.store.delete(key)
+                        objects += 1
+                        size += length
+        # Staging objects are the gateway's; one older than any upload may last died with it.
+        staging_age = max(min_age_s, self.lease_ttl_s)
+        async for info in self.store.list(STAGING):
+            if now - info.modified >= staging_age:
+                await self.store.delete(info.key)
+                objects += 1
+                size += info.size
+        if objects:
+            log.info("sweep removed %d objects, %d bytes", objects, size)
+        return SweepResult(objects, size)
+
+    async def _unused_contents(self) -> tuple[int, int]:
+        """Content rows left with no image and no lease (a delete during a reuse upload that died)."""
+        prefixes: list[str] = []
+        async with self.repo.transaction() as conn:
+            ids = await self.repo.unused_contents(conn)
+            if ids:
+                for row in await self.repo.lock_for_removal(conn, ids):
+                    if row["image_count"] != 0:
+                        continue
+                    for gone in await self.repo.delete_contents(conn, [row["content_id"]]):
+                        prefixes.append(gone["prefix"])
+                        await self.repo.add_usage(conn, bytes_=-gone["stored_bytes"], contents=-1)
+        return await purge(self.store, prefixes)

@@ -1,0 +1,266 @@
+"""The catalog's side of the upload protocol: BeginUpload, CompleteUpload, AbortUpload.
+
+Begin checks access and the OB's pin, locks the content row of the hash
+(so it cannot be removed under a reuse, and a removal cannot race the
+decision), and takes a lease: on the stored content (REUSE_CONTENT) or on
+a fresh generation's prefix (PROCESS). Complete records everything in one
+transaction and makes the image the OB's selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+
+from services.catalog import access, footprint
+from services.catalog.model import Caller, FootprintIn, ImageView, ObRef, SelectionKind, check_hash
+from services.catalog.removal import purge
+from services.catalog.repository import Repository, lease_uuid
+from services.shared.errors import ServiceError
+from services.shared.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 1024
+
+
+class Action(enum.IntEnum):
+    """Numbers of BeginUploadResponse.Action."""
+
+    PROCESS = 1
+    REUSE_CONTENT = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Begun:
+    action: Action
+    lease_id: str
+    output_prefix: str
+    generation: int
+    existing: ImageView | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Processed:
+    """What the processor wrote (ignored when the upload reuses a content)."""
+
+    fits_key: str = ""
+    preview_key: str = ""
+    hips_prefix: str = ""
+    hips_order: int = 0
+    cut_low: float = 0.0
+    cut_high: float = 0.0
+    stored_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Described:
+    """What the user and the validator said about the file."""
+
+    file_name: str
+    filter: str
+    object_name: str
+    footprints: tuple[FootprintIn, ...]
+
+
+def prefix_of(fits_hash: str, generation: int) -> str:
+    return f"content/{fits_hash}/g{generation}/"
+
+
+def _text(value: str, what: str) -> str:
+    if len(value) > MAX_TEXT or "\x00" in value:
+        raise ServiceError("INVALID_ARGUMENT", f"{what} is too long or holds NUL characters")
+    return value
+
+
+class Uploads:
+    def __init__(self, repo: Repository, store: ObjectStore, lease_ttl_s: int) -> None:
+        self.repo = repo
+        self.store = store
+        self.lease_ttl_s = lease_ttl_s
+
+    async def begin(self, caller: Caller, ob: ObRef, fits_hash: str, size_bytes: int) -> Begun:
+        fits_hash = check_hash(fits_hash)
+        if size_bytes < 0:
+            raise ServiceError("INVALID_ARGUMENT", "size_bytes is negative")
+        async with self.repo.transaction() as conn:
+            ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob.ob_id, ob.run_id))
+            access.check_run_access(ctx, caller, ob)
+            pinned = await self.repo.pin_ob(conn, ob.ob_id, ob.run_id)
+            if pinned != ob.run_id:  # pinned by a concurrent request meanwhile
+                raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id)
+            content = await self.repo.lock_content_by_hash(conn, fits_hash)
+            if content is not None:
+                lease = await self.repo.insert_lease(
+                    conn,
+                    fits_hash=fits_hash,
+                    owner_id=caller.user_id,
+                    ob_id=ob.ob_id,
+                    run_id=ob.run_id,
+                    generation=content["generation"],
+                    prefix=content["prefix"],
+                    content_id=content["content_id"],
+                    ttl_s=self.lease_ttl_s,
+                )
+                existing = await self.repo.own_image(conn, caller.user_id, fits_hash)
+                return Begun(
+                    Action.REUSE_CONTENT, str(lease), content["prefix"], content["generation"], existing
+                )
+            generation = await self.repo.next_generation(conn)
+            prefix = prefix_of(fits_hash, generation)
+            lease = await self.repo.insert_lease(
+                conn,
+                fits_hash=fits_hash,
+                owner_id=caller.user_id,
+                ob_id=ob.ob_id,
+                run_id=ob.run_id,
+                generation=generation,
+                prefix=prefix,
+                content_id=None,
+                ttl_s=self.lease_ttl_s,
+            )
+            return Begun(Action.PROCESS, str(lease), prefix, generation, None)
+
+    async def complete(
+        self,
+        caller: Caller,
+        ob: ObRef,
+        lease_id: str,
+        fits_hash: str,
+        described: Described,
+        processed: Processed,
+    ) -> ImageView:
+        fits_hash = check_hash(fits_hash)
+        lease_key = lease_uuid(lease_id)
+        if lease_key is None:
+            raise ServiceError("INVALID_ARGUMENT", "lease_id is not a lease id")
+        _text(described.file_name, "file_name")
+        _text(described.filter, "filter")
+        _text(described.object_name, "object_name")
+        # The index rows are computed before the transaction (CPU work, no locks held).
+        index_rows = []
+        for fp in described.footprints:
+            flat, xyz = footprint.corner_arrays(fp)
+            index_rows.append((fp.hdu, flat, xyz, fp.pixel_scale_arcsec, footprint.cells(fp)))
+        if len({row[0] for row in index_rows}) != len(index_rows):
+            raise ServiceError("INVALID_ARGUMENT", "two footprints name the same HDU")
+        orphan_prefix: str | None = None
+        async with self.repo.transaction() as conn:
+            lease = await self.repo.take_lease(conn, lease_key)
+            if lease is None or not lease["live"]:
+                raise ServiceError(
+                    "NOT_FOUND", "unknown or expired upload lease; upload again", lease_id=lease_id
+                )
+            if (lease["fits_hash"], lease["owner_id"], lease["ob_id"]) != (
+                fits_hash,
+                caller.user_id,
+                ob.ob_id,
+            ):
+                raise ServiceError(
+                    "INVALID_ARGUMENT", "the lease was taken for another upload", lease_id=lease_id
+                )
+            if lease["run_id"] != ob.run_id:
+                raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {lease['run_id']!r}")
+            if lease["reuse"]:
+                content = None
+                if lease["content_id"] is not None:
+                    content = await self.repo.lock_content(conn, lease["content_id"])
+                if content is None:
+                    raise ServiceError(
+                        "GONE", "the stored copy of these bytes was removed during the upload; upload again"
+                    )
+                content_id = content["content_id"]
+            else:
+                self._check_processed(lease["prefix"], processed)
+                if not index_rows:
+                    raise ServiceError(
+                        "INVALID_ARGUMENT", "an upload needs the footprint of at least one HDU"
+                    )
+                new_id = await self.repo.insert_content(
+                    conn,
+                    fits_hash=fits_hash,
+                    generation=lease["generation"],
+                    prefix=lease["prefix"],
+                    fits_key=processed.fits_key,
+                    preview_key=processed.preview_key,
+                    hips_prefix=processed.hips_prefix,
+                    hips_order=processed.hips_order,
+                    cut_low=processed.cut_low,
+                    cut_high=processed.cut_high,
+                    stored_bytes=processed.stored_bytes,
+                )
+                if new_id is None:
+                    # The same bytes were completed by another upload first:
+                    # use that content; ours is written for nothing.
+                    content = await self.repo.lock_content_by_hash(conn, fits_hash)
+                    if content is None:  # pragma: no cover - the conflict row cannot vanish under ON CONFLICT
+                        raise ServiceError("INTERNAL", "content row vanished")
+                    content_id = content["content_id"]
+                    orphan_prefix = lease["prefix"]
+                else:
+                    content_id = new_id
+                    await self.repo.insert_footprints(conn, content_id, index_rows)
+                    await self.repo.add_usage(conn, bytes_=processed.stored_bytes, contents=1)
+            image_id, created = await self.repo.upsert_image(
+                conn,
+                owner_id=caller.user_id,
+                fits_hash=fits_hash,
+                content_id=content_id,
+                file_name=described.file_name,
+                filter=described.filter,
+                object_name=described.object_name,
+            )
+            if created:
+                await self.repo.add_to_content_count(conn, content_id, 1)
+            await self.repo.touch_content(conn, content_id)
+            # An upload is a use by the owner: it associates the OB's run.
+            await self.repo.associate(conn, image_id, ob.run_id)
+            await self.repo.set_selection(conn, ob.ob_id, SelectionKind.USER_IMAGE, fits_hash, image_id)
+            if created:
+                await self.repo.add_usage(conn, images=1)
+            image = await self.repo.image_by_id(conn, image_id, caller.user_id)
+        if orphan_prefix:
+            await purge(self.store, [orphan_prefix])
+        assert image is not None
+        return image
+
+    @staticmethod
+    def _check_processed(prefix: str, p: Processed) -> None:
+        """Rows may only name objects under the lease's prefix (removal goes by prefix)."""
+        for name, key in (
+            ("fits_key", p.fits_key),
+            ("preview_key", p.preview_key),
+            ("hips_prefix", p.hips_prefix),
+        ):
+            if not key.startswith(prefix) or ".." in key:
+                raise ServiceError("INVALID_ARGUMENT", f"{name} {key!r} is not under {prefix}")
+        if p.stored_bytes <= 0:
+            raise ServiceError("INVALID_ARGUMENT", "stored_bytes must be positive")
+        if not 0 <= p.hips_order <= 29:
+            raise ServiceError("INVALID_ARGUMENT", "hips_order must be in [0, 29]")
+
+    async def abort(self, lease_id: str) -> None:
+        lease_key = lease_uuid(lease_id)
+        if lease_key is None:
+            raise ServiceError("INVALID_ARGUMENT", "lease_id is not a lease id")
+        prefixes: list[str] = []
+        async with self.repo.transaction() as conn:
+            lease = await self.repo.take_lease(conn, lease_key)
+            if lease is None:
+                return  # ended already: aborting twice is harmless
+            if lease["reuse"]:
+                if lease["content_id"] is not None:
+                    content = await self.repo.lock_content(conn, lease["content_id"])
+                    # Deleted while we held it: nobody uses it now.
+                    if (
+                        content is not None
+                        and content["image_count"] == 0
+                        and await self.repo.live_leases_on(conn, content["content_id"]) == 0
+                    ):
+                        for row in await self.repo.delete_contents(conn, [content["content_id"]]):
+                            prefixes.append(row["prefix"])
+                            await self.repo.add_usage(conn, bytes_=-row["stored_bytes"], contents=-1)
+            elif not await self.repo.referenced_prefixes(conn, [lease["prefix"]]):
+                prefixes.append(lease["prefix"])
+        await purge(self.store, prefixes)
