@@ -365,7 +365,7 @@ def content_security_policy(settings: GatewaySettings) -> str:
         # Aladin Lite positions its own widgets with inline styles.
         "style-src 'self' 'unsafe-inline'; "
         f"img-src 'self' data: blob:{extra}; "
-        f"connect-src 'self'{extra}; "
+        f"connect-src 'self' data:{extra}; "
         "worker-src 'self' blob:; "
         "font-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
