@@ -215,7 +215,7 @@ def _schemas() -> dict[str, Any]:
 
 def document(settings: GatewaySettings) -> dict[str, Any]:
     """The OpenAPI document describing every route of the gateway."""
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     api = "/api/v1"
     upload_form = {
         "type": "object",
