@@ -38,7 +38,9 @@ def test_objects_validate_against_kubernetes_schemas(variant: Variant, version: 
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("variant", [v for v in variants() if v.root.startswith("overlays/")], ids=lambda v: v.id)
+@pytest.mark.parametrize(
+    "variant", [v for v in variants() if v.root.startswith("overlays/")], ids=lambda v: v.id
+)
 def test_overlays_put_everything_in_their_namespace(variant: Variant) -> None:
     objs = build(variant)
     (ns,) = [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,9 @@ def test_settings_with_laptop_defaults_are_set(case: tuple[Variant, str]) -> Non
     env = container_env(objs, service_container(objs, service))
     for f in _fields(SERVICES[service]):
         name, default = f.metadata["env"], f.default
-        laptop = default == "" or (isinstance(default, str) and ("127.0.0.1" in default or "localhost" in default))
+        laptop = default == "" or (
+            isinstance(default, str) and ("127.0.0.1" in default or "localhost" in default)
+        )
         if laptop and name not in OPTIONAL_IN_CLUSTER:
             assert name in env.names, f"{service}: {name} defaults to {default!r}; the manifests must set it"
 
@@ -80,8 +83,10 @@ def test_the_service_loads_its_settings_from_the_manifests(case: tuple[Variant, 
     objs = build(variant)
     c = service_container(objs, service)
     env = container_env(objs, c)
-    environ = dict(env.literal) | {name: f"from-secret-{secret}-{key}" for name, (secret, key) in env.from_secret.items()}
-    loaded = settings.load(SERVICES[service], environ)  # raises on a value of the wrong type
+    environ = dict(env.literal) | {
+        name: f"from-secret-{secret}-{key}" for name, (secret, key) in env.from_secret.items()
+    }
+    loaded: Any = settings.load(SERVICES[service], environ)  # raises on a value of the wrong type
     assert loaded.bind_host not in ("127.0.0.1", "localhost", "::1"), "pods must listen beyond loopback"
     assert loaded.s3_endpoint, "the cluster's store is MinIO"
     (port,) = [p["containerPort"] for p in c["ports"] if p["name"] in ("grpc", "http")]

@@ -168,7 +168,10 @@ def test_autoscaling_and_disruption_budgets(variant: Variant) -> None:
         assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         c = pod_spec(dep)["containers"][0]
         assert "cpu" in c["resources"]["requests"], "CPU utilisation needs a CPU request"
-    budgets = {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for p in of_kind(objs, "PodDisruptionBudget")}
+    budgets = {
+        p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for p in of_kind(objs, "PodDisruptionBudget")
+    }
     assert set(SERVICES) <= budgets
 
 
@@ -245,7 +248,9 @@ def test_production_runs_several_pods_of_each_service() -> None:
     objs = build(Variant("overlays/prod", ()))
     for name in SERVICES:
         dep = find(objs, "Deployment", name)
-        hpa = [h for h in of_kind(objs, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name]
+        hpa = [
+            h for h in of_kind(objs, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name
+        ]
         count = hpa[0]["spec"]["minReplicas"] if hpa else dep["spec"]["replicas"]
         assert count >= 2, name
         assert pod_spec(dep).get("topologySpreadConstraints"), name
@@ -260,7 +265,6 @@ def test_images_are_tagged(variant: Variant) -> None:
             image: str = c["image"]
             name, _, tag = image.rpartition(":")
             assert name and tag and tag != "latest" and "/" not in tag, image
-
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)

@@ -39,7 +39,11 @@ SECRET_VALUE = re.compile(
 
 def _secrets_script() -> list[Obj]:
     proc = subprocess.run(
-        [str(K8S / "secrets.sh"), "testns", "--print"], capture_output=True, text=True, timeout=60, check=False
+        [str(K8S / "secrets.sh"), "testns", "--print"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -104,7 +108,10 @@ def test_secrets_script_values_are_random_and_consistent() -> None:
                 continue
             assert value != _decoded(second[name])[key], f"{name}/{key} is not random"
     pg = _decoded(first["bgimages-postgres"])
-    assert pg["DATABASE_URL"] == f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/bgimages"
+    assert (
+        pg["DATABASE_URL"]
+        == f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/bgimages"
+    )
     assert len(pg["POSTGRES_PASSWORD"]) >= 32
     keys = json.loads(_decoded(first["bgimages-jwt"])["JWT_KEYS"])
     assert isinstance(keys, dict) and keys, "JWT_KEYS is a JSON object kid -> key"
@@ -125,5 +132,9 @@ def test_services_never_use_the_minio_root_user() -> None:
         if wl["metadata"]["name"] in ("minio", "minio-setup"):
             continue
         for c in containers(wl):
-            refs = {i["valueFrom"]["secretKeyRef"]["name"] for i in c.get("env", []) if "valueFrom" in i and "secretKeyRef" in i["valueFrom"]}
+            refs = {
+                i["valueFrom"]["secretKeyRef"]["name"]
+                for i in c.get("env", [])
+                if "valueFrom" in i and "secretKeyRef" in i["valueFrom"]
+            }
             assert "bgimages-minio-root" not in refs, wl["metadata"]["name"]
