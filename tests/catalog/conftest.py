@@ -25,6 +25,7 @@ from services.shared.settings import CatalogSettings
 from services.shared.store import LocalStore, ObjectStore
 
 TOKEN = "catalog-test-token"
+CONTENT_BYTES = 1024  # what write_objects stores for one upload
 _counter = itertools.count(1)
 
 
@@ -92,11 +93,12 @@ class Harness:
 
     async def write_objects(self, prefix: str, label: str) -> int:
         """What the processor writes under a prefix (small stand-ins of the real files)."""
+        seed = hashlib.sha256(label.encode()).digest()
         files = {
-            "original.fits": label.encode() * 100,
-            "preview.png": b"\x89PNG" + label.encode(),
+            "original.fits": (seed * 32)[:1000],
+            "preview.png": b"\x89PNG" + seed[:4],
             "hips/properties": b"hips_order = 3\n",
-            "hips/Norder3/Dir0/Npix1.png": b"tile",
+            "hips/Norder3/Dir0/Npix1.png": b"t",
         }
         for name, data in files.items():
             await self.store.put_bytes(prefix + name, data)
@@ -163,7 +165,7 @@ def next_ob() -> int:
 
 
 async def start_catalog(
-    db_url: str, store: ObjectStore, **overrides: Any
+    db_url: str, store: ObjectStore, background: bool = False, **overrides: Any
 ) -> tuple[CatalogServer, asyncpg.Pool]:
     conn = await asyncpg.connect(db_url)
     try:
@@ -175,7 +177,7 @@ async def start_catalog(
     )
     pool = await create_pool(db_url, max_size=overrides.get("db_pool_size", 10))
     server = CatalogServer(settings, pool, store)
-    await server.start(background=False)
+    await server.start(background=background)
     return server, pool
 
 
