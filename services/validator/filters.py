@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 # Filter-wheel positions that hold no filter. Gemini writes "open1-6", "open2-8".
 _NOT_A_FILTER = re.compile(
-    r"^(open|free|empty|clear|blank|none|null|no[ _-]?filter|n/?a|unknown|undefined|-+|\?+)([\s\d_.-].*)?$",
+    r"^(open|free|empty|clear|blank|none|null|no[ _-]?filter|n/?a|unknown|undefined|-+|\?+)"
+    r"([\s_.#-]*\d[\d_.-]*)?$",
     re.I,
 )
 # Gemini component ids: "r_G0326", "Kshort_G1105" -> "r", "Kshort".

@@ -13,9 +13,12 @@ import math
 import re
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from astropy.wcs import WCS
+
+from services.validator.fits_reader import parse_value
 
 Sky = tuple[float, float]  # (ra, dec), ICRS degrees
 
@@ -138,6 +141,7 @@ def build(cards: str, axes: Sequence[int], sky_axes: tuple[int, int]) -> SkyFoot
     )
     if "CTYPE" not in cards:
         raise WcsProblem("no WCS keywords (CTYPEn missing)")
+    _check_raw(cards, sky_axes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -158,6 +162,32 @@ def build(cards: str, axes: Sequence[int], sky_axes: tuple[int, int]) -> SkyFoot
     except Exception as exc:
         raise WcsProblem(f"astropy cannot read it ({_short(exc)})") from None
     return check(w, axes[sky_axes[0]], axes[sky_axes[1]])
+
+
+_TEXT_KEYS = ("CTYPE", "CUNIT", "RADESYS", "RADECSYS", "DATE-OBS", "EQUINOX", "EPOCH", "MJD-OBS")
+
+
+def _check_raw(cards: str, sky_axes: tuple[int, int]) -> None:
+    """What wcslib would silently repair or drop: non-numeric values, a zero CD matrix or CDELT."""
+    values: dict[str, Any] = {}
+    for i in range(0, len(cards), 80):
+        card = cards[i : i + 80]
+        key = card[:8].strip()
+        value = parse_value(card[10:]) if card[8:10] == "= " else parse_value(card.split("=", 1)[1])
+        if key.startswith(_TEXT_KEYS):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise WcsProblem(f"{key} = {card.split('=', 1)[1].split('/')[0].strip()} is not a finite number")
+        values.setdefault(key, value)
+    a, b = sky_axes[0] + 1, sky_axes[1] + 1
+    cd = [values.get(f"CD{i}_{j}") for i in (a, b) for j in (a, b)]
+    if any(v is not None for v in cd):
+        m = [float(v or 0.0) for v in cd]
+        if m[0] * m[3] - m[1] * m[2] == 0.0:
+            raise WcsProblem("the CD matrix is singular")
+    for axis in (a, b):
+        if values.get(f"CDELT{axis}") == 0:
+            raise WcsProblem(f"CDELT{axis} is zero")
 
 
 def _short(exc: BaseException) -> str:
