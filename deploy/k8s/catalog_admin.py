@@ -29,11 +29,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     async with channel(addr, os.environ["SERVICE_TOKEN"]) as ch:
         stub = catalog_pb2_grpc.CatalogServiceStub(ch)
         if args.command == "usage":
-            reply = await call(stub.GetUsage, catalog_pb2.GetUsageRequest(reconcile=args.reconcile), timeout=600)
+            reply = await call(
+                stub.GetUsage, catalog_pb2.GetUsageRequest(reconcile=args.reconcile), timeout=600
+            )
         elif args.command == "cull":
             reply = await call(stub.Cull, catalog_pb2.CullRequest(force=args.force), timeout=3600)
         else:
-            reply = await call(stub.Sweep, catalog_pb2.SweepRequest(min_age_seconds=args.min_age), timeout=3600)
+            reply = await call(
+                stub.Sweep, catalog_pb2.SweepRequest(min_age_seconds=args.min_age), timeout=3600
+            )
     return MessageToDict(reply, always_print_fields_with_no_presence=True)
 
 

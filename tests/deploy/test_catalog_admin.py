@@ -58,7 +58,13 @@ def catalog(db_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
 def _admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     with SCRIPT.open() as stdin:
         return subprocess.run(
-            [sys.executable, "-", *args], stdin=stdin, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-", *args],
+            stdin=stdin,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
 
