@@ -123,6 +123,14 @@ class Images:
             image = await self.repo.visible_image(conn, caller, value)
             if image is None:
                 raise await self._missing(conn, caller, value)
+            # The use locks the content row first: a cull that committed first
+            # has removed it (this use is refused as culled), one that comes
+            # later sees the new last use and keeps it. A refusal below rolls
+            # the use back.
+            if not await self.repo.touch_content(conn, image.content_id) or not await self.repo.touch_image(
+                conn, image.image_id
+            ):
+                raise await self._missing(conn, caller, value)
             if not await self.repo.content_holds(conn, image.content_id, target) or (
                 boa is not None and not await self.repo.content_holds(conn, image.content_id, boa)
             ):
@@ -133,13 +141,6 @@ class Images:
                     + " (per extension)",
                     fits_hash=value,
                 )
-            # The use locks the content row: a cull that committed first has
-            # removed it (this use is refused), one that comes later sees the
-            # new last use and keeps it.
-            if not await self.repo.touch_content(conn, image.content_id) or not await self.repo.touch_image(
-                conn, image.image_id
-            ):
-                raise await self._missing(conn, caller, value)
             if access.adds_association(caller, image):
                 await self.repo.associate(conn, image.image_id, ob.run_id)
             await self.repo.set_selection(conn, ob.ob_id, kind, value, image.image_id)
