@@ -101,7 +101,9 @@ async def test_use_against_cull(racy: Harness) -> None:
             targets = images[:K]
             obs = [next_ob() for _ in targets]
 
-            async def use(i: int) -> catalog_pb2.Selection | ServiceError:
+            async def use(
+                i: int, obs: list[int] = obs, targets: list[catalog_pb2.Image] = targets
+            ) -> catalog_pb2.Selection | ServiceError:
                 await asyncio.sleep(rng.random() * 0.004)
                 try:
                     sel: catalog_pb2.Selection = await clients[i].call(
@@ -171,7 +173,7 @@ async def test_reupload_against_delete(racy: Harness, uploader: str) -> None:
             label = f"del-{round_}"
             first = await racy.upload(OWNER, next_ob(), RUN, label, [square(70.0, 0.0, 0.1)])
 
-            async def delete() -> str:
+            async def delete(first: catalog_pb2.Image = first) -> str:
                 await asyncio.sleep(rng.random() * 0.004)
                 await clients[0].call(
                     "DeleteImage",
@@ -179,7 +181,7 @@ async def test_reupload_against_delete(racy: Harness, uploader: str) -> None:
                 )
                 return "deleted"
 
-            async def reupload() -> catalog_pb2.Image:
+            async def reupload(first: catalog_pb2.Image = first, label: str = label) -> catalog_pb2.Image:
                 await asyncio.sleep(rng.random() * 0.004)
                 the_ob = ob(next_ob(), RUN_B, 70.0, 0.0)
                 begun = await clients[1].call(
