@@ -139,3 +139,7 @@ def suite(suite_factory: Callable[..., Suite]) -> Suite:
 def suite_store(suite: Suite) -> LocalStore:
     """The suite's local object store, to look at what it holds."""
     return LocalStore(suite.env["STORE_DIR"])
+
+
+# The gateway tests' suite (`gateway` fixture), shared by tests/gateway and tests/browser.
+pytest_plugins = ["tests.gateway.harness"]

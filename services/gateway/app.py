@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import BodyPartReader, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
@@ -166,7 +166,8 @@ async def upload(request: web.Request) -> web.Response:
                         raise ServiceError("INVALID_ARGUMENT", "one file per upload")
                     if "run_id" in fields:
                         _context(ob_id, fields)
-                    file_name = part.filename or fields.get("file_name", "")
+                    # aiohttp clients percent-encode file names; browsers escape only '"' and CR/LF.
+                    file_name = unquote(part.filename or fields.get("file_name", ""))
                     staged = await ops.stage(_part_chunks(part))
                 elif part.name:
                     fields[part.name] = await _read_field(part)

@@ -1,0 +1,285 @@
+"""The suite the gateway's API, client and browser tests run against, and helpers.
+
+One suite of real processes for the session, with settings of its own: a
+small upload limit, few HDUs allowed, a default survey HiPS built here
+(there is no internet) and served by the gateway.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from services.devrun import Suite
+from services.shared.store import LocalStore
+from tests.fitsgen import sky_image, tan_wcs, write_image
+
+MAX_UPLOAD = 6 << 20
+MAX_HDUS = 8
+SURVEY_CENTRE = (150.0, 2.0)
+SURVEY_NAME = "Test survey (checkerboard)"
+_ob_ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
+
+
+def build_survey(folder: Path) -> Path:
+    """A small HiPS (FITS tiles, orders 0-4) of a checkerboard around SURVEY_CENTRE."""
+    from reproject import reproject_interp
+    from reproject.hips import reproject_to_hips
+
+    size = 256
+    w = tan_wcs(SURVEY_CENTRE[0], SURVEY_CENTRE[1], 3.0 * 3600 / size, (size, size))
+    yy, xx = np.mgrid[0:size, 0:size]
+    board = ((xx // 16 + yy // 16) % 2 * 120 + 60).astype(np.float32)
+    out = folder / "survey"
+    reproject_to_hips(
+        (board, w),
+        coord_system_out="equatorial",
+        reproject_function=reproject_interp,
+        output_directory=str(out),
+        level=4,
+        tile_size=128,
+        properties={"obs_title": SURVEY_NAME},
+    )
+    return out
+
+
+def gateway_env(tmp: Path) -> dict[str, str]:
+    return {
+        "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "MAX_HDUS": str(MAX_HDUS),
+        "DEFAULT_SURVEY_DIR": str(build_survey(tmp)),
+        "DEFAULT_SURVEY_NAME": SURVEY_NAME,
+        "DISPLAY_FLUSH_S": "1",
+    }
+
+
+def new_ob() -> int:
+    return next(_ob_ids)
+
+
+def new_user() -> str:
+    return f"p2:{uuid.uuid4().hex[:10]}"
+
+
+def new_run() -> str:
+    return f"p2:60.A-{uuid.uuid4().hex[:6]}(A)"
+
+
+class Gateway:
+    """A running suite seen from outside: its URL, tokens, store and database."""
+
+    def __init__(self, suite: Suite) -> None:
+        self.suite = suite
+        self.url = suite.gateway_url
+
+    def token(self, user: str, scope: str = "", **claims: Any) -> str:
+        return self.suite.token(user, scope, **claims)
+
+    def auth(self, user: str, scope: str = "") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user, scope)}"}
+
+    def new_run(self, owner: str, delegates: tuple[str, ...] = ()) -> str:
+        run = new_run()
+        self.suite.set_run(run, owner, list(delegates))
+        return run
+
+    @property
+    def store(self) -> LocalStore:
+        return LocalStore(self.suite.env["STORE_DIR"])
+
+    async def store_keys(self) -> list[str]:
+        return sorted([info.key async for info in self.store.list("")])
+
+    async def image_rows(self) -> int:
+        conn = await asyncpg.connect(self.suite.env["DATABASE_URL"])
+        try:
+            count: int = await conn.fetchval("SELECT count(*) FROM images")
+            return count
+        finally:
+            await conn.close()
+
+    async def upload(
+        self,
+        http: aiohttp.ClientSession,
+        path: Path,
+        ob_id: int,
+        run_id: str,
+        target: tuple[float, float],
+        user: str,
+        *,
+        boa: tuple[float, float] | None = None,
+        bandpass: str | None = None,
+        file_name: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[aiohttp.ClientResponse, Any]:
+        """A multipart upload as the page sends it; returns the response and its JSON."""
+        form = aiohttp.FormData()
+        form.add_field("run_id", run_id)
+        form.add_field("target_ra", repr(target[0]))
+        form.add_field("target_dec", repr(target[1]))
+        if boa is not None:
+            form.add_field("boa_ra", repr(boa[0]))
+            form.add_field("boa_dec", repr(boa[1]))
+        if bandpass is not None:
+            form.add_field("bandpass", bandpass)
+        form.add_field(
+            "file", path.read_bytes(), filename=file_name or path.name, content_type="application/fits"
+        )
+        async with http.post(
+            f"{self.url}/api/v1/obs/{ob_id}/background-images",
+            data=form,
+            headers=headers if headers is not None else self.auth(user),
+        ) as resp:
+            body = await resp.json(content_type=None)
+            return resp, body
+
+    async def listing(
+        self,
+        http: aiohttp.ClientSession,
+        ob_id: int,
+        run_id: str,
+        target: tuple[float, float],
+        user: str,
+        boa: tuple[float, float] | None = None,
+    ) -> Any:
+        params = {"run_id": run_id, "target_ra": repr(target[0]), "target_dec": repr(target[1])}
+        if boa is not None:
+            params.update(boa_ra=repr(boa[0]), boa_dec=repr(boa[1]))
+        async with http.get(
+            f"{self.url}/api/v1/obs/{ob_id}/background-images", params=params, headers=self.auth(user)
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.json()
+
+
+# ---- FITS files -------------------------------------------------------------------------------
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def field(
+    folder: Path,
+    name: str = "field.fits",
+    ra: float = 150.0,
+    dec: float = 2.0,
+    size: int = 256,
+    filter_name: str | None = "R",
+    seed: int | None = None,
+) -> Path:
+    """A single-HDU TAN image (unique bytes unless `seed` is given)."""
+    seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
+    return write_image(
+        folder / name, ra=ra, dec=dec, size=size, filter_name=filter_name, extra={"SEED": seed}
+    )
+
+
+def paw_print(folder: Path, name: str = "pawprint.fits", ra: float = 150.0, dec: float = 2.0) -> Path:
+    """Two chips side by side, east and west of (ra, dec), with a gap of ~16 arcsec between them."""
+    size, scale = 256, 0.36
+    half = size * scale / 3600 / 2
+    offset = (half + 8 / 3600) / np.cos(np.deg2rad(dec))
+    hdus: list[Any] = [fits.PrimaryHDU(header=fits.Header([("FILTER", "Ks"), ("OBJECT", "paw print")]))]
+    for n, sign in enumerate((-1, 1), start=1):
+        w = tan_wcs(ra + sign * offset, dec, scale, (size, size))
+        header = w.to_header()
+        header["EXTNAME"] = f"CHIP{n}"
+        hdus.append(fits.ImageHDU(sky_image((size, size), w, seed=n), header))
+    path = folder / name
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def many_hdus(folder: Path, count: int) -> Path:
+    w = tan_wcs(150.0, 2.0, 0.5, (32, 32))
+    hdus: list[Any] = [fits.PrimaryHDU(header=fits.Header([("FILTER", "R")]))]
+    hdus += [fits.ImageHDU(np.zeros((32, 32), np.float32), w.to_header()) for _ in range(count)]
+    path = folder / f"many{count}.fits"
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def no_wcs(folder: Path) -> Path:
+    header = fits.Header([("FILTER", "R"), ("OBJECT", "no wcs")])
+    path = folder / "nowcs.fits"
+    fits.PrimaryHDU(np.ones((64, 64), np.float32), header).writeto(path, overwrite=True)
+    return path
+
+
+def table_only(folder: Path) -> Path:
+    table = fits.BinTableHDU.from_columns(
+        [fits.Column(name="x", format="E", array=np.arange(5, dtype=np.float32))]
+    )
+    path = folder / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header([("FILTER", "R")])), table]).writeto(
+        path, overwrite=True
+    )
+    return path
+
+
+def bad_bitpix(folder: Path) -> Path:
+    good = field(folder, "bitpix.fits", size=32)
+    data = bytearray(good.read_bytes())
+    card = b"BITPIX  =                  -32"
+    at = data.index(card)
+    data[at : at + len(card)] = b"BITPIX  =                    7"
+    good.write_bytes(bytes(data))
+    return good
+
+
+def truncated(folder: Path) -> Path:
+    good = field(folder, "cut.fits", size=128)
+    data = good.read_bytes()
+    path = folder / "truncated.fits"
+    path.write_bytes(data[: len(data) - 20000])
+    return path
+
+
+def gzipped(path: Path) -> Path:
+    out = path.with_name(path.name + ".gz")
+    out.write_bytes(gzip.compress(path.read_bytes()))
+    return out
+
+
+def corrupt_gzip(folder: Path) -> Path:
+    data = bytearray(gzip.compress(field(folder, "to-corrupt.fits", size=128).read_bytes()))
+    data[10] = 0x07  # the first deflate block: final, of the reserved (invalid) type
+    path = folder / "corrupt.fits.gz"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def bzip2(folder: Path) -> Path:
+    import bz2
+
+    path = folder / "field.fits.bz2"
+    path.write_bytes(bz2.compress(field(folder, "to-bzip.fits", size=64).read_bytes()))
+    return path
+
+
+def not_fits(folder: Path) -> Path:
+    path = folder / "notes.fits"
+    path.write_bytes(b"This is not a FITS file, just some text.\n" * 100)
+    return path
+
+
+FileMaker = Callable[[Path], Path]
+
+
+@pytest.fixture(scope="session")
+def gateway(suite_factory: Callable[..., Suite], tmp_path_factory: pytest.TempPathFactory) -> Gateway:
+    """The session's suite with the gateway tests' settings."""
+    return Gateway(suite_factory(gateway_env(tmp_path_factory.mktemp("gw"))))
