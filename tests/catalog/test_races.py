@@ -124,7 +124,9 @@ async def test_use_against_cull(racy: Harness) -> None:
                 resp: catalog_pb2.CullResponse = await clients[K].call("Cull", catalog_pb2.CullRequest())
                 return resp
 
-            *uses, culled = await asyncio.gather(*(use(i) for i in range(K)), cull())
+            cull_task = asyncio.create_task(cull())
+            uses = await asyncio.gather(*(use(i) for i in range(K)))
+            culled = await cull_task
             culled_hashes = {t.fits_hash for t in culled.culled}
             assert len(culled_hashes) == N - K
             for i, result in enumerate(uses):
