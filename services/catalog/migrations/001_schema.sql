@@ -134,7 +134,9 @@ INSERT INTO usage DEFAULT VALUES;
 -- Whether the spherical polygon with corners xyz (unit vectors, x0,y0,z0,
 -- x1,...) holds the unit vector p: the winding number of the polygon
 -- around p, from the signed angles its edges subtend at p (great-circle
--- edges, any orientation, no projection).
+-- edges, any orientation, concave too, no projection). The winding number
+-- around p and around its antipode are the same, so p must also lie in the
+-- hemisphere of the corners' mean: footprints are smaller than a hemisphere.
 CREATE FUNCTION footprint_holds(xyz double precision[], px double precision,
                                 py double precision, pz double precision)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -144,6 +146,7 @@ DECLARE
     a1 double precision; a2 double precision; a3 double precision;
     b1 double precision; b2 double precision; b3 double precision;
     ap double precision; bp double precision;
+    side double precision := 0;
     i integer;
     j integer;
 BEGIN
@@ -156,10 +159,11 @@ BEGIN
         b1 := xyz[3 * j + 1]; b2 := xyz[3 * j + 2]; b3 := xyz[3 * j + 3];
         ap := a1 * px + a2 * py + a3 * pz;
         bp := b1 * px + b2 * py + b3 * pz;
+        side := side + ap;
         total := total + atan2(
             px * (a2 * b3 - a3 * b2) + py * (a3 * b1 - a1 * b3) + pz * (a1 * b2 - a2 * b1),
             (a1 * b1 + a2 * b2 + a3 * b3) - ap * bp);
     END LOOP;
-    RETURN abs(total) > pi();
+    RETURN side > 0 AND abs(total) > pi();
 END
 $$;
