@@ -30,7 +30,7 @@ from services.shared.store import ObjectStore
 _NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # survey names and DPIDs: printable ASCII
 MAX_DISPLAY_BATCH = 10_000
 
-PointKey = tuple[list[int], tuple[float, float, float]]
+from services.catalog.repository import PointKey
 
 
 def point_key(p: SkyPoint) -> PointKey:

@@ -55,6 +55,35 @@ HOLDS = """EXISTS (SELECT 1 FROM footprints f WHERE f.content_id = {content}
     AND f.cells && {keys}::bigint[] AND footprint_holds(f.xyz, {x}, {y}, {z}))"""
 
 
+PointKey = tuple[list[int], tuple[float, float, float]]  # (cells of a point, its unit vector)
+
+# The compatible-images query: footprints holding the target (GIN lookup of
+# its cells, then the exact test), and the BOA star when there is one, of
+# images the caller may list. $3..$6 target, $8..$11 BOA star (NULL: none).
+COMPATIBLE = f"""WITH {MY_RUNS},
+    hit AS (
+        SELECT DISTINCT f.content_id FROM footprints f
+        WHERE f.cells && $3::bigint[] AND footprint_holds(f.xyz, $4, $5, $6)
+    ),
+    fit AS (
+        SELECT h.content_id FROM hit h
+        WHERE $8::bigint[] IS NULL
+           OR {HOLDS.format(content="h.content_id", keys="$8", x="$9", y="$10", z="$11")}
+    )
+    SELECT {IMAGE_COLUMNS}
+    FROM fit JOIN images i ON i.content_id = fit.content_id
+             JOIN contents c ON c.content_id = i.content_id
+    WHERE {LISTABLE}
+    ORDER BY (i.owner_id = $1) DESC, i.last_used_at DESC, i.image_id
+    LIMIT $7"""
+
+
+def compatible_args(caller: Caller, target: PointKey, boa: PointKey | None, limit: int) -> list[object]:
+    t_keys, (tx, ty, tz) = target
+    boa_keys, (bx, by, bz) = boa if boa else (None, (0.0, 0.0, 0.0))
+    return [caller.user_id, caller.run_list, t_keys, tx, ty, tz, limit, boa_keys, bx, by, bz]
+
+
 def _runs_param(caller: Caller) -> list[str] | None:
     return caller.run_list
 
@@ -280,48 +309,16 @@ class Repository:
         self,
         conn: asyncpg.Connection,
         caller: Caller,
-        target: tuple[list[int], tuple[float, float, float]],
-        boa: tuple[list[int], tuple[float, float, float]] | None,
+        target: PointKey,
+        boa: PointKey | None,
         limit: int = 500,
     ) -> list[ImageView]:
         """Images the caller may list whose footprints hold the target (and the
         BOA star): GIN lookup of the point's cells, exact test, list rule."""
-        t_keys, (tx, ty, tz) = target
-        boa_keys, (bx, by, bz) = boa if boa else (None, (0.0, 0.0, 0.0))
-        holds_boa = HOLDS.format(content="h.content_id", keys="$8", x="$9", y="$10", z="$11")
-        rows = await conn.fetch(
-            f"""WITH {MY_RUNS},
-                hit AS (
-                    SELECT DISTINCT f.content_id FROM footprints f
-                    WHERE f.cells && $3::bigint[] AND footprint_holds(f.xyz, $4, $5, $6)
-                ),
-                fit AS (
-                    SELECT h.content_id FROM hit h
-                    WHERE $8::bigint[] IS NULL OR {holds_boa}
-                )
-                SELECT {IMAGE_COLUMNS}
-                FROM fit JOIN images i ON i.content_id = fit.content_id
-                         JOIN contents c ON c.content_id = i.content_id
-                WHERE {LISTABLE}
-                ORDER BY (i.owner_id = $1) DESC, i.last_used_at DESC, i.image_id
-                LIMIT $7""",
-            caller.user_id,
-            _runs_param(caller),
-            t_keys,
-            tx,
-            ty,
-            tz,
-            limit,
-            boa_keys,
-            bx,
-            by,
-            bz,
-        )
+        rows = await conn.fetch(COMPATIBLE, *compatible_args(caller, target, boa, limit))
         return [image_view(r, caller.user_id) for r in rows]
 
-    async def content_holds(
-        self, conn: asyncpg.Connection, content_id: int, point: tuple[list[int], tuple[float, float, float]]
-    ) -> bool:
+    async def content_holds(self, conn: asyncpg.Connection, content_id: int, point: PointKey) -> bool:
         keys, (x, y, z) = point
         return bool(
             await conn.fetchval(
