@@ -23,14 +23,13 @@ from services.catalog.model import (
     check_hash,
 )
 from services.catalog.removal import Removed, purge, remove_images
-from services.catalog.repository import Repository
+from services.catalog.repository import PointKey, Repository
 from services.shared.errors import ServiceError
 from services.shared.store import ObjectStore
 
 _NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # survey names and DPIDs: printable ASCII
 MAX_DISPLAY_BATCH = 10_000
 
-from services.catalog.repository import PointKey
 
 
 def point_key(p: SkyPoint) -> PointKey:
