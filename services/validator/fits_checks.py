@@ -345,7 +345,8 @@ def validate_file(f: IO[bytes], where: Target, bandpass: str = "", limits: Limit
                     problems.append(p)
 
     primary = hdus[0].header
-    headers = [primary] + [h.header for h in insp.candidates]
+    # The primary header, then the (first) image HDU's: where pipelines and archives put the filter.
+    headers = [primary] + [h.header for h in insp.candidates[:1]]
     found = filters.find_filter(headers, bandpass)
     report.filter, report.filter_source = found.name, found.source
     if not found.name:

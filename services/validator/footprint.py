@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from astropy.wcs import WCS
+from astropy.wcs import WCS, Wcsprm
 
 from services.validator.fits_reader import parse_value
 
@@ -145,7 +145,7 @@ def build(cards: str, axes: Sequence[int], sky_axes: tuple[int, int]) -> SkyFoot
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            full = WCS(header + cards + "END".ljust(80))
+            full = _make_wcs(header + cards + "END".ljust(80), list(axes))
             if full.naxis < max(sky_axes) + 1:
                 raise WcsProblem(f"the WCS has {full.naxis} axes; the image has {naxis}")
             w = (
@@ -162,6 +162,24 @@ def build(cards: str, axes: Sequence[int], sky_axes: tuple[int, int]) -> SkyFoot
     except Exception as exc:
         raise WcsProblem(f"astropy cannot read it ({_short(exc)})") from None
     return check(w, axes[sky_axes[0]], axes[sky_axes[1]])
+
+
+def _needs_astropy(cards: str) -> bool:
+    """Whether astropy's own reading is needed: SIP, or SCAMP's TAN with PV terms (read as TPV)."""
+    return "SIP" in cards or "A_ORDER" in cards or ("-TAN" in cards and "PV1_" in cards)
+
+
+def _make_wcs(text: str, axes: list[int]) -> WCS:
+    """A WCS from header text. Without SIP or SCAMP terms, wcslib reads it directly: the same
+    result (wcspih, then the same fixes) as astropy's constructor at a tenth of the cost."""
+    if _needs_astropy(text):
+        return WCS(text)
+    prm = Wcsprm(header=text.encode("ascii"), relax=True)
+    prm.fix("", axes)
+    w = WCS(naxis=prm.naxis)
+    w.wcs = prm
+    w.wcs.set()
+    return w
 
 
 _TEXT_KEYS = ("CTYPE", "CUNIT", "RADESYS", "RADECSYS", "DATE-OBS", "EQUINOX", "EPOCH", "MJD-OBS")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -521,3 +522,39 @@ def test_check_usage_errors(hawki: Path, args: list[str]) -> None:
     result = run_check(*[str(hawki) if a == "FILE" else a for a in args])
     assert result.returncode == 2, result.stdout
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "cards",
+    [
+        TAN,
+        {**TAN, "CTYPE1": "RA---ZPN", "CTYPE2": "DEC--ZPN", "PV2_1": 1.0, "PV2_3": 44.0},
+        {**TAN, "CTYPE1": "RA---TPV", "CTYPE2": "DEC--TPV", "PV1_1": 1.0, "PV1_4": 0.02, "PV2_1": 1.0},
+        {**TAN, "CTYPE1": "GLON-SIN", "CTYPE2": "GLAT-SIN"},
+        {k: v for k, v in TAN.items() if not k.startswith("CD")}
+        | {"CDELT1": -1 / 3600, "CDELT2": 1 / 3600, "CROTA2": 30.0},
+        {k: v for k, v in TAN.items() if not k.startswith("CD")}
+        | {"CDELT1": -1 / 3600, "CDELT2": 1 / 3600, "PC1_1": 0.8, "PC1_2": 0.6, "PC2_1": -0.6, "PC2_2": 0.8},
+        {
+            **TAN,
+            "CUNIT1": "deg",
+            "CUNIT2": "deg",
+            "RADESYS": "FK5",
+            "EQUINOX": 2000.0,
+            "DATE-OBS": "2024-01-01",
+        },
+    ],
+)
+def test_direct_wcslib_reading_matches_astropy(cards: dict[str, Any]) -> None:
+    """The fast path (Wcsprm straight from the cards) gives what astropy's WCS constructor gives."""
+    from services.validator import footprint
+
+    header = fits.Header({"NAXIS": 2, "NAXIS1": 64, "NAXIS2": 64, **cards})
+    text = header.tostring()
+    assert not footprint._needs_astropy(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = footprint._make_wcs(text, [64, 64])
+        slow = WCS(header)
+    grid = np.array([[x, y] for x in (0.5, 20.0, 64.5) for y in (0.5, 33.0, 64.5)])
+    np.testing.assert_allclose(fast.all_pix2world(grid, 1), slow.all_pix2world(grid, 1), rtol=0, atol=1e-10)
