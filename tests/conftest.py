@@ -28,7 +28,13 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    return embedded_pg.start(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's private temp folder: as root, pgserver runs PostgreSQL
+    # as its own user, who must reach the data folder to stop the server.
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="bgimages-pg-")
+    os.chmod(folder, 0o755)
+    return embedded_pg.start(folder)
 
 
 def _with_db(url: str, name: str) -> str:

@@ -14,9 +14,12 @@ _servers: dict[str, Any] = {}
 
 def start(data_dir: str | Path) -> str:
     """Starts (or reuses) a PostgreSQL 16 in data_dir; returns its URL."""
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = Path(f"/tmp/runtime-{os.getuid()}")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver
 
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     key = str(Path(data_dir).resolve())
     if key not in _servers:
         Path(key).mkdir(parents=True, exist_ok=True)
