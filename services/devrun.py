@@ -30,7 +30,7 @@ GRPC_SERVICES = {
     "processor": "bgimages.processor.v1.ProcessorService",
     "catalog": "bgimages.catalog.v1.CatalogService",
 }
-DEMO_RUN = "p2:60.A-9252(A)"
+DEMO_RUN = "p2:60925201"  # p2 instance "p2", run id 60925201 (as p2 numbers runs)
 DEMO_USER = "p2:demo"
 DEV_JWT_KID = "dev"
 
@@ -242,7 +242,7 @@ Upload the sample image (target inside it) for OB 1001:
 
 List what fits OB 1001:
   curl -sS -H 'Authorization: Bearer {token}' \\
-    '{suite.gateway_url}/api/v1/obs/1001/background-images?run_id=p2:60.A-9252%28A%29&target_ra=150&target_dec=2'
+    '{suite.gateway_url}/api/v1/obs/1001/background-images?run_id=p2:60925201&target_ra=150&target_dec=2'
 
 Ctrl-C stops everything.""",
         flush=True,

@@ -17,6 +17,7 @@ def start(data_dir: str | Path) -> str:
     if "XDG_RUNTIME_DIR" not in os.environ:
         runtime = Path(f"/tmp/runtime-{os.getuid()}")
         runtime.mkdir(mode=0o700, exist_ok=True)
+        runtime.chmod(0o700)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver
 
