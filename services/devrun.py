@@ -242,7 +242,7 @@ Upload the sample image (target inside it) for OB 1001:
 
 List what fits OB 1001:
   curl -sS -H 'Authorization: Bearer {token}' \\
-    '{suite.gateway_url}/api/v1/obs/1001/background-images?run_id=p2:60925201&target_ra=150&target_dec=2'
+    '{suite.gateway_url}/api/v1/obs/1001/background-images?run_id={DEMO_RUN}&target_ra=150&target_dec=2'
 
 Ctrl-C stops everything.""",
         flush=True,
