@@ -93,7 +93,9 @@ class ProcessorSettings(Common):
     swarp_bin: str = env("SWARP_BIN", "SWarp", "SWarp executable")
     swarp_timeout_s: int = env("SWARP_TIMEOUT_S", 900, "time limit of one SWarp run")
     scratch_dir: str = env("SCRATCH_DIR", "", "scratch folder for jobs (empty: system temp)")
-    hips_workers: int = env("HIPS_WORKERS", 2, "processes building HiPS tiles")
+    hips_workers: int = env("HIPS_WORKERS", 2, "threads building HiPS tiles (one per core)")
+    max_jobs: int = env("PROCESSOR_MAX_JOBS", 1, "Process jobs run at once (each uses HIPS_WORKERS cores)")
+    swarp_mem_mb: int = env("SWARP_MEM_MB", 512, "RAM SWarp may use (its MEM_MAX); the rest goes to disk")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The processor: SWarp mosaics, HiPS and previews of accepted uploads."""

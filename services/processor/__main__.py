@@ -1,0 +1,103 @@
+"""`python -m services.processor`: serve over gRPC (no arguments), or run the
+same steps on local files:
+
+    python -m services.processor hips FILE OUTDIR [--hdu N] [--order K]
+    python -m services.processor mosaic FILE OUT.fits [--hdus 1,2,3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _hips(args: argparse.Namespace) -> int:
+    from services.processor import hips, sampling, source
+    from services.shared.errors import ServiceError
+
+    start = time.perf_counter()
+    try:
+        image, hdul = source.open_image(args.file, args.hdu)
+    except ServiceError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    with hdul:
+        sink = hips.DirectorySink(args.outdir)
+        title = args.title or str(image.header.get("OBJECT", "") if image.header is not None else "")
+        result = hips.build_hips(
+            image,
+            sink,
+            title=title or args.file,
+            creator_did=args.creator_did,
+            order=args.order,
+            filter_name=str(image.header.get("FILTER", "")) if image.header is not None else "",
+            resampling=sampling.NEAREST if args.nearest else sampling.BILINEAR,
+            workers=args.workers,
+        )
+    total = sum(sink.sizes.values())
+    print(
+        f"HiPS order {result.order}: {result.tile_count} tiles "
+        f"({', '.join(f'order {k}: {v}' for k, v in sorted(result.tiles_per_order.items()))}), "
+        f"{total / 1e6:.1f} MB, cut {result.stats.cut.low:.6g} {result.stats.cut.high:.6g}, "
+        f"max interpolation error {result.max_interp_error_px:.2g} px, "
+        f"{time.perf_counter() - start:.2f} s"
+    )
+    return 0
+
+
+def _mosaic(args: argparse.Namespace) -> int:
+    from services.processor import mosaic
+    from services.shared.errors import ServiceError
+
+    hdus = [int(v) for v in args.hdus.split(",")] if args.hdus else None
+    try:
+        result = mosaic.mosaic_file(
+            args.file, args.out, hdus=hdus, swarp_bin=args.swarp, timeout_s=args.timeout
+        )
+    except ServiceError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    print(
+        f"mosaic {result.shape[1]}x{result.shape[0]} from HDUs {result.hdus} at "
+        f'{result.pixel_scale_arcsec:.4g}"/pixel, {result.blank_fraction:.1%} blank, '
+        f"SWarp {result.swarp_seconds:.2f} s, total {result.seconds:.2f} s"
+    )
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        import asyncio
+
+        from services.processor.server import serve
+        from services.shared.settings import ProcessorSettings, load
+
+        asyncio.run(serve(load(ProcessorSettings)))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m services.processor")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("hips", help="build a HiPS of one image HDU into a folder")
+    p.add_argument("file")
+    p.add_argument("outdir")
+    p.add_argument("--hdu", type=int, default=None, help="HDU index (default: the first image)")
+    p.add_argument("--order", type=int, default=None, help="deepest order (default: from the pixel scale)")
+    p.add_argument("--nearest", action="store_true", help="nearest-neighbour instead of bilinear")
+    p.add_argument("--workers", type=int, default=2, help="threads building tiles")
+    p.add_argument("--title", default="")
+    p.add_argument("--creator-did", default="ivo://eso.org/bgimages/local")
+    p.set_defaults(func=_hips)
+    m = sub.add_parser("mosaic", help="mosaic the image HDUs of a MEF file with SWarp")
+    m.add_argument("file")
+    m.add_argument("out")
+    m.add_argument("--hdus", default="", help="comma-separated HDU indices (default: every image HDU)")
+    m.add_argument("--swarp", default="SWarp", help="SWarp executable")
+    m.add_argument("--timeout", type=int, default=900, help="SWarp's time limit, seconds")
+    m.set_defaults(func=_mosaic)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,336 @@
+"""One mosaic of a multi-extension file's displayable chips, made by SWarp.
+
+SWarp runs as a child process with an argument list (never a shell), in a
+private scratch folder, with a time limit and its own memory limits,
+background subtraction off, TAN projection, equatorial frame, the median
+input pixel scale. SWarp 2.41.5 ignores SIP distortion, so SIP headers are
+converted to the TPV form it understands first (sip_tpv, the published
+SIP-to-TPV relation). Its gaps (0 with weight 0) are made blank (NaN) from
+the weight map, and the keywords the display and the catalog need (FILTER,
+OBJECT, ESO INS ..., which SWarp does not copy from the primary header) are
+carried over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from services.processor import sampling, source
+from services.shared.errors import ServiceError
+
+# Keywords carried from the input's primary and first chip headers.
+CARRIED = (
+    "OBJECT",
+    "FILTER",
+    "FILTER1",
+    "FILTER2",
+    "BANDPASS",
+    "INSTRUME",
+    "TELESCOP",
+    "OBSERVER",
+    "DATE-OBS",
+    "MJD-OBS",
+    "EXPTIME",
+    "ORIGIN",
+    "PROG_ID",
+    "ARCFILE",
+)
+CARRIED_PREFIXES = ("ESO INS ", "ESO OBS ", "ESO TPL ", "ESO DPR ", "ESO TEL ", "ESO DET ")
+# Output rows handled at a time when blanking gaps (bounds memory).
+BAND_BYTES = 64 << 20
+
+
+@dataclasses.dataclass
+class MosaicResult:
+    path: Path
+    shape: tuple[int, int]  # (ny, nx)
+    hdus: list[int]
+    pixel_scale_arcsec: float
+    blank_fraction: float
+    swarp_seconds: float
+    seconds: float
+    swarp_version: str
+
+
+def _has_sip(header: fits.Header) -> bool:
+    return "A_ORDER" in header and "B_ORDER" in header
+
+
+def sip_to_tpv(header: fits.Header) -> fits.Header:
+    """A copy of the header with its SIP distortion in TPV form (SWarp reads TPV)."""
+    from sip_tpv import sip_to_pv
+
+    out = header.copy()
+    # sip_tpv needs a CD matrix; build it from PC/CDELT when that is what we have.
+    if "CD1_1" not in out:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = source.read_wcs(header)
+        cd = wcs.wcs.get_pc() * wcs.wcs.get_cdelt()[:, None]
+        for i in range(2):
+            for j in range(2):
+                out[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+        for key in ("PC1_1", "PC1_2", "PC2_1", "PC2_2", "CDELT1", "CDELT2"):
+            out.remove(key, ignore_missing=True)
+    sip_to_pv(out, tpv_format=True, preserve=False)
+    for key in ("CTYPE1", "CTYPE2"):
+        out[key] = str(out[key])[:5].ljust(5, "-") + "TPV" if str(out[key]).endswith("SIP") else out[key]
+    for prefix in ("AP_", "BP_"):
+        for key in [k for k in out if k.startswith(prefix)]:
+            out.remove(key, ignore_missing=True)
+    return out
+
+
+def _head_block(header: fits.Header) -> str:
+    """The WCS cards of a converted header, as one block of a SWarp `.head` file."""
+    keep = re.compile(r"^(CTYPE[12]|CUNIT[12]|CRVAL[12]|CRPIX[12]|CD[12]_[12]|PV[12]_\d+|RADESYS|EQUINOX)$")
+    cards = [str(card) for card in header.cards if keep.match(card.keyword)]
+    return "\n".join(cards + ["END"]) + "\n"
+
+
+def carried_cards(headers: Iterable[fits.Header]) -> list[tuple[str, object, str]]:
+    """Keywords of the input to copy into the mosaic, later headers winning."""
+    found: dict[str, tuple[str, object, str]] = {}
+    for header in headers:
+        for card in header.cards:
+            key = card.keyword
+            if not key:
+                continue
+            if key in CARRIED or key.startswith(CARRIED_PREFIXES):
+                found[key] = (key, card.value, card.comment)
+    return list(found.values())
+
+
+@functools.lru_cache(maxsize=4)
+def swarp_version(swarp_bin: str) -> str:
+    try:
+        proc = subprocess.run([swarp_bin, "-v"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    match = re.search(r"version\s+([\w.]+)", proc.stdout + proc.stderr)
+    return match.group(1) if match else ""
+
+
+def _swarp_message(stderr: str) -> str:
+    """SWarp's own words for what went wrong."""
+    lines = [ln.strip(" >\r") for ln in stderr.replace("\x1b[1M", "\n").splitlines()]
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln).strip() for ln in lines]
+    lines = [ln for ln in lines if ln and "default.swarp not found" not in ln]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    picked = errors or lines[-3:]
+    return " ".join(picked)[:1000] or "no message"
+
+
+def _image_extensions(hdul: fits.HDUList) -> list[int]:
+    return source.image_hdu_indices(hdul)
+
+
+def prepare_input(
+    path: Path, hdul: fits.HDUList, hdus: list[int], job: Path
+) -> tuple[Path, list[fits.Header]]:
+    """The file SWarp reads, and the (converted) header of each chip.
+
+    When SWarp can read the file as it is (uncompressed, every image HDU
+    selected, nothing in the primary), it is used in place and SIP headers
+    are overridden by a `.head` file; otherwise the selected chips are
+    written to a new file with converted headers.
+    """
+    headers = []
+    for i in hdus:
+        header = hdul[i].header
+        headers.append(sip_to_tpv(header) if _has_sip(header) else header)
+    compressed = any(isinstance(hdul[i], fits.CompImageHDU) for i in hdus)
+    direct = not compressed and 0 not in hdus and sorted(hdus) == _image_extensions(hdul)
+    target = job / "chips.fits"
+    if direct:
+        os.symlink(path.resolve(), target)
+        if any(_has_sip(hdul[i].header) for i in hdus):
+            blocks = [
+                _head_block(h) if _has_sip(hdul[i].header) else "END\n"
+                for i, h in zip(hdus, headers, strict=True)
+            ]
+            (job / "chips.head").write_text("".join(blocks))
+        return target, headers
+    out = fits.HDUList([fits.PrimaryHDU()])
+    for i, header in zip(hdus, headers, strict=True):
+        data = source.as_float_image(hdul[i].data)
+        h = header.copy()
+        for key in (
+            "XTENSION",
+            "SIMPLE",
+            "BITPIX",
+            "NAXIS",
+            "NAXIS1",
+            "NAXIS2",
+            "NAXIS3",
+            "PCOUNT",
+            "GCOUNT",
+        ):
+            h.remove(key, ignore_missing=True)
+        for key in [
+            k for k in h if k.startswith(("ZNAXIS", "ZTILE", "ZCMPTYPE", "ZBITPIX", "ZIMAGE", "ZNAME"))
+        ]:
+            h.remove(key, ignore_missing=True)
+        for key in ("BSCALE", "BZERO", "BLANK"):
+            h.remove(key, ignore_missing=True)
+        out.append(fits.ImageHDU(np.asarray(data, dtype=np.float32), h))
+    out.writeto(target)
+    return target, headers
+
+
+def run_swarp(
+    chips: Path,
+    out: Path,
+    weight: Path,
+    pixel_scale_arcsec: float,
+    job: Path,
+    swarp_bin: str = "SWarp",
+    timeout_s: float = 900,
+    mem_max_mb: int = 512,
+) -> float:
+    """Runs SWarp; returns its wall time. Raises PROCESSING_FAILED with SWarp's message."""
+    args = [
+        swarp_bin,
+        str(chips),
+        "-IMAGEOUT_NAME", str(out),
+        "-WEIGHTOUT_NAME", str(weight),
+        "-SUBTRACT_BACK", "N",
+        "-COMBINE", "Y",
+        "-COMBINE_TYPE", "WEIGHTED",
+        "-CELESTIAL_TYPE", "EQUATORIAL",
+        "-PROJECTION_TYPE", "TAN",
+        "-PIXELSCALE_TYPE", "MANUAL",
+        "-PIXEL_SCALE", f"{pixel_scale_arcsec:.8g}",
+        "-CENTER_TYPE", "ALL",
+        "-IMAGE_SIZE", "0",
+        "-RESAMPLE_DIR", str(job),
+        "-VMEM_DIR", str(job),
+        "-MEM_MAX", str(mem_max_mb),
+        "-COMBINE_BUFSIZE", str(max(64, mem_max_mb // 2)),
+        "-VMEM_MAX", "16384",
+        "-DELETE_TMPFILES", "Y",
+        "-WRITE_XML", "N",
+        "-VERBOSE_TYPE", "NORMAL",
+        "-HEADER_SUFFIX", ".head",
+        "-COPY_KEYWORDS", "OBJECT",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            args, cwd=job, capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ServiceError("PROCESSING_FAILED", f"SWarp did not finish within {timeout_s:g} s") from None
+    except OSError as exc:
+        raise ServiceError("PROCESSING_FAILED", f"SWarp could not be started: {exc.strerror}") from None
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0 or not out.exists():
+        raise ServiceError(
+            "PROCESSING_FAILED", f"SWarp failed (exit {proc.returncode}): {_swarp_message(proc.stderr)}"
+        )
+    return seconds
+
+
+def finish(out: Path, weight: Path, cards: list[tuple[str, object, str]], history: str) -> float:
+    """Blanks the gaps (weight 0) and adds the carried keywords, in place.
+
+    Returns the blank fraction."""
+    blank = 0
+    with fits.open(out, mode="update", memmap=True) as mosaic, fits.open(weight, memmap=True) as wmap:
+        data = mosaic[0].data
+        wdata = wmap[0].data
+        ny, nx = data.shape
+        band = max(1, BAND_BYTES // (4 * nx))
+        for y0 in range(0, ny, band):
+            gaps = wdata[y0 : y0 + band] <= 0
+            n = int(np.count_nonzero(gaps))
+            if n:
+                data[y0 : y0 + band][gaps] = np.nan
+                blank += n
+        header = mosaic[0].header
+        for key, value, comment in cards:
+            if key in ("OBJECT",) and key in header and header[key]:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # long HIERARCH values
+                header[key] = (value, comment)
+        header["HISTORY"] = history
+    return blank / float(ny * nx)
+
+
+def mosaic_file(
+    path: str | Path,
+    out: str | Path,
+    hdus: list[int] | None = None,
+    *,
+    pixel_scales: list[float] | None = None,
+    filter_name: str = "",
+    swarp_bin: str = "SWarp",
+    timeout_s: float = 900,
+    scratch_dir: str | None = None,
+    mem_max_mb: int = 512,
+) -> MosaicResult:
+    """Mosaics HDUs `hdus` (default: every image HDU) of a FITS file into `out`."""
+    start = time.perf_counter()
+    path = Path(path)
+    out = Path(out)
+    job = Path(tempfile.mkdtemp(prefix="swarp-", dir=scratch_dir or None))
+    try:
+        with fits.open(path, memmap=True) as hdul:
+            selected = hdus if hdus is not None else _image_extensions(hdul)
+            if not selected:
+                raise ServiceError("PROCESSING_FAILED", "the file holds no image to mosaic")
+            for i in selected:
+                if not 0 <= i < len(hdul):
+                    raise ServiceError("PROCESSING_FAILED", f"the file has no HDU {i}")
+            if not pixel_scales:
+                pixel_scales = [
+                    sampling.pixel_scale_arcsec(
+                        source.read_wcs(hdul[i].header, hdul),
+                        (
+                            int(hdul[i].header.get("ZNAXIS2", hdul[i].header.get("NAXIS2", 1))),
+                            int(hdul[i].header.get("ZNAXIS1", hdul[i].header.get("NAXIS1", 1))),
+                        ),
+                    )
+                    for i in selected
+                ]
+            scale = float(statistics.median(pixel_scales))
+            chips, headers = prepare_input(path, hdul, selected, job)
+            cards = carried_cards([hdul[0].header, hdul[selected[0]].header])
+        if filter_name and not any(key in ("FILTER", "BANDPASS") for key, _, _ in cards):
+            cards.append(("FILTER", filter_name, "filter of the input"))
+        raw = job / "coadd.fits"
+        weight = job / "coadd.weight.fits"
+        swarp_seconds = run_swarp(chips, raw, weight, scale, job, swarp_bin, timeout_s, mem_max_mb)
+        version = swarp_version(swarp_bin)
+        history = f"SWarp {version} mosaic of HDUs {','.join(map(str, selected))}; gaps blanked from weights"
+        blank = finish(raw, weight, cards, history)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(raw), out)
+        header = fits.getheader(out)
+        return MosaicResult(
+            path=out,
+            shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
+            hdus=list(selected),
+            pixel_scale_arcsec=scale,
+            blank_fraction=blank,
+            swarp_seconds=swarp_seconds,
+            seconds=time.perf_counter() - start,
+            swarp_version=version,
+        )
+    finally:
+        shutil.rmtree(job, ignore_errors=True)

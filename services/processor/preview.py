@@ -1,0 +1,102 @@
+"""The preview: a PNG of at most 1024 pixels a side, north up and east left,
+with the HiPS's cut, for the selector's right-hand panel.
+
+The image is resampled onto a gnomonic (TAN) grid centred on the image,
+north up, east left, with the same coarse-grid transform as the HiPS tiles;
+when the preview pixel is several image pixels wide the image is first
+averaged in blocks, so noise does not alias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from services.processor import display, sampling
+from services.processor.display import Cut
+from services.processor.sampling import SkyImage
+
+MAX_SIZE = 1024
+NODE_STEP = 32
+EDGE_SAMPLES = 65
+
+
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    png: bytes
+    width: int
+    height: int
+    centre_ra: float
+    centre_dec: float
+    scale_arcsec: float  # preview pixel size
+
+
+def _gnomonic(lon: np.ndarray, lat: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Standard coordinates (xi east, eta north), degrees."""
+    a, d = np.radians(lon - ra0), np.radians(lat)
+    d0 = math.radians(dec0)
+    cos_c = math.sin(d0) * np.sin(d) + math.cos(d0) * np.cos(d) * np.cos(a)
+    xi = np.cos(d) * np.sin(a) / cos_c
+    eta = (math.cos(d0) * np.sin(d) - math.sin(d0) * np.cos(d) * np.cos(a)) / cos_c
+    return np.degrees(xi), np.degrees(eta)
+
+
+def _inverse_gnomonic(
+    xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float
+) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.radians(xi), np.radians(eta)
+    d0 = math.radians(dec0)
+    rho = np.hypot(x, y)
+    c = np.arctan(rho)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lat = np.arcsin(np.cos(c) * math.sin(d0) + np.where(rho > 0, y * np.sin(c) * math.cos(d0) / rho, 0))
+        lon = ra0 + np.degrees(
+            np.arctan2(x * np.sin(c), rho * math.cos(d0) * np.cos(c) - y * math.sin(d0) * np.sin(c))
+        )
+    return lon % 360.0, np.degrees(lat)
+
+
+def make_preview(
+    image: SkyImage, cut: Cut, max_size: int = MAX_SIZE, pixel_scale_arcsec: float | None = None
+) -> Preview:
+    ny, nx = image.shape
+    scale = pixel_scale_arcsec or image.pixel_scale_arcsec()
+    lon0, lat0 = image.pixel_to_world(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))
+    ra0, dec0 = float(lon0[0]), float(lat0[0])
+    # The footprint's edge in the preview plane.
+    along_x = np.linspace(-0.5, nx - 0.5, EDGE_SAMPLES)
+    along_y = np.linspace(-0.5, ny - 0.5, EDGE_SAMPLES)
+    ex = np.concatenate([np.full_like(along_y, -0.5), along_x, np.full_like(along_y, nx - 0.5), along_x])
+    ey = np.concatenate([along_y, np.full_like(along_x, -0.5), along_y, np.full_like(along_x, ny - 0.5)])
+    lon, lat = image.pixel_to_world(ex, ey)
+    xi, eta = _gnomonic(lon, lat, ra0, dec0)
+    east = -xi  # east left: preview x grows westwards
+    x_min, x_max = float(np.nanmin(east)), float(np.nanmax(east))
+    y_min, y_max = float(np.nanmin(eta)), float(np.nanmax(eta))
+    extent = max(x_max - x_min, y_max - y_min)
+    step = max(extent / max_size, scale / 3600.0)  # never finer than the image
+    width = max(1, min(max_size, math.ceil((x_max - x_min) / step)))
+    height = max(1, min(max_size, math.ceil((y_max - y_min) / step)))
+    # Node grid over preview pixel centres; row 0 is north (top of the PNG).
+    cols = sampling.grid_nodes(width, NODE_STEP)
+    rows = sampling.grid_nodes(height, NODE_STEP)
+    gc, gr = np.meshgrid(np.array(cols, float), np.array(rows, float))
+    node_east = x_min + (gc + 0.5) * step
+    node_eta = y_max - (gr + 0.5) * step
+    nlon, nlat = _inverse_gnomonic(-node_east, node_eta, ra0, dec0)
+    px, py = image.world_to_pixel(nlon, nlat)
+    # Average blocks of the image when a preview pixel spans several.
+    factor = max(1, int(step * 3600.0 / scale))
+    source = sampling.block_mean(image.data, factor) if factor > 1 else image.data
+    if factor > 1:
+        px = (px - (factor - 1) / 2) / factor
+        py = (py - (factor - 1) / 2) / factor
+    wr = sampling.spline_weights(rows, tuple(range(height)))
+    wc = sampling.spline_weights(cols, tuple(range(width)))
+    fx = (wr @ np.nan_to_num(px, nan=-1e9) @ wc.T).astype(np.float32)
+    fy = (wr @ np.nan_to_num(py, nan=-1e9) @ wc.T).astype(np.float32)
+    values = sampling.sample(source, fx, fy)
+    png = display.png_bytes(display.to_grey(values, cut))
+    return Preview(png, width, height, ra0, dec0, step * 3600.0)

@@ -1,0 +1,250 @@
+"""One Process job: from the staged upload to the stored mosaic, HiPS and preview.
+
+Reads the staged object into a private scratch folder (uncompressing gzip
+and .Z), decides from the validator's report between the single image and a
+SWarp mosaic of the displayable chips, builds HiPS and preview, and writes
+everything under the output prefix, tiles concurrently. On any failure it
+removes what it wrote and raises PROCESSING_FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from services.processor import display, hips, mosaic, preview, sampling, source
+from services.shared.errors import ServiceError
+from services.shared.settings import ProcessorSettings
+from services.shared.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+ORIGINAL = "original.fits"
+MOSAIC = "mosaic.fits"
+PREVIEW = "preview.png"
+HIPS = "hips/"
+CREATOR = "ivo://eso.org/bgimages"
+# Encoded files waiting for the store at most (back-pressure on the tile threads).
+MAX_IN_FLIGHT = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class HduChoice:
+    """What the processor needs of the validator's report on one HDU."""
+
+    index: int
+    displayable: bool
+    pixel_scale_arcsec: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    source_key: str
+    output_prefix: str
+    title: str
+    hdus: list[HduChoice]
+    filter_name: str = ""
+    object_name: str = ""
+    resampling: str = sampling.BILINEAR
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    fits_key: str
+    preview_key: str
+    hips_prefix: str
+    hips_order: int
+    cut: display.Cut
+    stored_bytes: int
+    tile_count: int
+    mosaic: bool
+
+
+class StoreSink:
+    """A HiPS sink that writes to the object store from the tile threads,
+    many objects at once, through the event loop."""
+
+    def __init__(self, store: ObjectStore, prefix: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.loop = loop
+        self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self._futures: list[concurrent.futures.Future[None]] = []
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.failed: BaseException | None = None
+
+    def put(self, path: str, data: bytes | bytearray, content_type: str) -> None:
+        if self.failed is not None:
+            raise ServiceError("STORE_UNAVAILABLE", f"could not store HiPS files: {self.failed}")
+        self._slots.acquire()
+        payload = bytes(data)
+        future = asyncio.run_coroutine_threadsafe(
+            self.store.put_bytes(self.prefix + path, payload, content_type), self.loop
+        )
+        future.add_done_callback(self._done)
+        with self._lock:
+            self._futures.append(future)
+            self.bytes += len(payload)
+
+    def _done(self, future: concurrent.futures.Future[None]) -> None:
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None and self.failed is None:
+            self.failed = future.exception()
+
+    def wait(self) -> None:
+        """Blocks until every write has finished; raises the first failure."""
+        with self._lock:
+            futures = list(self._futures)
+        for future in futures:
+            with contextlib.suppress(BaseException):
+                future.result()
+        if self.failed is not None:
+            raise ServiceError("STORE_UNAVAILABLE", f"could not store HiPS files: {self.failed}")
+
+
+class Processor:
+    """Runs Process jobs; one per core pair at a time (they are CPU bound)."""
+
+    def __init__(self, settings: ProcessorSettings, store: ObjectStore) -> None:
+        self.settings = settings
+        self.store = store
+        self._jobs = asyncio.Semaphore(max(1, settings.max_jobs))
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max(1, settings.max_jobs), thread_name_prefix="process"
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def process(self, job: Job) -> Outcome:
+        if not job.output_prefix.endswith("/") or not job.source_key:
+            raise ServiceError("INVALID_ARGUMENT", "output_prefix must end with '/' and source_key be set")
+        async with self._jobs:
+            scratch = self.settings.scratch_dir or None
+            if scratch:
+                Path(scratch).mkdir(parents=True, exist_ok=True)
+            workdir = Path(tempfile.mkdtemp(prefix="process-", dir=scratch))
+            try:
+                return await self._run(job, workdir)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await self.store.delete_prefix(job.output_prefix)
+                if isinstance(exc, ServiceError) and exc.code == "PROCESSING_FAILED":
+                    raise
+                if isinstance(exc, ServiceError):
+                    raise ServiceError("PROCESSING_FAILED", f"processing failed: {exc.message}") from exc
+                if isinstance(exc, Exception):
+                    log.exception("processing %s failed", job.source_key)
+                    raise ServiceError(
+                        "PROCESSING_FAILED", f"processing failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                raise
+            finally:
+                await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _run(self, job: Job, workdir: Path) -> Outcome:
+        prefix = job.output_prefix
+        upload = workdir / "upload"
+        try:
+            await self.store.download(job.source_key, upload)
+        except ServiceError as err:
+            raise ServiceError("PROCESSING_FAILED", f"cannot read the upload: {err.message}") from err
+        original_key = prefix + ORIGINAL
+        stored = await self.store.put_file(original_key, upload, "application/fits")
+        loop = asyncio.get_running_loop()
+        sink = StoreSink(self.store, prefix + HIPS, loop)
+        try:
+            built = await loop.run_in_executor(self._pool, self._build, job, workdir, upload, sink)
+        finally:
+            await asyncio.to_thread(sink.wait)
+        result, preview_png, mosaic_path = built
+        fits_key = original_key
+        if mosaic_path is not None:
+            fits_key = prefix + MOSAIC
+            stored += await self.store.put_file(fits_key, mosaic_path, "application/fits")
+        preview_key = prefix + PREVIEW
+        await self.store.put_bytes(preview_key, preview_png, "image/png")
+        stored += len(preview_png) + sink.bytes
+        return Outcome(
+            fits_key=fits_key,
+            preview_key=preview_key,
+            hips_prefix=prefix + HIPS,
+            hips_order=result.order,
+            cut=result.stats.cut,
+            stored_bytes=stored,
+            tile_count=result.tile_count,
+            mosaic=mosaic_path is not None,
+        )
+
+    def _build(
+        self, job: Job, workdir: Path, upload: Path, sink: StoreSink
+    ) -> tuple[hips.HipsResult, bytes, Path | None]:
+        """The CPU-bound part, in a worker thread."""
+        plain = source.decompress(upload, workdir / "plain.fits")
+        shown = [h for h in job.hdus if h.displayable]
+        mosaic_path: Path | None = None
+        scale: float | None = None
+        if len(shown) > 1:
+            mosaic_path = workdir / "mosaic.fits"
+            scales = [h.pixel_scale_arcsec for h in shown if h.pixel_scale_arcsec > 0]
+            made = mosaic.mosaic_file(
+                plain,
+                mosaic_path,
+                [h.index for h in shown],
+                pixel_scales=scales if len(scales) == len(shown) else None,
+                filter_name=job.filter_name,
+                swarp_bin=self.settings.swarp_bin,
+                timeout_s=self.settings.swarp_timeout_s,
+                scratch_dir=str(workdir),
+                mem_max_mb=self.settings.swarp_mem_mb,
+            )
+            scale = made.pixel_scale_arcsec
+            image, hdul = source.open_image(mosaic_path, 0)
+        else:
+            index = shown[0].index if shown else None
+            if shown and shown[0].pixel_scale_arcsec > 0:
+                scale = shown[0].pixel_scale_arcsec
+            image, hdul = source.open_image(plain, index)
+        with hdul:
+            stats = display.statistics(image.data)
+            result = hips.build_hips(
+                image,
+                sink,
+                title=job.title or job.object_name or "User background image",
+                creator_did=f"{CREATOR}?{job.output_prefix.rstrip('/')}",
+                filter_name=job.filter_name,
+                resampling=job.resampling,
+                workers=self.settings.hips_workers,
+                stats=stats,
+                pixel_scale_arcsec=scale,
+            )
+            shot = preview.make_preview(image, stats.cut, pixel_scale_arcsec=scale)
+        return result, shot.png, mosaic_path
+
+
+def job_from_request(request: Any) -> Job:
+    """The job a ProcessRequest describes."""
+    from bgimages.processor.v1 import processor_pb2
+
+    report = request.report
+    resampling = (
+        sampling.NEAREST if request.resampling == processor_pb2.RESAMPLING_NEAREST else sampling.BILINEAR
+    )
+    return Job(
+        source_key=request.source_key,
+        output_prefix=request.output_prefix,
+        title=request.title,
+        hdus=[HduChoice(h.index, h.displayable, h.pixel_scale_arcsec) for h in report.hdus],
+        filter_name=report.filter,
+        object_name=report.object_name,
+        resampling=resampling,
+    )

@@ -1,0 +1,285 @@
+"""HiPS generation: order, layout, properties, fidelity of star positions and pixel values."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from PIL import Image
+
+from services.processor import display, hips, sampling, source
+from services.processor.hips import DirectorySink, build_hips, choose_order
+from tests.fitsgen import tan_wcs
+from tests.processor.skyfiles import DEC, RA, centroid, sip_wcs, write_sky
+
+TILE_RE = re.compile(r"^Norder(\d+)/Dir(\d+)/Npix(\d+)\.(fits|png)$")
+
+
+def test_order_matches_pixel_scale() -> None:
+    assert choose_order(0.2) == 11  # Hipsgen would go to 12
+    assert choose_order(0.4) == 10
+    assert choose_order(0.106) == 12
+    assert choose_order(1.0) == 9
+    assert choose_order(60.0) == 3  # never below the minimum order
+
+
+def _build(path: Path, out: Path, **kw: object) -> hips.HipsResult:
+    image, hdul = source.open_image(path)
+    with hdul:
+        return build_hips(
+            image,
+            DirectorySink(out),
+            title="test",
+            creator_did="ivo://test/hips",
+            filter_name="R",
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture(scope="module")
+def tan_hips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, hips.HipsResult]:
+    tmp = tmp_path_factory.mktemp("tan")
+    shape = (600, 700)
+    wcs = tan_wcs(RA, DEC, 0.4, shape, rotation_deg=20.0)
+    path = write_sky(tmp / "tan.fits", wcs, shape, stars=[(RA, DEC, 3000.0)])
+    out = tmp / "hips"
+    return path, out, _build(path, out)
+
+
+def test_every_file_properties_names_exists_and_paths_follow_the_standard(
+    tan_hips: tuple[Path, Path, hips.HipsResult],
+) -> None:
+    _, out, result = tan_hips
+    props = dict(line.split("=", 1) for line in (out / "properties").read_text().splitlines() if "=" in line)
+    props = {k.strip(): v.strip() for k, v in props.items()}
+    for key in (
+        "creator_did", "obs_title", "dataproduct_type", "hips_version", "hips_release_date", "hips_status",
+        "hips_tile_format", "hips_order", "hips_frame", "hips_tile_width", "hips_initial_ra",
+        "hips_initial_dec",
+        "hips_initial_fov", "hips_pixel_cut", "hips_data_range", "hips_pixel_bitpix", "moc_sky_fraction",
+        "obs_filter",
+    ):  # fmt: skip
+        assert props.get(key), key
+    assert props["hips_order"] == "10" == str(result.order)
+    assert props["hips_frame"] == "equatorial"
+    assert props["hips_tile_width"] == "512"
+    assert props["hips_pixel_bitpix"] == "-32"
+    assert set(props["hips_tile_format"].split()) == {"fits", "png"}
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\dZ$", props["hips_release_date"])
+    assert abs(float(props["hips_initial_ra"]) - RA) < 1e-3
+    low, high = (float(v) for v in props["hips_pixel_cut"].split())
+    assert 90 < low < 100 < high < 120
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"properties", "Moc.fits", "Norder3/Allsky.fits", "Norder3/Allsky.png"} <= files
+    tiles = files - {"properties", "Moc.fits", "Norder3/Allsky.fits", "Norder3/Allsky.png"}
+    assert len(tiles) == result.tile_count
+    orders = set()
+    for name in tiles:
+        m = TILE_RE.match(name)
+        assert m, name
+        order, d, npix = int(m[1]), int(m[2]), int(m[3])
+        assert d == npix // 10000 * 10000
+        orders.add(order)
+        assert (out / f"Norder{order}/Dir{d}/Npix{npix}.fits").exists()
+        assert (out / f"Norder{order}/Dir{d}/Npix{npix}.png").exists()
+    assert orders == set(range(3, result.order + 1))
+    for name in sorted(tiles)[:6]:
+        if name.endswith(".fits"):
+            with fits.open(out / name) as f:
+                assert f[0].header["BITPIX"] == -32
+                assert f[0].data.shape == (512, 512)
+        else:
+            with Image.open(out / name) as im:
+                assert im.size == (512, 512) and im.mode == "L"
+                assert im.info.get("transparency") == 0
+    import astropy.units as u
+    from mocpy import MOC
+
+    moc = MOC.from_fits(out / "Moc.fits")
+    assert moc.contains_lonlat(RA * u.deg, DEC * u.deg)[0]
+    assert abs(moc.sky_fraction - float(props["moc_sky_fraction"])) < 1e-12
+
+
+def test_lower_orders_are_built_from_their_children(tan_hips: tuple[Path, Path, hips.HipsResult]) -> None:
+    _, out, result = tan_hips
+    k = result.order
+    for parent_path in sorted((out / f"Norder{k - 1}").rglob("*.fits")):
+        npix = int(parent_path.stem[4:])
+        parent = fits.getdata(parent_path)
+        expected = np.full((512, 512), np.nan, np.float32)
+        for sub in range(4):
+            child = npix * 4 + sub
+            cp = out / hips.tile_path(k, child, "fits")
+            if not cp.exists():
+                continue
+            half = sampling.downsample2(fits.getdata(cp).astype(np.float32))
+            r0 = (1 - (sub & 1)) * 256
+            c0 = (sub >> 1) * 256
+            expected[r0 : r0 + 256, c0 : c0 + 256] = half
+        np.testing.assert_allclose(parent, expected, rtol=1e-6, equal_nan=True)
+
+
+def test_png_tiles_are_the_fits_tiles_flipped_and_cut(tan_hips: tuple[Path, Path, hips.HipsResult]) -> None:
+    _, out, result = tan_hips
+    path = next((out / f"Norder{result.order}").rglob("*.fits"))
+    data = fits.getdata(path)
+    with Image.open(path.with_suffix(".png")) as im:
+        grey = np.asarray(im)
+    expected = display.to_grey(data[::-1].astype(np.float32), result.stats.cut)
+    assert np.array_equal(grey, expected)
+    assert (grey[np.isnan(data[::-1])] == 0).all()
+
+
+def _star_offsets(kind: str, tmp: Path) -> list[float]:
+    """Stars placed at known sky positions inside deepest-order tiles; their
+    centroids in the tiles against where the WCS puts them, in source pixels."""
+    import astropy.units as u
+    from cdshealpix import nested
+
+    shape = (900, 900)
+    scale = 0.2
+    wcs = (
+        sip_wcs(RA, DEC, scale, shape, strength=1.5)
+        if kind == "sip"
+        else tan_wcs(RA, DEC, scale, shape, 15.0)
+    )
+    order = choose_order(scale)
+    depth = order + hips.TILE_BITS
+    # Positions spread over the image, including near the corners where SIP is strongest.
+    fracs = [0.12, 0.3, 0.5, 0.7, 0.88]
+    px = np.array([f * shape[1] for f in fracs for _ in fracs]) + 0.37
+    py = np.array([f * shape[0] for _ in fracs for f in fracs]) + 0.61
+    lon, lat = wcs.all_pix2world(px, py, 0)
+    stars = [(float(a), float(b), 4000.0) for a, b in zip(lon, lat, strict=True)]
+    path = write_sky(tmp / f"{kind}.fits", wcs, shape, stars=stars, noise=0.5)
+    out = tmp / f"hips-{kind}"
+    result = _build(path, out)
+    assert result.order == order
+    cells, dx, dy = nested.lonlat_to_healpix(lon * u.deg, lat * u.deg, depth, return_offsets=True)
+    offsets = []
+    for cell, fx, fy in zip(cells.astype(np.int64), dx, dy, strict=True):
+        tile = int(cell) >> 18
+        inner = int(cell) & ((1 << 18) - 1)
+        x = sum(((inner >> (2 * b)) & 1) << b for b in range(9))
+        y = sum(((inner >> (2 * b + 1)) & 1) << b for b in range(9))
+        # Continuous tile position of the star: cell corner + offset; pixel centres at +0.5.
+        xs, ys = x + fx - 0.5, y + fy - 0.5
+        if not (8 <= xs <= 503 and 8 <= ys <= 503):
+            continue  # too close to a tile edge for a centroid in one tile
+        data = fits.getdata(out / hips.tile_path(order, tile, "fits")).astype(float)
+        # numpy row r is x = 511 - r, column c is y.
+        c_found, r_found = centroid(data, ys, 511 - xs)
+        err_tile = np.hypot(c_found - ys, r_found - (511 - xs))
+        offsets.append(float(err_tile * hips.tile_pixel_arcsec(order) / scale))
+    return offsets
+
+
+@pytest.mark.parametrize("kind", ["tan", "sip"])
+def test_stars_land_where_the_wcs_puts_them(kind: str, tmp_path: Path) -> None:
+    offsets = _star_offsets(kind, tmp_path)
+    assert len(offsets) >= 10
+    assert max(offsets) < 0.1, offsets
+
+
+def test_sip_without_inverse_is_honoured(tmp_path: Path) -> None:
+    """The SIP terms matter: ignoring them puts pixels several pixels off."""
+    shape = (900, 900)
+    wcs = sip_wcs(RA, DEC, 0.2, shape, strength=1.5)
+    image = sampling.SkyImage(np.zeros(shape, np.float32), wcs)
+    lon, lat = wcs.all_pix2world([[20.0, 20.0]], 0)[0]
+    x, y = image.world_to_pixel(np.array([lon]), np.array([lat]))
+    assert abs(x[0] - 20) < 1e-4 and abs(y[0] - 20) < 1e-4
+    plain = wcs.deepcopy()
+    plain.sip = None
+    xt, yt = plain.wcs_world2pix([[lon, lat]], 0)[0]
+    assert np.hypot(xt - 20, yt - 20) > 2
+
+
+def test_interpolation_error_is_measured_and_small(tmp_path: Path) -> None:
+    shape = (600, 600)
+    wcs = sip_wcs(RA, DEC, 0.2, shape, strength=3.0)
+    image = sampling.SkyImage(np.zeros(shape, np.float32), wcs)
+    order = choose_order(0.2)
+    mapper = hips.TileMapper(image, order)
+    tiles = hips.candidate_tiles(image, order)
+    grids = mapper.grids(tiles)
+    checked = 0
+    for tile in tiles.tolist():
+        grid = grids[tile]
+        if not mapper.overlaps(grid, shape):
+            continue
+        px, py, ox, oy = mapper.pixels(grid)
+        # Exact transform of every third pixel of the tile, edges included.
+        xs = np.r_[np.arange(0, 512, 3), 511]
+        lon, lat = hips.cell_centres(hips.cell_ids(np.array([tile], np.uint64), xs, xs)[0], order + 9)
+        ex, ey = image.world_to_pixel(lon, lat)
+        rows = 511 - xs  # rows r are x = 511 - r
+        px, py = px[rows][:, xs], py[rows][:, xs]
+        inside = (ex > 0) & (ex < shape[1]) & (ey > 0) & (ey < shape[0])
+        if not inside.any():
+            continue
+        err = np.hypot(px + ox - ex, py + oy - ey)[inside]
+        assert err.max() < 0.05, (tile, err.max())
+        assert grid.error < sampling.TOLERANCE_PX
+        checked += 1
+    assert checked >= 4
+
+
+def test_hips_read_back_with_reproject_matches_the_source(tmp_path: Path) -> None:
+    """The HiPS, read with reproject's HiPS reader and resampled back onto the
+    source WCS, equals the source image within its noise."""
+    from reproject import reproject_interp
+    from reproject.hips._dask_array import HiPSArray  # the reader behind hips_as_dask_array
+
+    shape = (500, 500)
+    wcs = tan_wcs(RA, DEC, 0.4, shape, rotation_deg=33.0)
+    rng = np.random.default_rng(5)
+    stars = [(RA + float(a), DEC + float(b), 2000.0) for a, b in rng.uniform(-0.022, 0.022, (12, 2))]
+    path = write_sky(tmp_path / "src.fits", wcs, shape, stars=stars, noise=1.0)
+    out = tmp_path / "hips"
+    result = _build(path, out)
+    reader = HiPSArray(out, level=result.order)
+    hips_wcs = reader.wcs
+    # The part of the all-sky array under the image.
+    ys, xs = np.mgrid[0 : shape[0] : 50, 0 : shape[1] : 50]
+    lon, lat = wcs.all_pix2world(np.r_[xs.ravel(), 0, shape[1]], np.r_[ys.ravel(), 0, shape[0]], 0)
+    hx, hy = hips_wcs.world_to_pixel_values(lon, lat)
+    # Whole 512-pixel chunks (tiles) of the all-sky array, read one by one
+    # (a dask slice of the 2.6-million-pixel-wide array builds a huge graph).
+    x0, x1 = (int(hx.min()) - 20) // 512 * 512, (int(hx.max()) + 20) // 512 * 512 + 512
+    y0, y1 = (int(hy.min()) - 20) // 512 * 512, (int(hy.max()) + 20) // 512 * 512 + 512
+    cut = np.full((y1 - y0, x1 - x0), np.nan)
+    for ys0 in range(y0, y1, 512):
+        for xs0 in range(x0, x1, 512):
+            block = reader[slice(ys0, ys0 + 512), slice(xs0, xs0 + 512)]
+            cut[ys0 - y0 : ys0 - y0 + 512, xs0 - x0 : xs0 - x0 + 512] = block
+    back, footprint = reproject_interp((cut, hips_wcs[y0:y1, x0:x1]), wcs, shape_out=shape, order="bilinear")
+    source_data = fits.getdata(path).astype(float)
+    inner = (slice(10, -10), slice(10, -10))
+    diff = (back - source_data)[inner]
+    assert np.isfinite(diff).all()
+    # Two bilinear resamplings smooth the noise (sigma 1) but keep the level.
+    sky = source_data[inner] < 105
+    assert abs(float(np.median(diff[sky]))) < 0.05
+    assert float(np.std(diff[sky])) < 1.0
+    # Stars keep their flux: sums over the star areas agree within 2%.
+    bright = source_data[inner] > 150
+    assert abs(back[inner][bright].sum() / source_data[inner][bright].sum() - 1) < 0.02
+
+
+def test_nearest_resampling_copies_source_values(tmp_path: Path) -> None:
+    shape = (300, 300)
+    wcs = tan_wcs(RA, DEC, 0.4, shape)
+    path = write_sky(tmp_path / "n.fits", wcs, shape)
+    out = tmp_path / "hips"
+    result = _build(path, out, resampling=sampling.NEAREST)
+    source_values = set(np.unique(fits.getdata(path)).tolist())
+    tile = next((out / f"Norder{result.order}").rglob("*.fits"))
+    values = fits.getdata(tile)
+    finite = values[np.isfinite(values)]
+    assert finite.size > 1000
+    assert set(np.unique(finite).tolist()) <= source_values
+    assert "nearest" in (out / "properties").read_text()
