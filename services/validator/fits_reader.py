@@ -250,11 +250,13 @@ def _int_keyword(header: Header, key: str, index: int, default: int | None = Non
 
 
 def _human(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000 or unit == "PB":
+    if n >= 1e21:
+        return f"{n:.3g} bytes"
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB", "EB"):
+        if abs(n) < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} EB"  # pragma: no cover
+    return f"{n * 1000:.1f} EB"
 
 
 def describe_structure(header: Header, index: int, offset: int, data_offset: int) -> HduHeader:
@@ -346,7 +348,8 @@ def _check_block(block: bytes, index: int, cards_before: int) -> None:
         raise FitsProblem(
             "BAD_HEADER",
             f"HDU {index}: header card {card} holds a byte that is not printable ASCII "
-            f"(0x{block[m.start()]:02x})",
+            f"(0x{block[m.start()]:02x}): a malformed card, or binary data where the header "
+            "should have ended (no END card)",
             index,
         )
 
@@ -378,8 +381,7 @@ def _read_header(
         if len(chunk) < BLOCK * ahead:
             raise FitsProblem(
                 "TRUNCATED",
-                f"HDU {index}: the file ends inside a header "
-                f"(no END card after {nblocks * CARDS_PER_BLOCK} cards)",
+                f"HDU {index}: the file ends inside the header, before its END card",
                 index,
             )
 

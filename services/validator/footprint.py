@@ -160,7 +160,7 @@ def build(cards: str, axes: Sequence[int], sky_axes: tuple[int, int]) -> SkyFoot
     except MemoryError:
         raise WcsProblem("the WCS cannot be read") from None
     except Exception as exc:
-        raise WcsProblem(f"astropy cannot read it ({_short(exc)})") from None
+        raise WcsProblem(f"it cannot be read: {_short(exc)}") from None
     return check(w, axes[sky_axes[0]], axes[sky_axes[1]])
 
 
@@ -208,8 +208,11 @@ def _check_raw(cards: str, sky_axes: tuple[int, int]) -> None:
             raise WcsProblem(f"CDELT{axis} is zero")
 
 
+_WCSLIB_PREFIX = re.compile(r"ERROR \d+ in \w+\(\) at line \d+ of file \S+:\s*")
+
+
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = _WCSLIB_PREFIX.sub("", " ".join(str(exc).split()))
     return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
 
 
@@ -222,7 +225,7 @@ def check(w: WCS, nx: int, ny: int) -> SkyFootprint:
     except WcsProblem:
         raise
     except Exception as exc:
-        raise WcsProblem(f"astropy cannot use it ({_short(exc)})") from None
+        raise WcsProblem(f"it cannot be used: {_short(exc)}") from None
 
 
 def _check(w: WCS, nx: int, ny: int) -> SkyFootprint:
