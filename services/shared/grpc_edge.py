@@ -27,11 +27,26 @@ TOKEN_HEADER = "x-service-token"
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every call that does not carry the service credential."""
+LIVENESS = "liveness"
+"""Health name that stays SERVING while the process runs (liveness probes);
+the service names follow their dependencies (readiness probes)."""
+
+
+def accepted_tokens(setting: str) -> list[bytes]:
+    """SERVICE_TOKEN may list several comma-separated tokens during a rotation."""
+    return [t.strip().encode() for t in setting.split(",") if t.strip()]
+
+
+def outgoing_token(setting: str) -> str:
+    """The token a client sends: the first of the list."""
+    return setting.split(",")[0].strip()
+
+
+class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,name-defined]
+    """Refuses every call that does not carry one of the service credentials."""
 
     def __init__(self, token: str) -> None:
-        self._token = token.encode()
+        self._tokens = accepted_tokens(token)
 
     async def intercept_service(
         self,
@@ -45,7 +60,7 @@ class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):
         for key, value in handler_call_details.invocation_metadata or ():
             if key == TOKEN_HEADER:
                 given = value.encode() if isinstance(value, str) else value
-        if given and hmac.compare_digest(given, self._token):
+        if given and any(hmac.compare_digest(given, t) for t in self._tokens):
             return await continuation(handler_call_details)
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -72,11 +87,11 @@ def servicer_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
         try:
             return await fn(self, request, context)
         except ServiceError as err:
-            await context.abort_with_status(rpc_status.to_status(status_of(err)))
+            await context.abort_with_status(rpc_status.to_status(status_of(err)))  # type: ignore[attr-defined]
         except Exception:
             log.exception("unexpected error in %s", fn.__qualname__)
-            err = ServiceError("INTERNAL", "internal error")
-            await context.abort_with_status(rpc_status.to_status(status_of(err)))
+            internal = ServiceError("INTERNAL", "internal error")
+            await context.abort_with_status(rpc_status.to_status(status_of(internal)))  # type: ignore[attr-defined]
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__
@@ -111,7 +126,7 @@ class _TokenAuth(grpc.AuthMetadataPlugin):
         callback(((TOKEN_HEADER, self._token),), None)
 
 
-class _TokenClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+class _TokenClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc,name-defined]
     def __init__(self, token: str) -> None:
         self._token = token
 
@@ -133,9 +148,8 @@ def channel(address: str, token: str) -> grpc.aio.Channel:
         ("grpc.max_send_message_length", 64 << 20),
         ("grpc.keepalive_time_ms", 30000),
     ]
-    return grpc.aio.insecure_channel(
-        address, options=options, interceptors=[_TokenClientInterceptor(token)]
-    )
+    interceptors: list[Any] = [_TokenClientInterceptor(outgoing_token(token))]
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 async def call(method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
@@ -149,15 +163,21 @@ async def call(method: Callable[..., Any], request: Any, timeout: float | None =
 class GrpcServer:
     """A grpc.aio server with health, reflection and the credential check."""
 
-    def __init__(self, host: str, port: int, token: str) -> None:
+    def __init__(self, host: str, port: int, token: str, grace_s: float = 30.0) -> None:
+        self.grace_s = grace_s
         self.server = grpc.aio.server(
             interceptors=[ServiceTokenInterceptor(token)],
             options=[
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", 64 << 20),
+                # Clients reconnect every few minutes, so new pods behind a
+                # headless Service join the round robin; a call in flight
+                # gets the whole grace to finish.
+                ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+                ("grpc.max_connection_age_grace_ms", int(max(grace_s, 60) * 1000)),
             ],
         )
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         self._names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -176,14 +196,18 @@ class GrpcServer:
     async def start(self) -> None:
         reflection.enable_server_reflection([*self._names, reflection.SERVICE_NAME], self.server)
         await self.server.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.set_serving(True)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops taking calls (NOT_SERVING first), lets calls in flight finish."""
         await self.set_serving(False)
-        await self.server.stop(grace)
+        await self.server.stop(self.grace_s if grace is None else grace)
 
 
-async def serve_until_signalled(server: GrpcServer, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+async def serve_until_signalled(
+    server: GrpcServer, on_stop: Callable[[], Awaitable[None]] | None = None
+) -> None:
     """Runs until SIGTERM or SIGINT, then stops with a grace period."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -62,7 +62,14 @@ class Common:
     log_format: str = env("LOG_FORMAT", "json", "json (one object a line) or text")
     bind_host: str = env("BIND_HOST", "127.0.0.1", "address the server listens on")
     service_token: str = env(
-        "SERVICE_TOKEN", "dev-service-token", "credential every internal gRPC call carries", secret=True
+        "SERVICE_TOKEN",
+        "dev-service-token",
+        "credential every internal gRPC call carries; comma-separated to accept two during a rotation"
+        " (the first is sent)",
+        secret=True,
+    )
+    shutdown_grace_s: float = env(
+        "SHUTDOWN_GRACE_S", 30.0, "seconds calls in flight get to finish on SIGTERM"
     )
     store_dir: str = env("STORE_DIR", "var/store", "local object-store folder (when S3_ENDPOINT is empty)")
     s3_endpoint: str = env("S3_ENDPOINT", "", "host:port of MinIO/S3; empty for the local folder")
@@ -111,7 +118,9 @@ class CatalogSettings(Common):
     sweep_min_age_s: int = env("SWEEP_MIN_AGE_S", 3600, "orphan objects younger than this are kept")
     tombstone_days: int = env("TOMBSTONE_DAYS", 90, "days a removed image's tombstone is shown")
     lease_ttl_s: int = env("UPLOAD_LEASE_TTL_S", 6 * 3600, "seconds an upload lease protects its objects")
-    pg_data_dir: str = env("PG_DATA_DIR", "var/pg", "data folder of the embedded PostgreSQL (no DATABASE_URL)")
+    pg_data_dir: str = env(
+        "PG_DATA_DIR", "var/pg", "data folder of the embedded PostgreSQL (no DATABASE_URL)"
+    )
     db_pool_size: int = env("DB_POOL_SIZE", 10, "most connections the catalog opens to PostgreSQL")
 
 

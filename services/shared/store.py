@@ -110,7 +110,9 @@ class LocalStore:
             out.write(data)
         self._commit(tmp, key)
 
-    async def put_file(self, key: str, path: str | Path, content_type: str = "application/octet-stream") -> int:
+    async def put_file(
+        self, key: str, path: str | Path, content_type: str = "application/octet-stream"
+    ) -> int:
         def copy() -> int:
             check_key(key)
             fd, tmp = self._tempfile()
@@ -275,7 +277,10 @@ class RangeReader(io.RawIOBase):
                 piece = self._fetch(self._pos, end - self._pos)
             else:
                 block_start = self._pos
-                self._cache = (block_start, self._fetch(block_start, min(self._block, self._size - block_start)))
+                self._cache = (
+                    block_start,
+                    self._fetch(block_start, min(self._block, self._size - block_start)),
+                )
                 continue
             out += piece
             self._pos += len(piece)
@@ -299,7 +304,9 @@ class S3Store:
     ) -> None:
         from minio import Minio
 
-        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+        )
         self.bucket = bucket
 
     def ensure_bucket(self) -> None:
@@ -323,7 +330,13 @@ class S3Store:
         total = 0
         upload = asyncio.create_task(
             asyncio.to_thread(
-                self.client.put_object, self.bucket, key, reader, -1, content_type, part_size=self.PART_SIZE
+                self.client.put_object,
+                self.bucket,
+                key,
+                reader,  # type: ignore[arg-type]
+                -1,
+                content_type,
+                part_size=self.PART_SIZE,
             )
         )
 
@@ -363,7 +376,9 @@ class S3Store:
     def put_bytes_sync(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type)
 
-    async def put_file(self, key: str, path: str | Path, content_type: str = "application/octet-stream") -> int:
+    async def put_file(
+        self, key: str, path: str | Path, content_type: str = "application/octet-stream"
+    ) -> int:
         check_key(key)
         await asyncio.to_thread(
             self.client.fput_object, self.bucket, key, str(path), content_type, part_size=self.PART_SIZE
@@ -432,9 +447,7 @@ class S3Store:
         if infos:
 
             def remove() -> None:
-                errors = list(
-                    self.client.remove_objects(self.bucket, (DeleteObject(i.key) for i in infos))
-                )
+                errors = list(self.client.remove_objects(self.bucket, (DeleteObject(i.key) for i in infos)))
                 if errors:
                     raise ServiceError("STORE_UNAVAILABLE", f"could not remove {len(errors)} objects")
 

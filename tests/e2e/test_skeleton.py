@@ -74,12 +74,11 @@ async def test_upload_is_listed_and_its_hips_stored(suite: Suite, big_image: Pat
 
     headers = {"Authorization": f"Bearer {suite.token(OWNER)}"}
     params = {"run_id": RUN, "target_ra": "210.01", "target_dec": "-30.01"}
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"{suite.gateway_url}/api/v1/obs/70001/background-images", params=params, headers=headers
-        ) as listing:
-            assert listing.status == 200
-            data = await listing.json()
+    async with aiohttp.ClientSession() as http, http.get(
+        f"{suite.gateway_url}/api/v1/obs/70001/background-images", params=params, headers=headers
+    ) as listing:
+        assert listing.status == 200
+        data = await listing.json()
     own = [img["fits_hash"] for img in data["own"]]
     assert own == [fits_hash]
     assert data["selected"]["value"] == fits_hash
@@ -87,7 +86,9 @@ async def test_upload_is_listed_and_its_hips_stored(suite: Suite, big_image: Pat
     keys = await store_keys(suite)
     hips = [k for k in keys if k.startswith(f"content/{fits_hash}/") and "/hips/" in k]
     assert any(k.endswith("/hips/properties") for k in hips)
-    properties = (Path(suite.env["STORE_DIR"]) / next(k for k in hips if k.endswith("properties"))).read_text()
+    properties = (
+        Path(suite.env["STORE_DIR"]) / next(k for k in hips if k.endswith("properties"))
+    ).read_text()
     order = int(re.search(r"^hips_order\s*=\s*(\d+)", properties, re.M).group(1))  # type: ignore[union-attr]
     deepest = [k for k in hips if re.search(rf"/Norder{order}/Dir\d+/Npix\d+\.fits$", k)]
     assert deepest, f"no order-{order} tiles in {hips[:20]}"
@@ -116,7 +117,9 @@ def test_health_and_reflection(suite: Suite, name: str) -> None:
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
         answers = list(
-            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+            stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+            )
         )
         listed = {s.name for s in answers[0].list_services_response.service}
         assert {GRPC_SERVICES[name], "grpc.health.v1.Health"} <= listed
