@@ -18,6 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import ncompress
 import numpy as np
@@ -85,7 +86,7 @@ def wcs_cards(size: int = 64, **override: object) -> list[str]:
     return [card(k, v) for k, v in values.items() if v is not None]
 
 
-def image_cards(size: int = 64, bitpix: int = -32, primary: bool = True, **wcs: object) -> list[str]:
+def image_cards(size: int = 64, bitpix: int = -32, primary: bool = True, **wcs: Any) -> list[str]:
     first = [card("SIMPLE", True)] if primary else [card("XTENSION", "IMAGE")]
     cards = [*first, card("BITPIX", bitpix), card("NAXIS", 2), card("NAXIS1", size), card("NAXIS2", size)]
     if not primary:
@@ -99,7 +100,7 @@ def pixels(size: int = 64, bitpix: int = -32) -> bytes:
     return pad(rng.normal(100, 5, (size, size)).astype(dtype).tobytes())
 
 
-def valid(size: int = 64, **wcs: object) -> bytes:
+def valid(size: int = 64, **wcs: Any) -> bytes:
     return header(image_cards(size, **wcs)) + pixels(size)
 
 
@@ -108,11 +109,17 @@ def empty_primary() -> bytes:
 
 
 def _write(data: bytes) -> Callable[[Path], None]:
-    return lambda path: path.write_bytes(data)
+    def write(path: Path) -> None:
+        path.write_bytes(data)
+
+    return write
 
 
 def _lazy(fn: Callable[[], bytes]) -> Callable[[Path], None]:
-    return lambda path: path.write_bytes(fn())
+    def write(path: Path) -> None:
+        path.write_bytes(fn())
+
+    return write
 
 
 def _gzip_stream(pieces: Iterator[bytes]) -> bytes:
@@ -387,7 +394,7 @@ def cases() -> list[Case]:
         Case(
             "no_wcs",
             "INVALID_WCS",
-            _write(valid(**{k: None for k in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CD1_1", "CD2_2")})),
+            _write(valid(CTYPE1=None, CTYPE2=None, CRVAL1=None, CRVAL2=None, CD1_1=None, CD2_2=None)),
             "no WCS at all",
         ),
         Case("tiny_scale", "INVALID_WCS", _write(valid(CD1_1=-1e-12, CD2_2=1e-12)), "1e-12 degree pixels"),
