@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from services.shared import settings
+from services.shared.grpc_edge import LIVENESS
 from tests.deploy.manifests import (
     GRPC_SERVICES,
     SERVICES,
@@ -104,8 +105,11 @@ def test_grpc_services_have_native_grpc_probes(variant: Variant) -> None:
         assert port["containerPort"] == PORTS[name]
         for probe in ("readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == PORTS[name], f"{name} {probe}"
-            # The overall status ("" service): what GrpcServer.set_serving reports.
-            assert c[probe]["grpc"].get("service", "") == ""
+        # Readiness: the overall status ("" service), which follows the dependencies
+        # (GrpcServer.set_serving); liveness: the name that stays SERVING while the
+        # process runs, so a database outage does not restart pods.
+        assert c["readinessProbe"]["grpc"].get("service", "") == ""
+        assert c["livenessProbe"]["grpc"]["service"] == LIVENESS
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
