@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,11 +24,11 @@ class Refusing(catalog_pb2_grpc.CatalogServiceServicer):
 
 
 @pytest.fixture
-async def server() -> GrpcServer:
+async def server() -> AsyncIterator[GrpcServer]:
     srv = GrpcServer("127.0.0.1", 0, "new-token,old-token", grace_s=1)
-    srv.add(catalog_pb2_grpc.add_CatalogServiceServicer_to_server, Refusing(), NAME)
+    srv.add(catalog_pb2_grpc.add_CatalogServiceServicer_to_server, Refusing(), NAME)  # type: ignore[abstract]
     await srv.start()
-    yield srv  # type: ignore[misc]
+    yield srv
     await srv.stop()
 
 
