@@ -16,9 +16,7 @@ import sys
 
 from services.shared import logs, settings
 from services.shared.errors import ServiceError
-from services.shared.grpc_edge import GrpcServer, serve_until_signalled
 from services.shared.settings import ValidatorSettings
-from services.shared.store import open_store
 from services.validator.fits_checks import Target, check_position, validate_path
 from services.validator.fits_reader import Limits
 
@@ -26,10 +24,12 @@ log = logging.getLogger("services.validator")
 
 
 async def serve(cfg: ValidatorSettings) -> None:
+    from services.shared.grpc_edge import GrpcServer, serve_until_signalled
+    from services.shared.store import open_store
     from services.validator.server import add_to, limits_of, watch_store
 
     store = open_store(cfg)
-    server = GrpcServer(cfg.bind_host, cfg.port, cfg.service_token)
+    server = GrpcServer(cfg.bind_host, cfg.port, cfg.service_token, grace_s=cfg.shutdown_grace_s)
     add_to(server, store, limits_of(cfg))
     await server.start()
     log.info("validator listening", extra={"port": server.port})

@@ -111,3 +111,45 @@ async def test_call_without_the_token_is_refused(
             with pytest.raises(grpc.aio.AioRpcError) as raw:
                 await stub.Validate(request("staging/one", 150.0, 2.0))
             assert raw.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_health_follows_the_store(tmp_path: Path) -> None:
+    import asyncio
+    import contextlib
+    import shutil
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.validator.server import SERVICE_NAME, watch_store
+
+    store = LocalStore(tmp_path / "store")
+    srv = GrpcServer("127.0.0.1", 0, TOKEN)
+    add_to(srv, store, Limits())
+    await srv.start()
+    watcher = asyncio.create_task(watch_store(srv, store, 0.05))
+
+    async def status() -> int:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            resp = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+            )
+            return int(resp.status)
+
+    async def wait_for(expected: int) -> None:
+        for _ in range(100):
+            if await status() == expected:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"health never became {expected}")
+
+    try:
+        assert await status() == health_pb2.HealthCheckResponse.SERVING
+        shutil.rmtree(tmp_path / "store")
+        await wait_for(health_pb2.HealthCheckResponse.NOT_SERVING)
+        (tmp_path / "store").mkdir()
+        await wait_for(health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await srv.stop(0)
