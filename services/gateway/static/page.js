@@ -111,6 +111,22 @@ function choice(selection, labelParts, { checked = false, trash = null, dataset 
   return row;
 }
 
+function trashIcon() {
+  // Drawn, not a font glyph: kiosks and headless browsers may lack emoji fonts.
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "16");
+  svg.setAttribute("height", "16");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute("fill-rule", "evenodd");
+  path.setAttribute("d", "M9 2h6l1 2h4v2H4V4h4zM6 8h12l-1 14H7zm3 2v10h2V10zm4 0v10h2V10z");
+  svg.append(path);
+  return svg;
+}
+
 function imageRow(image, selected, own) {
   const meta = [image.filter && `filter ${image.filter}`, image.object_name, !own && `shared by ${image.owner_id}`]
     .filter(Boolean)
@@ -119,7 +135,7 @@ function imageRow(image, selected, own) {
   if (meta) parts.push(el("span", { className: "meta" }, meta));
   let trash = null;
   if (own) {
-    trash = el("button", { type: "button", className: "trash", title: "Delete this image" }, "🗑");
+    trash = el("button", { type: "button", className: "trash", title: "Delete this image" }, trashIcon());
     trash.setAttribute("aria-label", `Delete ${image.file_name}`);
     trash.addEventListener("click", () => removeImage(image));
   }
@@ -289,6 +305,8 @@ async function display(selection) {
     await A.init;
     state.aladin = A.aladin("#aladin", {
       target: `${ctx.ra} ${ctx.dec}`,
+      // Aladin's own default (DSS2 from CDS) would be looked up on the internet.
+      survey: absolute(state.listing.default_survey.hips_url),
       fov: 0.5,
       cooFrame: "ICRS",
       hipsList: [],
@@ -313,7 +331,8 @@ async function display(selection) {
     const hips = await api("GET", `${API}/images/${image.fits_hash}/hips`, {
       params: new URLSearchParams({ ob_id: ctx.ob }),
     });
-    layer = A.imageHiPS(hips.hips_url, { name: image.file_name });
+    // Aladin Lite renders layer names as HTML: never hand it user text.
+    layer = A.imageHiPS(hips.hips_url, { name: `user image ${image.fits_hash.slice(0, 12)}` });
     aladin.setFoV(footprintFov(image));
     caption.textContent = `${image.file_name}${image.filter ? ` (filter ${image.filter})` : ""}`;
   } else {

@@ -1,0 +1,246 @@
+"""The Background-image page in a real browser (Debian's Chromium, headless).
+
+Load the page, upload a generated FITS through the Upload button, see it
+selected and drawn by Aladin Lite (tile requests answered 200, pixels on the
+canvas where the image lies), switch back to the default survey, delete the
+image, see it gone. A file name that is HTML stays text. Screenshots are
+kept under test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.async_api import Browser, Page, Response, async_playwright
+
+from tests.fitsgen import write_image
+from tests.gateway.harness import Gateway, new_ob, new_user
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+TARGET = (150.0, 2.0)
+BOA = (150.004, 2.003)
+# Aladin Lite's background where nothing is drawn.
+EMPTY = np.array([60, 60, 60])
+
+# Records what the page does that a user would see only in passing.
+WATCH = """
+window.__busy = [];
+window.__dialogs = 0;
+new MutationObserver(() => {
+  const b = document.getElementById('upload-button');
+  if (b) window.__busy.push(b.getAttribute('aria-busy'));
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ['aria-busy']});
+"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed at /usr/bin/chromium (make setup installs it)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        await b.close()
+
+
+class PageLog:
+    """Responses of HiPS requests, console messages and page errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.hips: list[tuple[int, str]] = []
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        page.on("response", self._response)
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _response(self, resp: Response) -> None:
+        if "/hips/" in resp.url:
+            self.hips.append((resp.status, resp.url))
+
+    def csp_violations(self) -> list[str]:
+        return [m for m in self.console if "Content Security Policy" in m or "Refused to" in m]
+
+
+async def open_page(browser: Browser, gateway: Gateway, user: str, ob: int, run: str) -> tuple[Page, PageLog]:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    log = PageLog(page)
+    page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await page.add_init_script(WATCH)
+    fragment = f"ob={ob}&run={run}&ra={TARGET[0]}&dec={TARGET[1]}&boa_ra={BOA[0]}&boa_dec={BOA[1]}"
+    await page.goto(f"{gateway.url}/#{fragment}")
+    await page.wait_for_function("() => document.body.dataset.ready === 'yes'")
+    await page.fill("#ctx-token", gateway.token(user))
+    await page.click("#ctx-load")
+    await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
+    return page, log
+
+
+async def aladin_pixels(page: Page, name: str) -> np.ndarray:
+    """A screenshot of the Aladin Lite view, kept as an artefact, as an RGB array."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png = await page.locator("#aladin").screenshot(path=str(ARTIFACTS / f"{name}-aladin.png"))
+    await page.screenshot(path=str(ARTIFACTS / f"{name}-page.png"), full_page=True)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def centre(pixels: np.ndarray, fraction: float = 0.3) -> np.ndarray:
+    h, w, _ = pixels.shape
+    dh, dw = int(h * fraction / 2), int(w * fraction / 2)
+    return pixels[h // 2 - dh : h // 2 + dh, w // 2 - dw : w // 2 + dw]
+
+
+async def settle(page: Page, log: PageLog, seconds: float = 2.0) -> None:
+    """Waits until no new HiPS response arrived for `seconds` (Aladin has drawn what it fetched)."""
+    count = -1
+    while count != len(log.hips):
+        count = len(log.hips)
+        await page.wait_for_timeout(seconds * 1000)
+
+
+async def test_upload_select_display_switch_delete(
+    browser: Browser, gateway: Gateway, tmp_path: Path
+) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    ob = new_ob()
+    rng = np.random.default_rng(7)
+    stars = [(TARGET[0] + dx, TARGET[1] + dy, 30000.0) for dx, dy in rng.uniform(-0.015, 0.015, (40, 2))]
+    fits_path = write_image(tmp_path / "M83 field.fits", ra=TARGET[0], dec=TARGET[1], size=512, stars=stars)
+
+    page, log = await open_page(browser, gateway, user, ob, run)
+    default_view = await aladin_pixels(page, "1-default-survey")
+    assert await page.is_checked("input[value='default']")
+    assert "Test survey" in await page.inner_text("#choices")
+
+    # Upload through the button: the spinner shows while it runs, then the image is selected.
+    await page.set_input_files("#upload-input", str(fits_path))
+    await page.wait_for_function(
+        "() => (document.body.dataset.selected || '').startsWith('user_bkg_image|')", timeout=120000
+    )
+    selection = await page.evaluate("() => document.body.dataset.selected")
+    fits_hash = selection.split("|", 1)[1]
+    await page.wait_for_function("(s) => document.body.dataset.display === s", arg=selection, timeout=30000)
+    assert "true" in await page.evaluate("() => window.__busy"), "the Upload button never showed it was busy"
+    assert await page.evaluate("() => document.querySelector('#upload-button .spinner').hidden")
+    row = page.locator(f".choice[data-fits-hash='{fits_hash}']")
+    assert await row.locator("input[type=radio]").is_checked()
+    assert await row.locator(".name").inner_text() == "M83 field.fits"
+    assert await row.locator("button.trash").count() == 1
+    assert "selected background" in await page.inner_text("#status")
+
+    # Aladin Lite fetched the image's HiPS through the token URL and drew it.
+    await settle(page, log)
+    image_view = await aladin_pixels(page, "2-uploaded-image")
+    ours = [(s, u) for s, u in log.hips if f"/images/{fits_hash}/hips/" in u]
+    assert any(u.endswith("/properties") and s == 200 for s, u in ours), ours
+    tiles = [(s, u) for s, u in ours if re.search(r"/Norder\d+/Dir\d+/Npix\d+\.(png|fits)$", u)]
+    # Every tile the processor wrote answers 200; Aladin Lite also asks for neighbouring
+    # tiles of empty sky, which a HiPS leaves out (404, as the HiPS standard allows).
+    keys = await gateway.store_keys()
+    stored = {
+        k.split("/hips/", 1)[1] for k in keys if k.startswith(f"content/{fits_hash}/") and "/hips/" in k
+    }
+    answered = {u.split("/hips/", 1)[1].split("/", 1)[1]: s for s, u in tiles}
+    assert [t for t, s in answered.items() if s == 200] and all(s in (200, 404) for s in answered.values())
+    assert {t: s for t, s in answered.items() if (s == 200) != (t in stored)} == {}
+    middle = centre(image_view)
+    drawn = np.abs(middle - EMPTY).sum(axis=2) > 12
+    assert drawn.mean() > 0.9, f"only {drawn.mean():.0%} of the image area is drawn"
+    assert middle.std() > 8, "the image area is flat: no image drawn"
+    assert np.abs(centre(image_view) - centre(default_view)).mean() > 5, "the view did not change"
+    # The bright stars are there (near white), and the target marker (red).
+    assert (middle.min(axis=2) > 200).sum() > 20, "no stars visible"
+    red = (image_view[..., 0] > 180) & (image_view[..., 1] < 90) & (image_view[..., 2] < 90)
+    assert red.sum() > 10, "the target / BOA markers are not drawn"
+    assert log.csp_violations() == [], log.csp_violations()
+
+    # Back to the default survey.
+    await page.check("input[value='default']")
+    await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
+    await settle(page, log, 1.0)
+    back = await aladin_pixels(page, "3-back-to-default")
+    assert np.abs(centre(back) - centre(image_view)).mean() > 5
+    listing = await _listing(gateway, user, ob, run)
+    assert listing["selected"]["selection"] == "default"
+
+    # Delete it with the trash icon: gone from the list, shown as removed.
+    await row.locator("button.trash").click()
+    await page.wait_for_selector(f".choice[data-fits-hash='{fits_hash}'].tombstone", timeout=30000)
+    assert await page.locator(f".choice[data-fits-hash='{fits_hash}']:not(.tombstone)").count() == 0
+    tomb = await page.inner_text(f".choice.tombstone[data-fits-hash='{fits_hash}']")
+    assert "M83 field.fits" in tomb and "deleted on" in tomb and "please upload again" in tomb
+    assert await page.is_disabled(f".choice.tombstone[data-fits-hash='{fits_hash}'] input")
+    await aladin_pixels(page, "4-deleted")
+    listing = await _listing(gateway, user, ob, run)
+    assert listing["own"] == []
+    assert log.errors == [], log.errors
+    await page.close()
+
+
+async def test_file_names_are_text(browser: Browser, gateway: Gateway, tmp_path: Path) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    ob = new_ob()
+    page, log = await open_page(browser, gateway, user, ob, run)
+    # Browsers send base names only (no "/"), so the script tags stay open.
+    names = ["<script>window.__xss = 1;.fits", '<img src=x onerror="window.__xss = 2">.fits']
+    objects = ['<svg onload="window.__xss = 3">', "<script>window.__xss = 4;"]
+    for n, name in enumerate(names):
+        extra = {"SEQ": n, "OBJECT": objects[n]}
+        path = write_image(tmp_path / f"plain{n}.fits", ra=TARGET[0], dec=TARGET[1], extra=extra)
+        await page.set_input_files(
+            "#upload-input",
+            files=[{"name": name, "mimeType": "application/fits", "buffer": path.read_bytes()}],
+        )
+        await page.wait_for_function(
+            "(n) => document.querySelectorAll('.choice[data-own=\"yes\"]').length === n",
+            arg=n + 1,
+            timeout=120000,
+        )
+    labels = await page.locator(".choice[data-own='yes'] .name").all_inner_texts()
+    assert sorted(labels) == sorted(names)
+    metas = await page.locator(".choice[data-own='yes'] .meta").all_inner_texts()
+    assert all(any(o in m for m in metas) for o in objects), metas
+    assert await page.evaluate("() => window.__xss") is None
+    assert (
+        await page.locator("#choices script, #choices img, #choices svg[onload], #display-caption *").count()
+        == 0
+    )
+    assert (await page.locator("#display-caption").inner_text()).startswith(names[1])
+    await aladin_pixels(page, "5-html-file-names")
+    assert log.csp_violations() == [], log.csp_violations()
+    await page.close()
+
+
+async def test_refused_upload_shows_the_reason(browser: Browser, gateway: Gateway, tmp_path: Path) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    page, _ = await open_page(browser, gateway, user, new_ob(), run)
+    far = write_image(tmp_path / "elsewhere.fits", ra=30.0, dec=-40.0)
+    await page.set_input_files("#upload-input", str(far))
+    await page.wait_for_selector("#status.error", timeout=60000)
+    status = await page.inner_text("#status")
+    assert "TARGET_OUTSIDE_FIELD" in status and "target" in status.lower()
+    assert await page.is_checked("input[value='default']")
+    await aladin_pixels(page, "6-refused")
+    await page.close()
+
+
+async def _listing(gateway: Gateway, user: str, ob: int, run: str) -> Any:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        return await gateway.listing(http, ob, run, TARGET, user)
