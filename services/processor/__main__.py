@@ -41,6 +41,7 @@ def _hips(args: argparse.Namespace) -> int:
         f"({', '.join(f'order {k}: {v}' for k, v in sorted(result.tiles_per_order.items()))}), "
         f"{total / 1e6:.1f} MB, cut {result.stats.cut.low:.6g} {result.stats.cut.high:.6g}, "
         f"max interpolation error {result.max_interp_error_px:.2g} px, "
+        f"phases {' '.join(f'{k} {v:.2f}' for k, v in result.phases.items())}, "
         f"{time.perf_counter() - start:.2f} s"
     )
     return 0

@@ -136,6 +136,7 @@ class HipsResult:
     files: list[str]
     properties: dict[str, str]
     seconds: float
+    phases: dict[str, float]  # seconds per phase (prepare, deepest, parents, allsky, moc)
 
 
 @dataclasses.dataclass
@@ -334,6 +335,14 @@ def build_hips(
 ) -> HipsResult:
     """Writes a complete HiPS of `image` to `sink`."""
     start = time.perf_counter()
+    phases: dict[str, float] = {}
+    clock = [start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = now - clock[0]
+        clock[0] = now
+
     scale = pixel_scale_arcsec or image.pixel_scale_arcsec()
     k = order if order is not None else choose_order(scale)
     k = int(min(MAX_ORDER, max(MIN_ORDER, k)))
@@ -345,6 +354,7 @@ def build_hips(
     shape = image.shape
     work = [t for t in tiles.tolist() if mapper.overlaps(grids[t], shape)]
     max_err = max((grids[t].error for t in work), default=0.0)
+    lap("prepare")
     moc_cells: list[np.ndarray] = []
     thumbs: dict[int, np.ndarray] = {}
     moc_lock = threading.Lock()
@@ -382,6 +392,7 @@ def build_hips(
         for npix, half_tile in pool.map(deepest, work):
             if half_tile is not None:
                 level[npix] = half_tile
+        lap("deepest")
         if progress:
             progress(f"order {k}: {len(level)} tiles")
         for o in range(k - 1, MIN_ORDER - 1, -1):
@@ -390,6 +401,7 @@ def build_hips(
                 groups[child >> 2][child] = quarter
             level = dict(pool.map(lambda item, o=o: parent(o, item[0], item[1]), groups.items()))
 
+        lap("parents")
         sky = allsky(thumbs)
         sink.put(f"Norder{ALLSKY_ORDER}/Allsky.fits", display.fits_bytes(sky[::-1]), "application/fits")
         sink.put(
@@ -398,8 +410,10 @@ def build_hips(
             "image/png",
         )
 
+    lap("allsky")
     moc_bytes, fraction = _moc(np.concatenate(moc_cells) if moc_cells else np.zeros(0, np.uint64), k)
     sink.put("Moc.fits", moc_bytes, "application/fits")
+    lap("moc")
 
     ny, nx = shape
     ra0, dec0 = image.pixel_to_world(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))
@@ -454,6 +468,7 @@ def build_hips(
         files=files,
         properties=props,
         seconds=time.perf_counter() - start,
+        phases=phases,
     )
 
 

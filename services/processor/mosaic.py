@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import os
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+import types
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -70,10 +74,29 @@ def _has_sip(header: fits.Header) -> bool:
     return "A_ORDER" in header and "B_ORDER" in header
 
 
+def _sip_to_pv() -> Any:
+    """sip_tpv's converter. Its package __init__ (1.1) asks pkg_resources,
+    gone from setuptools 81, for its own version only; when that fails the
+    converter module is loaded without the __init__."""
+    try:
+        import sip_tpv  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "pkg_resources":
+            raise
+        spec = importlib.util.find_spec("sip_tpv")
+        if spec is None or spec.submodule_search_locations is None:
+            raise
+        package = types.ModuleType("sip_tpv")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["sip_tpv"] = package
+    from sip_tpv.sip_to_pv import sip_to_pv
+
+    return sip_to_pv
+
+
 def sip_to_tpv(header: fits.Header) -> fits.Header:
     """A copy of the header with its SIP distortion in TPV form (SWarp reads TPV)."""
-    from sip_tpv import sip_to_pv
-
+    sip_to_pv = _sip_to_pv()
     out = header.copy()
     # sip_tpv needs a CD matrix; build it from PC/CDELT when that is what we have.
     if "CD1_1" not in out:
@@ -86,7 +109,9 @@ def sip_to_tpv(header: fits.Header) -> fits.Header:
                 out[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
         for key in ("PC1_1", "PC1_2", "PC2_1", "PC2_2", "CDELT1", "CDELT2"):
             out.remove(key, ignore_missing=True)
-    sip_to_pv(out, tpv_format=True, preserve=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # sip_tpv uses np.matrix
+        sip_to_pv(out, tpv_format=True, preserve=False)
     for key in ("CTYPE1", "CTYPE2"):
         out[key] = str(out[key])[:5].ljust(5, "-") + "TPV" if str(out[key]).endswith("SIP") else out[key]
     for prefix in ("AP_", "BP_"):

@@ -31,6 +31,14 @@ class Preview:
     centre_ra: float
     centre_dec: float
     scale_arcsec: float  # preview pixel size
+    east_min: float  # degrees (-xi) at the left edge of the PNG
+    eta_max: float  # degrees (eta) at its top edge
+
+    def locate(self, ra: float, dec: float) -> tuple[float, float]:
+        """0-based (column, row) of a sky position in the PNG (row 0 at the top)."""
+        xi, eta = _gnomonic(np.array([ra]), np.array([dec]), self.centre_ra, self.centre_dec)
+        step = self.scale_arcsec / 3600.0
+        return float((-xi[0] - self.east_min) / step - 0.5), float((self.eta_max - eta[0]) / step - 0.5)
 
 
 def _gnomonic(lon: np.ndarray, lat: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
@@ -99,4 +107,4 @@ def make_preview(
     fy = (wr @ np.nan_to_num(py, nan=-1e9) @ wc.T).astype(np.float32)
     values = sampling.sample(source, fx, fy)
     png = display.png_bytes(display.to_grey(values, cut))
-    return Preview(png, width, height, ra0, dec0, step * 3600.0)
+    return Preview(png, width, height, ra0, dec0, step * 3600.0, x_min, y_max)
