@@ -14,7 +14,7 @@ import dataclasses
 import logging
 
 from services.catalog.model import RemovalReason, TombstoneView, UsageView
-from services.catalog.removal import Removed, purge, remove_images
+from services.catalog.removal import Removed, purge, remove_contents
 from services.catalog.repository import Repository
 from services.shared.store import ObjectStore
 
@@ -92,13 +92,14 @@ class Culler:
                     if stalls >= 3:
                         break  # what is left is in use right now; the next round will see
                     continue
+                chosen = []
                 goal = used
                 for content in still_old:
                     if goal <= low:
                         break
-                    image_ids = await self.repo.images_of_contents(conn, [content["content_id"]])
-                    await remove_images(self.repo, conn, content, image_ids, RemovalReason.CULLED, removed)
+                    chosen.append(content)
                     goal -= content["stored_bytes"]
+                await remove_contents(self.repo, conn, chosen, RemovalReason.CULLED, removed)
             # Committed: now the objects.
             await purge(self.store, removed.prefixes)
             culled += removed.tombstones

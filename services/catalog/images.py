@@ -31,7 +31,6 @@ _NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # survey names and DPIDs
 MAX_DISPLAY_BATCH = 10_000
 
 
-
 def point_key(p: SkyPoint) -> PointKey:
     return footprint.point_keys(p), footprint.unit_vector(p)
 

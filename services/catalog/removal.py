@@ -9,6 +9,7 @@ it and no upload lease holds it. The objects go only after the commit
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -51,15 +52,48 @@ async def remove_images(
     await repo.add_usage(conn, bytes_=-freed, contents=-gone_contents, images=-len(image_ids))
 
 
+async def remove_contents(
+    repo: Repository,
+    conn: asyncpg.Connection,
+    contents: Sequence[asyncpg.Record],
+    reason: RemovalReason,
+    removed: Removed,
+) -> None:
+    """Removes contents whose rows the transaction has locked (and checked: no
+    live lease), with every image using them, in a few statements (culling)."""
+    if not contents:
+        return
+    ids = [c["content_id"] for c in contents]
+    image_ids = await repo.images_of_contents(conn, ids)
+    if image_ids:
+        removed.tombstones += await repo.remove_images(conn, image_ids, reason)
+    freed = 0
+    gone = await repo.delete_contents(conn, ids)
+    for row in gone:
+        removed.prefixes.append(row["prefix"])
+        freed += row["stored_bytes"]
+    removed.freed_bytes += freed
+    await repo.add_usage(conn, bytes_=-freed, contents=-len(gone), images=-len(image_ids))
+
+
+PURGE_CONCURRENCY = 16
+
+
 async def purge(store: ObjectStore, prefixes: Sequence[str]) -> tuple[int, int]:
     """Removes the objects of removed contents (after the commit); what fails
     here is left for the sweep."""
-    objects = size = 0
-    for prefix in prefixes:
-        try:
-            n, b = await store.delete_prefix(prefix)
-            objects += n
-            size += b
-        except Exception:
-            log.warning("could not remove objects under %s; the sweep will", prefix, exc_info=True)
-    return objects, size
+    totals = [0, 0]
+    gate = asyncio.Semaphore(PURGE_CONCURRENCY)
+
+    async def one(prefix: str) -> None:
+        async with gate:
+            try:
+                n, b = await store.delete_prefix(prefix)
+            except Exception:
+                log.warning("could not remove objects under %s; the sweep will", prefix, exc_info=True)
+                return
+            totals[0] += n
+            totals[1] += b
+
+    await asyncio.gather(*(one(p) for p in prefixes))
+    return totals[0], totals[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -85,7 +85,7 @@ async def test_health_follows_the_database(db_url: str, tmp_path: Path) -> None:
     await migrate(conn)
     await conn.close()
     name = urlsplit(db_url).path.lstrip("/")
-    admin = await asyncpg.connect(db_url.rsplit("/", 1)[0] + "/postgres")
+    admin = await asyncpg.connect(urlunsplit(urlsplit(db_url)._replace(path="/postgres")))
     pool = await create_pool(db_url, min_size=1, max_size=2)
     settings = CatalogSettings(port=0, database_url=db_url, service_token=TOKEN)
     server = CatalogServer(settings, pool, LocalStore(tmp_path / "store"))
@@ -117,3 +117,21 @@ async def test_health_follows_the_database(db_url: str, tmp_path: Path) -> None:
         await channel.close(None)
         await server.stop(0)
         await pool.close()
+
+
+def test_nested_index_matches_cdshealpix() -> None:
+    """The plain-Python HEALPix index used per query agrees with cdshealpix."""
+    import astropy.units as u
+    import numpy as np
+    from astropy.coordinates import Latitude, Longitude
+    from cdshealpix import nested
+
+    rng = np.random.default_rng(3)
+    ra = np.concatenate([rng.uniform(0, 360, 20000), [0.0, 90.0, 359.999999, 180.0, 45.0, 45.0]])
+    dec = np.concatenate(
+        [np.degrees(np.arcsin(rng.uniform(-1, 1, 20000))), [90.0, -90.0, 0.0, 41.81, -41.81, 0.0]]
+    )
+    for order in (0, 5, footprint.ORDER):
+        ref = nested.lonlat_to_healpix(Longitude(ra * u.deg), Latitude(dec * u.deg), order)
+        mine = [footprint.nested_index(order, a, d) for a, d in zip(ra.tolist(), dec.tolist(), strict=True)]
+        assert mine == ref.tolist()
