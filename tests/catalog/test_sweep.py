@@ -81,7 +81,8 @@ async def test_sweep_removes_orphans_only(db_url: str, store: LocalStore | S3Sto
         await expire(h, young.lease_id)
         await store.put_bytes("staging/new-upload", b"y" * 10)
 
-        resp = await h.call("Sweep", catalog_pb2.SweepRequest(min_age_seconds=2)  # S3 times are whole seconds)
+        # min_age 2: S3 modification times are whole seconds.
+        resp = await h.call("Sweep", catalog_pb2.SweepRequest(min_age_seconds=2))
         keys = await h.keys()
         prefixes = {"/".join(k.split("/")[:3]) + "/" for k in keys if k.startswith("content/")}
         assert prefixes == {
