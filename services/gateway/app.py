@@ -24,8 +24,8 @@ from services.gateway import openapi, representations
 from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.metrics import Metrics
 from services.gateway.operations import ObjectStream, Operations, StagedUpload, check_hash, ob_context
-from services.gateway.problems import from_service_error, problems_middleware
-from services.shared.errors import ServiceError
+from services.gateway.problems import from_service_error, problem_response, problems_middleware
+from services.shared.errors import ServiceError, title_of
 from services.shared.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -334,8 +334,9 @@ async def readyz(request: web.Request) -> web.Response:
     if all(checks.values()):
         return _json({"status": "ready", "checks": checks})
     failing = ", ".join(k for k, ok in checks.items() if not ok)
-    err = ServiceError("UNAVAILABLE", f"not ready: {failing}", checks=checks)
-    return from_service_error(err)
+    return problem_response(
+        503, "UNAVAILABLE", title_of("UNAVAILABLE"), f"not ready: {failing}", {"checks": checks}
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

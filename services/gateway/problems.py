@@ -53,8 +53,16 @@ def problem_response(
     return response
 
 
+# Codes whose messages describe our insides (addresses, call names): logged, not shown.
+_OPAQUE = {
+    "UNAVAILABLE": "a service the gateway needs is unavailable; please try again later",
+    "INTERNAL": "internal error",
+}
+
+
 def from_service_error(err: ServiceError) -> web.Response:
-    return problem_response(err.http_status, err.code, err.title, err.message, err.details)
+    detail = _OPAQUE.get(err.code, err.message)
+    return problem_response(err.http_status, err.code, err.title, detail, err.details)
 
 
 @web.middleware

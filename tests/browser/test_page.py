@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.async_api import Browser, Page, Response, async_playwright
+from playwright.async_api import Browser, FilePayload, Page, Response, async_playwright
 
 from tests.fitsgen import write_image
 from tests.gateway.harness import Gateway, new_ob, new_user
@@ -203,7 +203,7 @@ async def test_file_names_are_text(browser: Browser, gateway: Gateway, tmp_path:
         path = write_image(tmp_path / f"plain{n}.fits", ra=TARGET[0], dec=TARGET[1], extra=extra)
         await page.set_input_files(
             "#upload-input",
-            files=[{"name": name, "mimeType": "application/fits", "buffer": path.read_bytes()}],
+            files=[FilePayload(name=name, mimeType="application/fits", buffer=path.read_bytes())],
         )
         await page.wait_for_function(
             "(n) => document.querySelectorAll('.choice[data-own=\"yes\"]').length === n",

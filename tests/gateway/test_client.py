@@ -1,0 +1,133 @@
+"""The Python client (bgimages_client) and its command line against the running suite."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bgimages_client import BackgroundImages, BgImagesError
+
+from tests.gateway import harness
+from tests.gateway.harness import Gateway, field, new_ob, new_user
+
+TARGET = (150.0, 2.0)
+
+
+def _client(gateway: Gateway, user: str, scope: str = "") -> BackgroundImages:
+    return BackgroundImages(gateway.url, gateway.token(user, scope))
+
+
+def test_client_round_trip(gateway: Gateway, tmp_path: Path) -> None:
+    owner, delegate = new_user(), new_user()
+    admin = _client(gateway, "p2:p2-server", "bgimages:admin")
+    run = harness.new_run()
+    pushed = admin.set_run(run, owner, [delegate])
+    assert (pushed.owner_id, pushed.delegate_ids) == (owner, [delegate])
+    api = _client(gateway, owner)
+    ob = new_ob()
+    path = field(tmp_path, "client.fits")
+    seen: list[tuple[int, int]] = []
+
+    image = api.upload(path, ob, run, TARGET, boa=(150.003, 2.002), progress=lambda s, t: seen.append((s, t)))
+    assert image.fits_hash == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert image.file_name == "client.fits" and image.filter == "R" and image.owned_by_caller
+    assert seen and seen[-1] == (path.stat().st_size, path.stat().st_size)
+
+    listing = api.list_images(ob, run, TARGET, boa=(150.003, 2.002))
+    assert [i.fits_hash for i in listing.own] == [image.fits_hash]
+    assert listing.selected.selection == image.selection
+    assert listing.default_survey.name == harness.SURVEY_NAME
+    assert _client(gateway, delegate).list_images(ob, run, TARGET).shared[0].fits_hash == image.fits_hash
+
+    assert api.get_image(image.fits_hash).run_ids == [run]
+    assert api.preview(image.fits_hash).startswith(b"\x89PNG")
+    out = api.download_fits(image.fits_hash, tmp_path / "back.fits")
+    assert out.read_bytes() == path.read_bytes()
+    link = api.hips(image.fits_hash, ob)
+    assert link.hips_url.startswith(gateway.url) and link.expires_at > 0
+
+    assert api.select(ob, run, TARGET, "gaia").selection == "gaia"
+    assert api.get_selection(ob, run).kind == "gaia"
+    assert api.select(ob, run, TARGET, image.selection).image is not None
+
+    with pytest.raises(BgImagesError) as err:
+        _client(gateway, delegate).delete(image.fits_hash)
+    assert (err.value.code, err.value.status) == ("FORBIDDEN", 403)
+    assert api.delete(image.fits_hash).reason == "deleted"
+    assert api.list_images(ob, run, TARGET).tombstones[0].fits_hash == image.fits_hash
+    admin.remove_run(run)
+    assert api.ready() == {"validator": True, "processor": True, "catalog": True, "store": True}
+
+
+def test_client_errors_carry_the_code(gateway: Gateway, tmp_path: Path) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    api = _client(gateway, owner)
+    with pytest.raises(BgImagesError) as err:
+        api.upload(field(tmp_path, ra=20.0, dec=-5.0), new_ob(), run, TARGET)
+    assert err.value.code == "TARGET_OUTSIDE_FIELD" and err.value.status == 422
+    assert err.value.errors and err.value.errors[0]["code"] == "TARGET_OUTSIDE_FIELD"
+    with pytest.raises(BgImagesError) as err:
+        api.get_image("f" * 64)
+    assert err.value.code == "NOT_FOUND"
+    with pytest.raises(BgImagesError) as err:
+        BackgroundImages(gateway.url, "not-a-token").get_image("f" * 64)
+    assert err.value.code == "UNAUTHENTICATED" and err.value.status == 401
+    with pytest.raises(BgImagesError) as err:
+        BackgroundImages("http://127.0.0.1:9", "t", timeout=2).get_image("f" * 64)
+    assert err.value.code == "UNAVAILABLE" and err.value.status == 0
+
+
+def _cli(gateway: Gateway, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BGIMAGES_URL": gateway.url, "BGIMAGES_TOKEN": gateway.token(user)}
+    return subprocess.run(
+        [sys.executable, "-m", "bgimages_client", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_command_line(gateway: Gateway, tmp_path: Path) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    ob = new_ob()
+    ob_args = ["--ob", str(ob), "--run", run, "--target", "150", "2"]
+    path = field(tmp_path, "cli field.fits", filter_name=None)
+    fits_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return _cli(gateway, owner, *args)
+
+    refused = await asyncio.to_thread(cli, "upload", str(path), *ob_args)
+    assert refused.returncode == 1
+    assert "error NO_FILTER" in refused.stderr and "--bandpass" in refused.stderr
+
+    done = await asyncio.to_thread(cli, "upload", str(path), *ob_args, "--bandpass", "Ks")
+    assert done.returncode == 0, done.stderr
+    assert f"uploaded and selected for OB {ob}: {fits_hash}" in done.stdout
+    assert "100%" in done.stderr  # the tqdm bar
+
+    listed = await asyncio.to_thread(cli, "list", *ob_args)
+    assert listed.returncode == 0
+    assert f"(*) {fits_hash}  'cli field.fits'  filter=Ks  (mine)" in listed.stdout
+    assert "( ) default: " + harness.SURVEY_NAME in listed.stdout
+
+    chosen = await asyncio.to_thread(cli, "select", "survey|DSS2 colour", *ob_args)
+    assert chosen.returncode == 0 and "now uses survey|DSS2 colour" in chosen.stdout
+    bad = await asyncio.to_thread(cli, "select", "nonsense", *ob_args)
+    assert bad.returncode == 1 and "error INVALID_ARGUMENT" in bad.stderr
+
+    shown = await asyncio.to_thread(cli, "show", fits_hash)
+    assert shown.returncode == 0 and run in shown.stdout
+    gone = await asyncio.to_thread(cli, "delete", fits_hash)
+    assert gone.returncode == 0 and f"deleted {fits_hash}" in gone.stdout
+    again = await asyncio.to_thread(cli, "delete", fits_hash)
+    assert again.returncode == 1 and ("error GONE" in again.stderr or "error NOT_FOUND" in again.stderr)
+
+    stranger = await asyncio.to_thread(
+        _cli, gateway, new_user(), "upload", str(field(tmp_path, "s.fits")), *ob_args, "--no-progress"
+    )
+    assert stranger.returncode == 1 and "error FORBIDDEN" in stranger.stderr
