@@ -69,12 +69,10 @@ CORE_KEYS = [
     "INSTRUME",
     "OBJECT",
 ]
-_CORE_RE = re.compile(
-    r"^(?:(" + "|".join(k for k in CORE_KEYS if k not in ("NAXIS", "ZNAXIS")) + r"|Z?NAXIS\d{0,3}) *"
-    r"|HIERARCH +(ESO +PRO +CATG) *)= ?([^\n]*)$",
-    re.M,
+_CORE_SET = frozenset(
+    [*CORE_KEYS, *(f"NAXIS{n}" for n in range(1, 1000)), *(f"ZNAXIS{n}" for n in range(1, 100))]
 )
-_CORE_SET = frozenset(CORE_KEYS)
+_CORE_SET8 = frozenset(k.ljust(8) for k in _CORE_SET)
 _STRING_RE = re.compile(r"'((?:[^']|'')*)'")
 _NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 
@@ -151,15 +149,38 @@ class Header:
         return index
 
     def _build_core(self) -> dict[str, str]:
+        """The core keywords' raw values, by stepping over the cards (no regular expression)."""
         core: dict[str, str] = {}
-        for key, hier, value in _CORE_RE.findall(self.lines):
-            name = key or " ".join(hier.split())
-            if name not in core:
-                core[name] = value
+        t = self.text
+        for i in range(0, len(t), CARD):
+            key8 = t[i : i + 8]
+            if key8 in _CORE_SET8 and t[i + 8 : i + 9] == "=":
+                key = key8.rstrip()
+                if key not in core:
+                    core[key] = t[i + 9 : i + CARD]
+        pos = t.find("PRO CATG")
+        while pos >= 0:
+            i = pos - pos % CARD
+            name, eq, value = t[i + 8 : i + CARD].partition("=")
+            if t[i : i + 8] == "HIERARCH" and eq and " ".join(name.split()) == "ESO PRO CATG":
+                core["ESO PRO CATG"] = value
+                break
+            pos = t.find("PRO CATG", pos + 1)
         return core
 
+    def select(self, keys8: frozenset[str]) -> str:
+        """The value cards (80 characters each, in order) whose keyword, padded to 8, is in keys8."""
+        t = self.text
+        return "".join(
+            [
+                t[i : i + CARD]
+                for i in range(0, len(t), CARD)
+                if t[i : i + 8] in keys8 and t[i + 8 : i + 9] == "="
+            ]
+        )
+
     def _raw(self, key: str) -> str | None:
-        if key in _CORE_SET or key.startswith(("NAXIS", "ZNAXIS")) or key == "ESO PRO CATG":
+        if key in _CORE_SET or key == "ESO PRO CATG":
             if self._core is None:
                 self._core = self._build_core()
             return self._core.get(key)
@@ -341,7 +362,12 @@ def _end_card(block: bytes) -> int:
         pos += 1
 
 
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
 def _check_block(block: bytes, index: int, cards_before: int) -> None:
+    if not block.translate(None, _PRINTABLE):
+        return  # only printable ASCII (the common case, checked at C speed)
     m = _NOT_PRINTABLE.search(block)
     if m is not None:
         card = cards_before + m.start() // CARD + 1
