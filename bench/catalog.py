@@ -157,8 +157,9 @@ async def _populate(conn: asyncpg.Connection) -> dict[str, float]:
     if bulk:
         await conn.execute("DROP INDEX IF EXISTS footprints_cells")
     await conn.execute(
-        """INSERT INTO contents (content_id, fits_hash, generation, prefix, fits_key, preview_key, hips_prefix,
-                                 hips_order, cut_low, cut_high, stored_bytes, image_count, created_at, last_used_at)
+        """INSERT INTO contents (content_id, fits_hash, generation, prefix, fits_key, preview_key,
+                                 hips_prefix, hips_order, cut_low, cut_high, stored_bytes, image_count,
+                                 created_at, last_used_at)
            SELECT g, h, g, p, p || 'original.fits', p || 'preview.png', p || 'hips/', 9, 0, 100, $2, 1,
                   now() - interval '400 days',
                   now() - (((hashtext(g::text) & 2147483647)::float8 / 2147483647) * interval '365 days')
@@ -413,7 +414,7 @@ async def _measure(db_url: str) -> list[Row]:
         t = time.perf_counter()
         culled = await stub.Cull(catalog_pb2.CullRequest(force=True), timeout=600)
         cull_s = time.perf_counter() - t
-        left = sum(1 for _ in store.root.glob("content/*"))
+        left = sum(1 for p in (store.root / "content").rglob("*") if p.is_file())
         rows.append(
             Row(
                 "catalog",
@@ -421,7 +422,7 @@ async def _measure(db_url: str) -> list[Row]:
                 cull_s,
                 None,
                 "s",
-                note=f"{left} content folders left in the store",
+                note=f"{left} of their {2 * len(oldest)} objects left in the store",
             )
         )
         await channel.close(None)

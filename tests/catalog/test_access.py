@@ -477,3 +477,32 @@ async def snapshot(catalog: Harness) -> dict[str, object]:
             out[table] = sorted(repr(tuple(r.values())) for r in rows)
     out["objects"] = await catalog.keys()
     return out
+
+
+async def test_set_run_replaces_the_delegates_and_remove_run_forgets_them(catalog: Harness) -> None:
+    w = await make_world(catalog)
+    d1, r1 = caller(w.user("d1")), w.run("R1")
+    assert await act(catalog, w, "delegate_of_upload_run", "list") == "listed"
+    run = await catalog.call(
+        "SetRun", catalog_pb2.SetRunRequest(run_id=r1, owner_id=w.user("p"), delegate_ids=[w.user("o")])
+    )
+    assert list(run.delegate_ids) == [w.user("o")]
+    # d1 is no delegate of R1 any more: R1's OBs and I (through R1) are out of reach.
+    await catalog.fails(
+        "FORBIDDEN", "ListImages", catalog_pb2.ListImagesRequest(caller=d1, ob=ob(next_ob(), r1, RA, DEC))
+    )
+    await catalog.fails("NOT_FOUND", "GetImage", catalog_pb2.GetImageRequest(caller=d1, fits_hash=w.hash))
+    # The PI keeps access; after RemoveRun the run is unknown, and the image stays with its owner.
+    await catalog.call("RemoveRun", catalog_pb2.RemoveRunRequest(run_id=r1))
+    await catalog.fails(
+        "UNKNOWN_RUN",
+        "ListImages",
+        catalog_pb2.ListImagesRequest(caller=caller(w.user("p")), ob=ob(next_ob(), r1, RA, DEC)),
+    )
+    await catalog.fails(
+        "NOT_FOUND", "GetImage", catalog_pb2.GetImageRequest(caller=caller(w.user("p")), fits_hash=w.hash)
+    )
+    own = await catalog.call(
+        "GetImage", catalog_pb2.GetImageRequest(caller=caller(w.user("o")), fits_hash=w.hash)
+    )
+    assert own.owned_by_caller and list(own.run_ids) == [r1]
