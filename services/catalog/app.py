@@ -14,7 +14,7 @@ import asyncpg
 from bgimages.catalog.v1 import catalog_pb2_grpc
 from services.catalog.culling import Capacity, Culler
 from services.catalog.images import Images
-from services.catalog.repository import Repository, create_pool, migrate
+from services.catalog.repository import HOUSEKEEPING_LOCK, Repository, create_pool, migrate
 from services.catalog.server import SERVICE_NAME, CatalogServicer
 from services.catalog.sweep import Sweeper
 from services.catalog.uploads import Uploads
@@ -73,15 +73,28 @@ async def watch_health(server: GrpcServer, repo: Repository, interval: float = H
             serving = ok
 
 
-async def housekeeping(catalog: Catalog, interval_s: float, sweep_min_age_s: int) -> None:
-    """Background culling and sweep rounds."""
+async def housekeeping(
+    catalog: Catalog, cull_interval_s: float, sweep_interval_s: float, sweep_min_age_s: int
+) -> None:
+    """Background rounds: culling every cull_interval_s, the sweep every
+    sweep_interval_s; one replica at a time (an advisory lock)."""
+    loop = asyncio.get_running_loop()
+    next_sweep = loop.time() + sweep_interval_s
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(cull_interval_s)
         try:
-            result = await catalog.culler.cull()
-            if result.culled:
-                log.info("culled %d images, freed %d bytes", len(result.culled), result.freed_bytes)
-            await catalog.sweeper.sweep(sweep_min_age_s)
+            async with catalog.repo.connection() as conn:
+                if not await catalog.repo.try_lock(conn, HOUSEKEEPING_LOCK):
+                    continue  # another replica is at it
+                try:
+                    result = await catalog.culler.cull()
+                    if result.culled:
+                        log.info("culled %d images, freed %d bytes", len(result.culled), result.freed_bytes)
+                    if loop.time() >= next_sweep:
+                        next_sweep = loop.time() + sweep_interval_s
+                        await catalog.sweeper.sweep(sweep_min_age_s)
+                finally:
+                    await catalog.repo.unlock(conn, HOUSEKEEPING_LOCK)
         except Exception:
             log.exception("culling/sweep round failed")
 
@@ -108,7 +121,12 @@ class CatalogServer:
         if background:
             self._tasks.append(
                 asyncio.create_task(
-                    housekeeping(self.catalog, self.settings.cull_interval_s, self.settings.sweep_min_age_s)
+                    housekeeping(
+                        self.catalog,
+                        self.settings.cull_interval_s,
+                        self.settings.sweep_interval_s,
+                        self.settings.sweep_min_age_s,
+                    )
                 )
             )
 

@@ -28,6 +28,7 @@ from services.catalog.model import (
 )
 
 MIGRATION_LOCK = 0x6267_6361_7431  # pg_advisory_lock key of the catalog migrations
+HOUSEKEEPING_LOCK = 0x6267_6361_7432  # held by the replica running the background rounds
 
 # "The runs of U": the set p2 gave for this request, else the SetRun data.
 MY_RUNS = """
@@ -186,6 +187,12 @@ class Repository:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         async with self.pool.acquire() as conn:
             yield conn
+
+    async def try_lock(self, conn: asyncpg.Connection, key: int) -> bool:
+        return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+    async def unlock(self, conn: asyncpg.Connection, key: int) -> None:
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     async def ping(self) -> bool:
         async with self.pool.acquire(timeout=2) as conn:

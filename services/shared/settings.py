@@ -122,6 +122,7 @@ class CatalogSettings(Common):
         "PG_DATA_DIR", "var/pg", "data folder of the embedded PostgreSQL (no DATABASE_URL)"
     )
     db_pool_size: int = env("DB_POOL_SIZE", 10, "most connections the catalog opens to PostgreSQL")
+    sweep_interval_s: int = env("SWEEP_INTERVAL_S", 6 * 3600, "seconds between background orphan sweeps")
 
 
 @dataclasses.dataclass(frozen=True)
