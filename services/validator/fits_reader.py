@@ -572,6 +572,11 @@ class _Decompressor:
             self.proc.stdout.close()
         return rc, message
 
+    def raise_source_error(self) -> None:
+        """Re-raises what reading the compressed source failed with (a store error, not a bad file)."""
+        if self._feed_error is not None:
+            raise self._feed_error
+
     def abort(self) -> None:
         with contextlib.suppress(OSError):
             self.proc.kill()
@@ -648,8 +653,9 @@ def walk_stream(
         if problem.code != "TRUNCATED":
             dec.abort()
             raise
-        # The stream ended early: gzip says whether it was cut or corrupt.
+        # The stream ended early: gzip says whether it was cut or corrupt, unless reading the source failed.
         rc, message = dec.finish()
+        dec.raise_source_error()
         if rc not in (0, 2):
             raise _stream_problem(rc, message, problem.hdu) from None
         raise
@@ -657,6 +663,7 @@ def walk_stream(
         dec.abort()
         raise
     rc, message = dec.finish()
+    dec.raise_source_error()
     if rc not in (0, 2) and not trailing:
         raise _stream_problem(rc, message, None)
     return Scan(

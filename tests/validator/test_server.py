@@ -153,3 +153,57 @@ async def test_health_follows_the_store(tmp_path: Path) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await srv.stop(0)
+
+
+async def test_compressed_objects_from_the_store(store: LocalStore | S3Store, tmp_path: Path) -> None:
+    """gzip, .Z and fpack objects read from either store, through the same ranged reader the service uses."""
+    import asyncio
+
+    from services.validator import Target, validate_object
+
+    plain = instruments.hawki_pawprint(tmp_path / "h.fits")
+    variants = {
+        "gzip": instruments.gzipped(plain),
+        "compress": instruments.unix_compressed(plain),
+        "none": instruments.fpacked(plain, tmp_path / "h.fits.fz"),
+    }
+    centre = instruments.hawki_chip_centres()[4]
+    for compression, path in variants.items():
+        key = f"staging/{compression}"
+        await store.put_file(key, path)
+        report = await asyncio.to_thread(validate_object, store, key, Target(centre))
+        assert report.ok, report.errors
+        assert report.compression == compression
+        assert [h.index for h in report.hdus if h.contains_target] == [4]
+        assert all(h.tile_compressed for h in report.hdus[1:]) == (path.suffix == ".fz")
+
+
+async def test_ranged_reads_fetch_little(s3_endpoint: str, tmp_path: Path) -> None:
+    """On S3, the header walk of a 16 MB MEF fetches one 64 KB range per HDU (and one for the target's
+    pixels): a few percent of the file, where 1 MB blocks would have fetched a third of it."""
+    import asyncio
+
+    from astropy.io import fits
+
+    from services.validator import Target, validate_object
+    from services.validator.fits_checks import open_ranged
+    from tests.conftest import make_s3_store
+
+    s3 = make_s3_store(s3_endpoint)
+    exts = [instruments.sky_ext(150.0 + 0.3 * i, 2.0, size=1024) for i in range(4)]
+    path = instruments.mef(tmp_path / "mef.fits", exts, fits.Header({"FILTER": "R"}))
+    await s3.put_file("staging/mef", path)
+    fetched: list[int] = []
+    real_get = s3.client.get_object
+
+    def counting_get(*args: object, **kwargs: object) -> object:
+        fetched.append(int(kwargs.get("length") or 0))  # type: ignore[call-overload]
+        return real_get(*args, **kwargs)  # type: ignore[arg-type]
+
+    s3.client.get_object = counting_get  # type: ignore[method-assign]
+    report = await asyncio.to_thread(validate_object, s3, "staging/mef", Target((150.3, 2.0)))
+    assert report.ok, report.errors
+    assert len(fetched) == 6 and sum(fetched) <= 6 * (64 << 10), fetched
+    with pytest.raises(ServiceError) as err:
+        open_ranged(s3, "staging/none")
+    assert err.value.code == "NOT_FOUND"
