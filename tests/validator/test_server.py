@@ -200,7 +200,7 @@ async def test_ranged_reads_fetch_little(s3_endpoint: str, tmp_path: Path) -> No
         fetched.append(int(kwargs.get("length") or 0))  # type: ignore[call-overload]
         return real_get(*args, **kwargs)  # type: ignore[arg-type]
 
-    s3.client.get_object = counting_get  # type: ignore[method-assign]
+    s3.client.get_object = counting_get  # type: ignore[method-assign,assignment]
     report = await asyncio.to_thread(validate_object, s3, "staging/mef", Target((150.3, 2.0)))
     assert report.ok, report.errors
     assert len(fetched) == 6 and sum(fetched) <= 6 * (64 << 10), fetched
