@@ -89,6 +89,10 @@ def non_sky_reason(header: Any, primary: Any) -> str | None:
     kind = _plane_kind(extname, _PLANE_WORDS)
     if kind is not None:
         return f"{kind} (EXTNAME = {str(extname).strip()!r})"
+    prodcatg = primary.get("PRODCATG")
+    if isinstance(prodcatg, str) and prodcatg.strip().upper().startswith("ANCILLARY."):
+        # Phase 3 ancillary files: weight, RMS, exposure and mask maps that go with a science image.
+        return f"ancillary product (PRODCATG = {prodcatg.strip()!r})"
     own = header.get("ESO PRO CATG")
     catg = own if own is not None else primary.get("ESO PRO CATG")
     kind = _plane_kind(catg, {**_PLANE_WORDS, **_CATG_EXTRA})

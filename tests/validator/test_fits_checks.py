@@ -182,6 +182,15 @@ def test_pro_catg_of_a_mask_product(tmp_path: Path, catg: str) -> None:
     assert "ESO PRO CATG" in report.errors[0].message
 
 
+def test_phase3_ancillary_file(tmp_path: Path) -> None:
+    path = instruments.single(tmp_path / "w.fits", {"PRODCATG": "ANCILLARY.WEIGHTMAP", "FILTER": "Ks"})
+    report = validate_path(path, Target((150.0, 2.0)))
+    assert [e.code for e in report.errors] == ["NO_IMAGE_HDU"]
+    assert report.hdus[0].skip_reason == "ancillary product (PRODCATG = 'ANCILLARY.WEIGHTMAP')"
+    science = instruments.single(tmp_path / "s.fits", {"PRODCATG": "SCIENCE.IMAGE", "FILTER": "Ks"})
+    assert validate_path(science, Target((150.0, 2.0))).ok
+
+
 def test_sky_names_are_not_planes(tmp_path: Path) -> None:
     names = ["CHIP1.INT1", "DET1.CHIP1", "SCI", "DATA", "IMAGE", "CCD_1", "WFC1", "CONTEXT"]
     path = instruments.mef(tmp_path / "m.fits", [instruments.sky_ext(extname=n) for n in names])
@@ -265,6 +274,11 @@ TAN = {
         ({"CD1_1": -1e-10, "CD2_2": 1e-10}, "pixel scale"),
         ({"CD1_1": -2.0, "CD2_2": 2.0}, "pixel scale"),
         ({"CTYPE1": None, "CTYPE2": None}, "no WCS keywords"),
+        # A distortion that folds the image over itself: the corners map back to other pixels.
+        (
+            {"CTYPE1": "RA---TPV", "CTYPE2": "DEC--TPV", "PV1_1": 1.0, "PV1_4": 200.0, "PV2_1": 1.0},
+            "do not round-trip",
+        ),
     ],
 )
 def test_invalid_wcs(tmp_path: Path, change: dict[str, Any], reason: str) -> None:
