@@ -198,6 +198,14 @@ def _check_raw(cards: str, sky_axes: tuple[int, int]) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise WcsProblem(f"{key} = {card[9:].split('/')[0].strip()} is not a finite number")
         values.setdefault(key, value)
+    # Hostile sizes: astropy allocates (order + 1)^2 SIP coefficients, wcslib WCSAXES^2 matrices.
+    for key in ("A_ORDER", "B_ORDER", "AP_ORDER", "BP_ORDER"):
+        order = values.get(key)
+        if order is not None and not (isinstance(order, int) and 0 <= order <= 9):
+            raise WcsProblem(f"{key} = {order} (SIP orders go from 0 to 9)")
+    wcsaxes = values.get("WCSAXES")
+    if wcsaxes is not None and not (isinstance(wcsaxes, int) and 1 <= wcsaxes <= 9):
+        raise WcsProblem(f"WCSAXES = {wcsaxes} (1 to 9)")
     a, b = sky_axes[0] + 1, sky_axes[1] + 1
     cd = [values.get(f"CD{i}_{j}") for i in (a, b) for j in (a, b)]
     if any(v is not None for v in cd):

@@ -400,6 +400,13 @@ def cases() -> list[Case]:
         Case("tiny_scale", "INVALID_WCS", _write(valid(CD1_1=-1e-12, CD2_2=1e-12)), "1e-12 degree pixels"),
         Case("crval2_200", "INVALID_WCS", _write(valid(CRVAL2=200.0)), "declination 200"),
         Case("cd_text", "INVALID_WCS", _write(valid(CD1_1="abc")), "CD1_1 'abc'"),
+        Case(
+            "sip_order_huge",
+            "INVALID_WCS",
+            _write(valid(CTYPE1="RA---TAN-SIP", CTYPE2="DEC--TAN-SIP", A_ORDER=100000, B_ORDER=100000)),
+            "SIP order 100000 (10^10 coefficients)",
+        ),
+        Case("wcsaxes_huge", "INVALID_WCS", _write(valid(WCSAXES=999)), "WCSAXES 999"),
     ]
     return c
 
