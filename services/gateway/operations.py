@@ -61,7 +61,7 @@ _KIND_OF_TAG = {
 _TAG_OF_KIND = {kind: tag for tag, kind in _KIND_OF_TAG.items()}
 _SELECTION_VALUE = re.compile(r"^[A-Za-z0-9_.:+/()\[\] -]{1,200}$")
 
-STAGE_CHUNK = 4 << 20  # bytes hashed and written at a time while staging
+STAGE_CHUNK = 1 << 20  # bytes hashed and written at a time while staging
 
 
 def parse_selection(text: str) -> tuple[catalog_pb2.SelectionKind.ValueType, str]:
@@ -291,17 +291,28 @@ class Operations:
         total = 0
 
         async def hashed() -> AsyncIterator[bytes]:
+            # The hash of block N runs in a thread while the store writes block N and
+            # the next block is read from the client: hashing costs little wall time.
             nonlocal total
-            async for block in _blocks(chunks, STAGE_CHUNK):
-                if total + len(block) > limit:
-                    raise ServiceError(
-                        "TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit
-                    )
-                total += len(block)
-                # hashlib releases the GIL on large buffers: hash off the event loop.
-                await asyncio.to_thread(hasher.update, block)
-                self.metrics.upload_bytes.inc(len(block))
-                yield block
+            hashing: asyncio.Future[None] | None = None
+            try:
+                async for block in _blocks(chunks, STAGE_CHUNK):
+                    if total + len(block) > limit:
+                        raise ServiceError(
+                            "TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit
+                        )
+                    total += len(block)
+                    if hashing is not None:
+                        await hashing
+                    hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, block))
+                    self.metrics.upload_bytes.inc(len(block))
+                    yield block
+                if hashing is not None:
+                    await hashing
+            finally:
+                if hashing is not None and not hashing.done():
+                    with contextlib.suppress(BaseException):
+                        await hashing
 
         try:
             await self.store.put_stream(key, hashed(), "application/fits")
@@ -594,15 +605,17 @@ class Operations:
 
 
 async def _blocks(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Regroups a stream into blocks of about `size` bytes (fewer thread hops)."""
-    buf = bytearray()
+    """Regroups a stream into blocks of about `size` bytes (fewer thread hops, one copy)."""
+    parts: list[bytes] = []
+    held = 0
     async for chunk in chunks:
-        buf += chunk
-        if len(buf) >= size:
-            yield bytes(buf)
-            buf.clear()
-    if buf:
-        yield bytes(buf)
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 async def _shielded(aw: Any) -> None:
