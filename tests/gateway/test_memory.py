@@ -107,8 +107,7 @@ async def test_two_gigabytes_upload_keeps_memory_flat(suite: Suite, tmp_path: Pa
     assert resp.status == 422 and body["code"] == "TARGET_OUTSIDE_FIELD", body
     grown_mb = (highest - before) / 1024
     peak_grown_mb = (status_kb(pid, "VmHWM") - peak_before) / 1024
-    print(
-        f"{mode}: {size / 2**30:.2f} GiB in {seconds:.1f} s, RSS +{grown_mb:.1f} MB (peak +{peak_grown_mb:.1f} MB)"
-    )
+    gib = size / 2**30
+    print(f"{mode}: {gib:.2f} GiB in {seconds:.1f} s, RSS +{grown_mb:.1f} MB (peak +{peak_grown_mb:.1f} MB)")
     assert grown_mb < LIMIT_MB
     assert peak_grown_mb < LIMIT_MB
