@@ -62,6 +62,7 @@ _TAG_OF_KIND = {kind: tag for tag, kind in _KIND_OF_TAG.items()}
 _SELECTION_VALUE = re.compile(r"^[A-Za-z0-9_.:+/()\[\] -]{1,200}$")
 
 STAGE_CHUNK = 1 << 20  # bytes hashed and written at a time while staging
+DISPLAY_BATCH = 5000  # fits_hashes per RecordDisplays call
 
 
 def parse_selection(text: str) -> tuple[catalog_pb2.SelectionKind.ValueType, str]:
@@ -559,8 +560,14 @@ class Operations:
         """Sends the displays seen since the last flush to the catalog (one call)."""
         if not self._displayed:
             return
-        batch, self._displayed = sorted(self._displayed), set()
-        await call(self.catalog.RecordDisplays, catalog_pb2.RecordDisplaysRequest(fits_hashes=batch))
+        pending, self._displayed = sorted(self._displayed), set()
+        for start in range(0, len(pending), DISPLAY_BATCH):
+            batch = pending[start : start + DISPLAY_BATCH]
+            try:
+                await call(self.catalog.RecordDisplays, catalog_pb2.RecordDisplaysRequest(fits_hashes=batch))
+            except ServiceError:
+                self._displayed.update(pending[start:])  # kept for the next round
+                raise
 
     async def _flush_displays_forever(self) -> None:
         while True:

@@ -7,6 +7,7 @@ nothing" (object store and images table compared before and after).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import re
@@ -647,3 +648,77 @@ async def test_gzip_body_counts_as_uploaded(
     assert r.status == 200
     # Either the uploaded bytes or their decompressed FITS: never anything else.
     assert data in (path.read_bytes(), gzip.decompress(path.read_bytes()))
+
+
+async def test_display_rule_and_display_records(
+    gateway: Gateway, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The seed's delegate of a delegate: D2 may display, in that OB only, the image D1 selected."""
+    owner, d1, d2 = new_user(), new_user(), new_user()
+    run_r = gateway.new_run(owner, (d1,))
+    run_x = gateway.new_run(new_user(), (d1, d2))
+    resp, image = await gateway.upload(http, field(tmp_path), new_ob(), run_r, TARGET, owner)
+    assert resp.status == 201
+    fits_hash = image["fits_hash"]
+    ob_x = new_ob()
+    body = {
+        "run_id": run_x,
+        "target_ra": 150.0,
+        "target_dec": 2.0,
+        "selection": f"user_bkg_image|{fits_hash}",
+    }
+    async with http.put(
+        f"{gateway.url}/api/v1/obs/{ob_x}/background-image", json=body, headers=gateway.auth(d1)
+    ) as resp:
+        assert resp.status == 200
+
+    hips = f"{gateway.url}/api/v1/images/{fits_hash}/hips"
+    status, _, problem = await get_json(http, hips, headers=gateway.auth(d2))
+    assert_problem(status, problem, 404, "NOT_FOUND")  # D2 may not list it
+    status, _, access = await get_json(http, hips, params={"ob_id": str(ob_x)}, headers=gateway.auth(d2))
+    assert status == 200  # ... but may display it as OB X's selection
+    async with http.get(
+        f"{gateway.url}/api/v1/images/{fits_hash}/preview.png",
+        params={"ob_id": str(ob_x)},
+        headers=gateway.auth(d2),
+    ) as resp:
+        assert resp.status == 200
+    listing = await gateway.listing(http, ob_x, run_x, TARGET, d2)
+    assert listing["shared"] == [] and listing["selected"]["value"] == fits_hash
+
+    # Displays reach the catalog in batches (DISPLAY_FLUSH_S=1 here) as uses of the content.
+    import asyncpg
+
+    conn = await asyncpg.connect(gateway.suite.env["DATABASE_URL"])
+    try:
+        query = "SELECT last_used_at FROM contents WHERE fits_hash = $1"
+        before = await conn.fetchval(query, fits_hash)
+        async with http.get(f"{access['hips_url']}/properties") as resp:
+            assert resp.status == 200
+        for _ in range(50):
+            await asyncio.sleep(0.2)
+            after = await conn.fetchval(query, fits_hash)
+            if after != before:
+                break
+        assert after > before
+    finally:
+        await conn.close()
+
+
+async def test_fields_after_the_file_part(
+    gateway: Gateway, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    path = field(tmp_path, "late fields.fits")
+    form = aiohttp.FormData(quote_fields=False)
+    form.add_field("file", path.read_bytes(), filename=path.name, content_type="application/fits")
+    form.add_field("run_id", run)
+    form.add_field("target_ra", "150")
+    form.add_field("target_dec", "2")
+    async with http.post(
+        f"{gateway.url}/api/v1/obs/{new_ob()}/background-images", data=form, headers=gateway.auth(owner)
+    ) as resp:
+        image = await resp.json()
+        assert resp.status == 201, image
+    assert image["file_name"] == "late fields.fits" and image["fits_hash"] == sha256(path)
