@@ -142,7 +142,7 @@ class _Inspector:
             return []
         self.candidates.append(hdu)
         try:
-            fp = footprint.build(hdu.header.select(footprint.WCS_KEYS8), image.axes, image.sky_axes)
+            fp = footprint.build(hdu.header.wcs_cards, image.axes, image.sky_axes)
         except WcsProblem as exc:
             result.skip_reason = f"invalid WCS: {exc}"
             self.problems.append(

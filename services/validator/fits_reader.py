@@ -72,7 +72,33 @@ CORE_KEYS = [
 _CORE_SET = frozenset(
     [*CORE_KEYS, *(f"NAXIS{n}" for n in range(1, 1000)), *(f"ZNAXIS{n}" for n in range(1, 100))]
 )
-_CORE_SET8 = frozenset(k.ljust(8) for k in _CORE_SET)
+# The primary WCS's keywords (no alternate letters), as astropy, SCAMP, ESO and Gemini pipelines write them.
+WCS_KEYS = frozenset(
+    [
+        "WCSAXES",
+        "LONPOLE",
+        "LATPOLE",
+        "RADESYS",
+        "RADECSYS",
+        "EQUINOX",
+        "EPOCH",
+        "MJD-OBS",
+        "DATE-OBS",
+        "A_ORDER",
+        "B_ORDER",
+        "AP_ORDER",
+        "BP_ORDER",
+        "A_DMAX",
+        "B_DMAX",
+        *(f"{k}{i}" for k in ("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "CROTA") for i in range(1, 10)),
+        *(f"{k}{i}_{j}" for k in ("CD", "PC") for i in range(1, 10) for j in range(1, 10)),
+        *(f"{k}{i}_{m}" for k in ("PV", "PS") for i in range(1, 10) for m in range(0, 100)),
+        *(f"{k}_{p}_{q}" for k in ("A", "B", "AP", "BP") for p in range(10) for q in range(10)),
+    ]
+)
+_CORE, _WCS = 1, 2
+# Keyword field (padded to 8) -> what the one pass over a header does with the card.
+_KEY_KIND = {**{k.ljust(8): _WCS for k in WCS_KEYS}, **{k.ljust(8): _CORE for k in _CORE_SET}}
 _STRING_RE = re.compile(r"'((?:[^']|'')*)'")
 _NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 
@@ -131,6 +157,7 @@ class Header:
         self._lines: str | None = None
         self._index: dict[str, str] | None = None
         self._core: dict[str, str] | None = None
+        self._wcs_cards = ""
 
     @property
     def lines(self) -> str:
@@ -149,15 +176,19 @@ class Header:
         return index
 
     def _build_core(self) -> dict[str, str]:
-        """The core keywords' raw values, by stepping over the cards (no regular expression)."""
+        """The core keywords' raw values and the WCS cards, in one pass over the cards."""
         core: dict[str, str] = {}
+        wcs: list[str] = []
         t = self.text
         for i in range(0, len(t), CARD):
-            key8 = t[i : i + 8]
-            if key8 in _CORE_SET8 and t[i + 8 : i + 9] == "=":
-                key = key8.rstrip()
-                if key not in core:
-                    core[key] = t[i + 9 : i + CARD]
+            kind = _KEY_KIND.get(t[i : i + 8])
+            if kind is not None and t[i + 8 : i + 9] == "=":
+                if kind == _WCS:
+                    wcs.append(t[i : i + CARD])
+                else:
+                    key = t[i : i + 8].rstrip()
+                    if key not in core:
+                        core[key] = t[i + 9 : i + CARD]
         pos = t.find("PRO CATG")
         while pos >= 0:
             i = pos - pos % CARD
@@ -166,18 +197,15 @@ class Header:
                 core["ESO PRO CATG"] = value
                 break
             pos = t.find("PRO CATG", pos + 1)
+        self._wcs_cards = "".join(wcs)
         return core
 
-    def select(self, keys8: frozenset[str]) -> str:
-        """The value cards (80 characters each, in order) whose keyword, padded to 8, is in keys8."""
-        t = self.text
-        return "".join(
-            [
-                t[i : i + CARD]
-                for i in range(0, len(t), CARD)
-                if t[i : i + 8] in keys8 and t[i + 8 : i + 9] == "="
-            ]
-        )
+    @property
+    def wcs_cards(self) -> str:
+        """The primary WCS's cards (80 characters each, in order)."""
+        if self._core is None:
+            self._core = self._build_core()
+        return self._wcs_cards
 
     def _raw(self, key: str) -> str | None:
         if key in _CORE_SET or key == "ESO PRO CATG":

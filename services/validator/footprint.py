@@ -25,32 +25,6 @@ MIN_SCALE_ARCSEC = 0.001
 MAX_SCALE_ARCSEC = 3600.0
 ROUND_TRIP_PIX = 0.05
 
-# The primary WCS's keywords (no alternate letters), as astropy, SCAMP, ESO and Gemini pipelines write them.
-WCS_KEYS8 = frozenset(
-    k.ljust(8)
-    for k in [
-        "WCSAXES",
-        "LONPOLE",
-        "LATPOLE",
-        "RADESYS",
-        "RADECSYS",
-        "EQUINOX",
-        "EPOCH",
-        "MJD-OBS",
-        "DATE-OBS",
-        "A_ORDER",
-        "B_ORDER",
-        "AP_ORDER",
-        "BP_ORDER",
-        "A_DMAX",
-        "B_DMAX",
-        *(f"{k}{i}" for k in ("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "CROTA") for i in range(1, 10)),
-        *(f"{k}{i}_{j}" for k in ("CD", "PC") for i in range(1, 10) for j in range(1, 10)),
-        *(f"{k}{i}_{m}" for k in ("PV", "PS") for i in range(1, 10) for m in range(0, 100)),
-        *(f"{k}_{p}_{q}" for k in ("A", "B", "AP", "BP") for p in range(10) for q in range(10)),
-    ]
-)
-
 
 class WcsProblem(Exception):
     """Why an HDU's WCS is unusable, in words for the report."""
@@ -75,7 +49,7 @@ class SkyFootprint:
         lon, lat = self._from_icrs(pos)
         try:
             world = [[lat, lon]] if self.swap else [[lon, lat]]
-            x, y = self.wcs.all_world2pix(world, 1, tolerance=1e-6, maxiter=50, quiet=True)[0]
+            x, y = _world2pix(self.wcs, np.array(world, dtype=float), quiet=True)[0]
         except Exception:
             return None
         if not (math.isfinite(x) and math.isfinite(y)):
@@ -87,7 +61,7 @@ class SkyFootprint:
         return float(x), float(y)
 
     def world(self, x: float, y: float) -> Sky | None:
-        lon, lat = self.wcs.all_pix2world([[x, y]], 1)[0]
+        lon, lat = _pix2world(self.wcs, np.array([[x, y]], dtype=float))[0]
         if self.swap:
             lon, lat = lat, lon
         if not (math.isfinite(lon) and math.isfinite(lat)):
@@ -123,6 +97,26 @@ class SkyFootprint:
 
         c = SkyCoord(pos[0], pos[1], unit="deg", frame=wcs_to_celestial_frame(self.wcs)).icrs
         return float(c.ra.deg) % 360.0, float(c.dec.deg)
+
+
+def _plain(w: WCS) -> bool:
+    """No distortion that astropy applies outside wcslib (SIP, lookup tables): wcslib alone maps it
+    (TPV and ZPN included), and calling it directly skips astropy's per-call overhead."""
+    return w.sip is None and w.cpdis1 is None and w.cpdis2 is None and w.det2im1 is None and w.det2im2 is None
+
+
+def _pix2world(w: WCS, pix: np.ndarray) -> np.ndarray:
+    """World coordinates of FITS (1-based) pixel positions, distortions included."""
+    if _plain(w):
+        return np.asarray(w.wcs.p2s(pix, 1)["world"])
+    return np.asarray(w.all_pix2world(pix, 1))
+
+
+def _world2pix(w: WCS, world: np.ndarray, quiet: bool = False) -> np.ndarray:
+    """FITS (1-based) pixel positions of world coordinates, distortions included."""
+    if _plain(w):
+        return np.asarray(w.wcs.s2p(world, 1)["pixcrd"])
+    return np.asarray(w.all_world2pix(world, 1, tolerance=1e-6, maxiter=50, quiet=quiet))
 
 
 def _frame_of(w: WCS, lng: int, lat: int) -> str:
@@ -256,12 +250,12 @@ def _check(w: WCS, nx: int, ny: int) -> SkyFootprint:
     edge = np.array(
         [[0.5, 0.5], [nx + 0.5, 0.5], [nx + 0.5, ny + 0.5], [0.5, ny + 0.5], [(nx + 1) / 2, (ny + 1) / 2]]
     )
-    world = w.all_pix2world(edge, 1)
+    world = _pix2world(w, edge)
     swap = lng == 1
     if not np.isfinite(world).all():
         raise WcsProblem("some corners of the image have no sky position")
     try:
-        back = w.all_world2pix(world, 1, tolerance=1e-6, maxiter=50)
+        back = _world2pix(w, world)
     except Exception as exc:
         raise WcsProblem(f"the corners do not map back to pixels ({_short(exc)})") from None
     err = float(np.abs(back - edge).max()) if np.isfinite(back).all() else math.inf
