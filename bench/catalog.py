@@ -278,7 +278,7 @@ async def _measure(db_url: str) -> list[Row]:
     from bgimages.common.v1 import common_pb2
     from services.catalog import footprint
     from services.catalog.model import Caller, SkyPoint
-    from services.catalog.repository import COMPATIBLE, Repository, compatible_args, migrate
+    from services.catalog.repository import COMPATIBLE, Repository, compatible_args, create_pool, migrate
     from services.shared import grpc_edge
 
     rows: list[Row] = []
@@ -300,7 +300,7 @@ async def _measure(db_url: str) -> list[Row]:
     queries = _queries(WARMUP + QUERIES)
 
     # Inside the database: the query alone (EXPLAIN ANALYZE execution time), and over asyncpg.
-    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    pool = await create_pool(db_url, min_size=1, max_size=2)
     repo = Repository(pool)
     plan_ms: list[float] = []
     rt_ms: list[float] = []

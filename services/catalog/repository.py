@@ -699,8 +699,16 @@ class Repository:
         )
 
 
+# Short OLTP queries: a parallel plan's worker start-up (and JIT compilation,
+# which the GIN lookup's pessimistic row estimate can trigger) costs far more
+# than the query itself.
+SESSION_SETTINGS = {"max_parallel_workers_per_gather": "0", "jit": "off"}
+
+
 async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool: asyncpg.Pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, server_settings=SESSION_SETTINGS
+    )
     return pool
 
 
