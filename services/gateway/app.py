@@ -279,7 +279,7 @@ async def hips_file(request: web.Request) -> web.StreamResponse:
         )
     except ServiceError as err:
         if err.code == "GONE":
-            request.app[METRICS].culls.inc()
+            request.app[METRICS].gone.inc()
         response = from_service_error(err)
         response.headers.update(CORS_HEADERS)
         return response
@@ -340,7 +340,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
+    m = request.app[METRICS]
+    try:
+        m.store_usage.usage = await _ops(request).usage()
+    except ServiceError:
+        m.store_usage.usage = None  # the request metrics are still worth scraping
+    return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 
 async def openapi_document(request: web.Request) -> web.Response:

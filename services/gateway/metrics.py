@@ -3,7 +3,12 @@ validation failures by code, culls. One registry per app (tests build many)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -34,14 +39,38 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        self.culls = Counter(
-            "bgimages_gateway_culled_images_seen",
+        self.gone = Counter(
+            "bgimages_gateway_gone_answers",
             "HiPS requests answered 410 because the image was culled or deleted",
             registry=self.registry,
         )
+        self.store_usage = _StoreUsage()
+        self.registry.register(self.store_usage)
 
     def upload_refused(self, code: str) -> None:
         self.upload_failures.labels(code=code).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StoreUsage(Collector):
+    """The catalog's usage figures (culls, bytes, images), as read at the last scrape."""
+
+    def __init__(self) -> None:
+        self.usage: Any = None  # catalog_pb2.Usage, or None when the catalog did not answer
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        u = self.usage
+        if u is None:
+            return
+        yield CounterMetricFamily(
+            "bgimages_culled_images", "images culled by the catalog so far", u.culled_images
+        )
+        for name, doc, value in [
+            ("bgimages_store_used_bytes", "bytes stored for images", u.used_bytes),
+            ("bgimages_store_capacity_bytes", "configured storage capacity", u.capacity_bytes),
+            ("bgimages_images", "images in the catalog", u.image_count),
+            ("bgimages_contents", "distinct stored contents", u.content_count),
+        ]:
+            yield GaugeMetricFamily(name, doc, value)

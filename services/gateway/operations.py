@@ -577,6 +577,13 @@ class Operations:
             except ServiceError as err:
                 log.warning("recording displays failed: %s", err.message)
 
+    async def usage(self) -> catalog_pb2.Usage:
+        """The catalog's storage usage and cull count."""
+        usage: catalog_pb2.Usage = await call(
+            self.catalog.GetUsage, catalog_pb2.GetUsageRequest(), timeout=2.0
+        )
+        return usage
+
     # ---- health -----------------------------------------------------------------------------
 
     async def readiness(self) -> dict[str, bool]:

@@ -579,6 +579,8 @@ async def test_health_ready_metrics_openapi(
     run = gateway.new_run(owner)
     resp, _ = await gateway.upload(http, field(tmp_path, ra=10.0, dec=10.0), new_ob(), run, TARGET, owner)
     assert resp.status == 422
+    resp, _ = await gateway.upload(http, field(tmp_path, "stored.fits"), new_ob(), run, TARGET, owner)
+    assert resp.status == 201
     async with http.get(f"{gateway.url}/metrics") as resp:
         assert resp.status == 200
         text = await resp.text()
@@ -586,6 +588,9 @@ async def test_health_ready_metrics_openapi(
     assert re.search(r"bgimages_gateway_upload_bytes_total [1-9]", text)
     assert 'route="/api/v1/obs/{ob_id}/background-images"' in text
     assert "bgimages_gateway_request_seconds_bucket" in text
+    assert re.search(r"^bgimages_culled_images_total \d", text, re.M)
+    assert re.search(r"^bgimages_store_used_bytes [1-9]", text, re.M)
+    assert re.search(r"^bgimages_images [1-9]", text, re.M)
 
     status, _, doc = await get_json(http, f"{gateway.url}/api/v1/openapi.json")
     assert status == 200
