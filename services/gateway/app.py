@@ -7,6 +7,7 @@ Handlers are thin: they parse the request, authenticate, make one call to
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, ClientPayloadError, MultipartReader, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from services.gateway import openapi, representations
@@ -127,14 +128,48 @@ def _disposition_name(request: web.Request) -> str:
     return content_disposition_filename(params, "filename") or ""
 
 
+# How a client that goes away (or sends a broken body) shows while reading.
+_BODY_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ClientPayloadError, ValueError)
+
+
+def _interrupted() -> ServiceError:
+    return ServiceError("INVALID_ARGUMENT", "the upload ended before its body was complete")
+
+
+def _malformed() -> ServiceError:
+    return ServiceError("INVALID_ARGUMENT", "the multipart body is malformed")
+
+
+async def _multipart(request: web.Request) -> MultipartReader:
+    try:
+        return await request.multipart()
+    except (ValueError, AssertionError, KeyError):
+        raise _malformed() from None
+
+
+async def _next_part(reader: MultipartReader) -> Any:
+    try:
+        return await reader.next()
+    except (ValueError, AssertionError, KeyError):
+        raise _malformed() from None
+    except _BODY_ERRORS:
+        raise _interrupted() from None
+
+
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(READ_CHUNK):
-        yield chunk
+    try:
+        while chunk := await part.read_chunk(READ_CHUNK):
+            yield chunk
+    except _BODY_ERRORS:
+        raise _interrupted() from None
 
 
 async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        yield chunk
+    try:
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            yield chunk
+    except _BODY_ERRORS:
+        raise _interrupted() from None
 
 
 # ---- native API -------------------------------------------------------------------------------
@@ -156,9 +191,9 @@ async def upload(request: web.Request) -> web.Response:
                     "TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit
                 )
             # Fields sent before the file are checked before a byte of it is stored.
-            reader = await request.multipart()
+            reader = await _multipart(request)
             file_name = ""
-            while (part := await reader.next()) is not None:
+            while (part := await _next_part(reader)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
                 if part.filename is not None or part.name in ("file", "bkg_image_fits_file"):

@@ -305,6 +305,14 @@ async def test_malformed_requests(gateway: Gateway, http: aiohttp.ClientSession,
         assert_problem(resp.status, await resp.json(), 400, "INVALID_ARGUMENT")
     async with http.post(url, data=b"{}", headers={**auth, "Content-Type": "application/json"}) as resp:
         assert_problem(resp.status, await resp.json(), 400, "INVALID_ARGUMENT")
+    for content_type, body in [
+        ("multipart/form-data; boundary=xyz", b"no boundary in here"),
+        ("multipart/form-data", b"--x\r\n\r\n"),
+    ]:
+        async with http.post(url, data=body, headers={**auth, "Content-Type": content_type}) as resp:
+            problem = await resp.json()
+            assert_problem(resp.status, problem, 400, "INVALID_ARGUMENT")
+            assert "multipart" in problem["detail"]
 
     put = f"{gateway.url}/api/v1/obs/{ob}/background-image"
     good = {"run_id": run, "target_ra": 150, "target_dec": 2}
@@ -727,3 +735,30 @@ async def test_fields_after_the_file_part(
         image = await resp.json()
         assert resp.status == 201, image
     assert image["file_name"] == "late fields.fits" and image["fits_hash"] == sha256(path)
+
+
+async def test_interrupted_upload_leaves_nothing(gateway: Gateway, tmp_path: Path) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    before = (await gateway.store_keys(), await gateway.image_rows())
+    host, port = gateway.url.removeprefix("http://").split(":")
+    query = urllib.parse.urlencode({"run_id": run, "target_ra": "150", "target_dec": "2"})
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            f"POST /api/v1/obs/{new_ob()}/background-images?{query} HTTP/1.1\r\n"
+            f"Host: {host}\r\nAuthorization: Bearer {gateway.token(owner)}\r\n"
+            "Content-Type: application/fits\r\nContent-Length: 5000000\r\n\r\n"
+        ).encode()
+        + b"SIMPLE  =                    T" + b" " * 2_000_000
+    )
+    await writer.drain()
+    await asyncio.sleep(0.5)
+    writer.close()  # the client goes away with 3 MB still to send
+    await writer.wait_closed()
+    for _ in range(50):
+        if (await gateway.store_keys(), await gateway.image_rows()) == before:
+            break
+        await asyncio.sleep(0.1)
+    assert (await gateway.store_keys(), await gateway.image_rows()) == before
+    del reader
