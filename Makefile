@@ -21,6 +21,7 @@ system-deps:
 	@command -v SWarp >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q swarp)
 	@command -v npm >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)
 	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	@[ -f /usr/share/java/aladin.jar ] || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q aladin)
 
 setup: system-deps $(VENV)/.installed protos node_modules/.installed
 
