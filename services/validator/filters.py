@@ -120,11 +120,10 @@ def _instrument_rule(instrument: str) -> Callable[[HeaderLike], FilterResult | N
 
 def find_filter(headers: Sequence[HeaderLike], bandpass: str = "") -> FilterResult:
     """The filter from the headers (primary first, then the image HDUs'), else the caller's bandpass."""
-    for keys in (("BANDPASS",), ("FILTER",)):
-        for header in headers:
-            found = _first(header, keys)
-            if found is not None:
-                return found
+    for header in headers:
+        found = _first(header, ("BANDPASS", "FILTER"))
+        if found is not None:
+            return found
     for header in headers:
         found = _phase3(header)
         if found is not None:

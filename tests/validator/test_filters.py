@@ -123,5 +123,7 @@ def test_primary_wins_over_extension() -> None:
 
     found = find_filter([H(INSTRUME="HAWKI"), H({"ESO INS FILT1 NAME": "H", "FILTER": "X"})])
     assert (found.name, found.source) == ("X", "FILTER")
+    found = find_filter([H(FILTER="P"), H(BANDPASS="E")])
+    assert (found.name, found.source) == ("P", "FILTER")
     found = find_filter([H({"INSTRUME": "HAWKI", "ESO INS FILT1 NAME": "H"}), H({"ESO INS FILT1 NAME": "J"})])
     assert found.name == "H"
