@@ -15,8 +15,10 @@ handing the encoded tiles to a sink that writes them concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import importlib
 import io
 import math
 import threading
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -335,6 +337,9 @@ def build_hips(
 ) -> HipsResult:
     """Writes a complete HiPS of `image` to `sink`."""
     start = time.perf_counter()
+    # mocpy takes a while to import; let that happen while the tiles are made.
+    preload = threading.Thread(target=importlib.import_module, args=("mocpy",), daemon=True)
+    preload.start()
     phases: dict[str, float] = {}
     clock = [start]
 
@@ -387,9 +392,11 @@ def build_hips(
                 thumbs[npix] = _thumb(tile)
         return npix, sampling.downsample2(tile)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    # One worker: everything in this thread (no pool, and profilers see it all).
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        pmap: Any = pool.map if pool is not None else map
         level: dict[int, np.ndarray] = {}
-        for npix, half_tile in pool.map(deepest, work):
+        for npix, half_tile in pmap(deepest, work):
             if half_tile is not None:
                 level[npix] = half_tile
         lap("deepest")
@@ -399,7 +406,7 @@ def build_hips(
             groups: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
             for child, quarter in level.items():
                 groups[child >> 2][child] = quarter
-            level = dict(pool.map(lambda item, o=o: parent(o, item[0], item[1]), groups.items()))
+            level = dict(pmap(lambda item, o=o: parent(o, item[0], item[1]), groups.items()))
 
         lap("parents")
         sky = allsky(thumbs)

@@ -217,18 +217,17 @@ def prepare_input(
     return target, headers
 
 
-def run_swarp(
+def swarp_args(
     chips: Path,
     out: Path,
     weight: Path,
     pixel_scale_arcsec: float,
     job: Path,
     swarp_bin: str = "SWarp",
-    timeout_s: float = 900,
     mem_max_mb: int = 512,
-) -> float:
-    """Runs SWarp; returns its wall time. Raises PROCESSING_FAILED with SWarp's message."""
-    args = [
+) -> list[str]:
+    """SWarp's command line: everything on it, nothing from a config file."""
+    return [
         swarp_bin,
         str(chips),
         "-IMAGEOUT_NAME", str(out),
@@ -253,6 +252,20 @@ def run_swarp(
         "-HEADER_SUFFIX", ".head",
         "-COPY_KEYWORDS", "OBJECT",
     ]  # fmt: skip
+
+
+def run_swarp(
+    chips: Path,
+    out: Path,
+    weight: Path,
+    pixel_scale_arcsec: float,
+    job: Path,
+    swarp_bin: str = "SWarp",
+    timeout_s: float = 900,
+    mem_max_mb: int = 512,
+) -> float:
+    """Runs SWarp; returns its wall time. Raises PROCESSING_FAILED with SWarp's message."""
+    args = swarp_args(chips, out, weight, pixel_scale_arcsec, job, swarp_bin, mem_max_mb)
     start = time.perf_counter()
     try:
         proc = subprocess.run(

@@ -95,18 +95,27 @@ class StoreSink:
             self._futures.append(future)
             self.bytes += len(payload)
 
+    def abort(self) -> None:
+        """Makes every further put fail (the job was cancelled)."""
+        if self.failed is None:
+            self.failed = asyncio.CancelledError("the job was cancelled")
+
     def _done(self, future: concurrent.futures.Future[None]) -> None:
         self._slots.release()
         if not future.cancelled() and future.exception() is not None and self.failed is None:
             self.failed = future.exception()
 
-    def wait(self) -> None:
-        """Blocks until every write has finished; raises the first failure."""
+    def drain(self) -> None:
+        """Blocks until every write has finished."""
         with self._lock:
             futures = list(self._futures)
         for future in futures:
             with contextlib.suppress(BaseException):
                 future.result()
+
+    def wait(self) -> None:
+        """Blocks until every write has finished; raises the first failure."""
+        self.drain()
         if self.failed is not None:
             raise ServiceError("STORE_UNAVAILABLE", f"could not store HiPS files: {self.failed}")
 
@@ -162,10 +171,18 @@ class Processor:
         stored = await self.store.put_file(original_key, upload, "application/fits")
         loop = asyncio.get_running_loop()
         sink = StoreSink(self.store, prefix + HIPS, loop)
+        build = loop.run_in_executor(self._pool, self._build, job, workdir, upload, sink)
         try:
-            built = await loop.run_in_executor(self._pool, self._build, job, workdir, upload, sink)
-        finally:
-            await asyncio.to_thread(sink.wait)
+            built = await asyncio.shield(build)
+        except BaseException:
+            # Failed, or the caller went away: stop the tile threads at their next
+            # write and let every write end before the clean-up removes them.
+            sink.abort()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([build])
+                await asyncio.to_thread(sink.drain)
+            raise
+        await asyncio.to_thread(sink.wait)
         result, preview_png, mosaic_path = built
         fits_key = original_key
         if mosaic_path is not None:

@@ -200,18 +200,20 @@ def sample(
     """
     ny, nx = image.shape
     flat = image.reshape(-1)
-    with np.errstate(invalid="ignore"):
-        inside = x > -0.5 - ox
-        inside &= x < nx - 0.5 - ox
-        inside &= y > -0.5 - oy
-        inside &= y < ny - 0.5 - oy
-    all_inside = bool(inside.all())
+    # Most tiles lie wholly inside the image: no masks, no clipping then.
+    x_lo, x_hi, y_lo, y_hi = float(x.min()), float(x.max()), float(y.min()), float(y.max())
+    all_inside = x_lo >= -ox and x_hi <= nx - 1 - ox and y_lo >= -oy and y_hi <= ny - 1 - oy
     if not all_inside:
+        with np.errstate(invalid="ignore"):
+            inside = x > -0.5 - ox
+            inside &= x < nx - 0.5 - ox
+            inside &= y > -0.5 - oy
+            inside &= y < ny - 0.5 - oy
         outside = ~inside
         x[outside] = -ox
         y[outside] = -oy
-    np.clip(x, -ox, nx - 1 - ox, out=x)
-    np.clip(y, -oy, ny - 1 - oy, out=y)
+        np.clip(x, -ox, nx - 1 - ox, out=x)
+        np.clip(y, -oy, ny - 1 - oy, out=y)
     if method == NEAREST or nx < 2 or ny < 2:
         x += 0.5
         y += 0.5

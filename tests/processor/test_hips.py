@@ -283,3 +283,48 @@ def test_nearest_resampling_copies_source_values(tmp_path: Path) -> None:
     assert finite.size > 1000
     assert set(np.unique(finite).tolist()) <= source_values
     assert "nearest" in (out / "properties").read_text()
+
+
+@pytest.mark.parametrize("where", ["pole", "ra0", "galactic"])
+def test_stars_land_right_at_the_pole_across_ra_0_and_in_galactic_frames(where: str, tmp_path: Path) -> None:
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from cdshealpix import nested
+
+    shape = (400, 400)
+    scale = 0.4
+    if where == "pole":
+        wcs = tan_wcs(33.0, 89.97, scale, shape, rotation_deg=10.0)
+    elif where == "ra0":
+        wcs = tan_wcs(0.01, -30.0, scale, shape)
+    else:
+        wcs = tan_wcs(120.0, 5.0, scale, shape)
+        wcs.wcs.ctype = ["GLON-TAN", "GLAT-TAN"]
+        wcs.wcs.radesys = ""
+        wcs.wcs.set()
+    xs = np.array([60.3, 200.5, 330.7, 90.2, 310.1])
+    ys = np.array([70.6, 210.4, 300.2, 320.9, 80.3])
+    lon, lat = wcs.all_pix2world(xs, ys, 0)
+    if where == "galactic":
+        icrs = SkyCoord(lon, lat, unit="deg", frame="galactic").icrs
+        ra, dec = icrs.ra.deg, icrs.dec.deg
+        stars = [(float(a), float(b), 4000.0) for a, b in zip(lon, lat, strict=True)]
+    else:
+        ra, dec = lon, lat
+        stars = [(float(a), float(b), 4000.0) for a, b in zip(ra, dec, strict=True)]
+    path = write_sky(tmp_path / "img.fits", wcs, shape, stars=stars, noise=0.5)
+    out = tmp_path / "hips"
+    result = _build(path, out)
+    cells, dx, dy = nested.lonlat_to_healpix(ra * u.deg, dec * u.deg, result.order + 9, return_offsets=True)
+    found = 0
+    for cell, fx, fy in zip(cells.astype(np.int64), dx, dy, strict=True):
+        tile, inner = int(cell) >> 18, int(cell) & ((1 << 18) - 1)
+        x = sum(((inner >> (2 * b)) & 1) << b for b in range(9)) + fx - 0.5
+        y = sum(((inner >> (2 * b + 1)) & 1) << b for b in range(9)) + fy - 0.5
+        if not (8 <= x <= 503 and 8 <= y <= 503):
+            continue
+        data = fits.getdata(out / hips.tile_path(result.order, tile, "fits")).astype(float)
+        c, r = centroid(data, y, 511 - x)
+        assert np.hypot(c - y, r - (511 - x)) * hips.tile_pixel_arcsec(result.order) / scale < 0.1
+        found += 1
+    assert found >= 2

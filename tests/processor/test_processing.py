@@ -3,6 +3,8 @@ MEF mosaics, failures that leave nothing behind; and the gRPC servicer."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import io
 from pathlib import Path
@@ -248,3 +250,21 @@ async def test_process_over_grpc_with_the_service_token(single: Path, tmp_path: 
     finally:
         await grpc_server.stop(0)
         processor.close()
+
+
+async def test_a_cancelled_job_leaves_nothing_behind(tmp_path: Path) -> None:
+    shape = (1500, 1500)
+    path = write_sky(tmp_path / "big.fits", tan_wcs(RA, DEC, 0.2, shape), shape)
+    store = LocalStore(tmp_path / "store")
+    key = await stage(store, path.read_bytes())
+    processor = Processor(settings(tmp_path), store)
+    from services.processor.processing import job_from_request
+
+    for delay in (0.05, 0.3, 0.8):
+        task = asyncio.create_task(processor.process(job_from_request(request(key, report_for(path)))))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ServiceError):
+            await task
+        assert [info.key async for info in store.list(PREFIX)] == [], delay
+    processor.close()
