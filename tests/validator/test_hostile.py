@@ -103,3 +103,24 @@ def test_check_command_on_the_worst(corpus: dict[str, Path], name: str) -> None:
     assert body["ok"] is False and body["errors"][0]["code"] == expected
     hwm_mb = int(proc.stderr.rsplit("HWM", 1)[1].split()[0])
     assert hwm_mb < 200, f"{name}: {hwm_mb} MB resident"
+
+
+def test_the_corpus_script_writes_files_and_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.validator.hostile_corpus", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert len(manifest) == len(CASES) >= 40
+    for name, entry in manifest.items():
+        assert (out / name).is_file()
+        assert entry["code"] == next(c.code for c in CASES if f"{c.name}.fits" == name)
+    usage = subprocess.run(
+        [sys.executable, "-m", "tests.validator.hostile_corpus"], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert usage.returncode == 2

@@ -7,7 +7,6 @@ import gzip
 import io
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
@@ -37,18 +36,21 @@ def _mef() -> bytes:
     return out.getvalue()
 
 
-def _fpack(tmp: Path) -> bytes:
-    src = tmp / "src.fits"
-    src.write_bytes(hostile_corpus.valid(32))
-    return instruments.fpacked(src, tmp / "src.fits.fz").read_bytes()
+def _fpack() -> bytes:
+    with fits.open(io.BytesIO(hostile_corpus.valid(32))) as hdul:
+        header = hdul[0].header.copy()
+        for key in ("SIMPLE", "EXTEND"):
+            header.remove(key, ignore_missing=True)
+        out = io.BytesIO()
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(hdul[0].data, header)]).writeto(out)
+    return out.getvalue()
 
 
-_TMP = Path(__import__("tempfile").mkdtemp(prefix="mutations-"))
 BASES = {
     "single": hostile_corpus.valid(32),
     "mef": _mef(),
     "gzip": gzip.compress(hostile_corpus.valid(32)),
-    "fpack": _fpack(_TMP),
+    "fpack": _fpack(),
 }
 
 
