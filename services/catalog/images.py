@@ -65,11 +65,14 @@ class Images:
         target = point_key(ob.require_target())
         boa = point_key(ob.boa_star) if ob.boa_star else None
         async with self.repo.connection() as conn:
-            ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob.ob_id, ob.run_id))
-            access.check_run_access(ctx, caller, ob)
-            found = await self.repo.compatible_images(conn, caller, target, boa)
-            selected = await self._selection(conn, ctx, caller)
-            tombstones = await self.repo.tombstones_of(conn, caller.user_id, self._since())
+            row, found, image, tombstones = await self.repo.listing(
+                conn, caller, ob.ob_id, ob.run_id, target, boa, self._since()
+            )
+        ctx = access.ObContext.of(row)
+        access.check_run_access(ctx, caller, ob)
+        selected = (
+            DEFAULT_SELECTION if ctx.pinned_run is None else SelectionView(ctx.sel_kind, ctx.sel_value, image)
+        )
         return Listing(
             own=[i for i in found if i.owned_by_caller],
             shared=[i for i in found if not i.owned_by_caller],

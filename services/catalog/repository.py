@@ -13,8 +13,9 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 import asyncpg
 
@@ -58,25 +59,62 @@ HOLDS = """EXISTS (SELECT 1 FROM footprints f WHERE f.content_id = {content}
 
 PointKey = tuple[list[int], tuple[float, float, float]]  # (cells of a point, its unit vector)
 
-# The compatible-images query: footprints holding the target (GIN lookup of
-# its cells, then the exact test), and the BOA star when there is one, of
-# images the caller may list. $3..$6 target, $8..$11 BOA star (NULL: none).
-COMPATIBLE = f"""WITH {MY_RUNS},
+
+def compatible_ctes(gate: str) -> str:
+    """CTEs `hit`, `fit`, `found`: footprints holding the target (GIN lookup of
+    its cells, then the exact test) and the BOA star when there is one, of
+    images the caller may list. $3..$6 target, $8..$11 BOA star (NULL: none),
+    $7 limit; `gate`: a condition that must hold for anything to be looked up."""
+    holds_boa = HOLDS.format(content="h.content_id", keys="$8", x="$9", y="$10", z="$11")
+    return f"""
     hit AS (
         SELECT DISTINCT f.content_id FROM footprints f
-        WHERE f.cells && $3::bigint[] AND footprint_holds(f.xyz, $4, $5, $6)
+        WHERE {gate} AND f.cells && $3::bigint[] AND footprint_holds(f.xyz, $4, $5, $6)
     ),
     fit AS (
-        SELECT h.content_id FROM hit h
-        WHERE $8::bigint[] IS NULL
-           OR {HOLDS.format(content="h.content_id", keys="$8", x="$9", y="$10", z="$11")}
-    )
-    SELECT {IMAGE_COLUMNS}
-    FROM fit JOIN images i ON i.content_id = fit.content_id
-             JOIN contents c ON c.content_id = i.content_id
-    WHERE {LISTABLE}
-    ORDER BY (i.owner_id = $1) DESC, i.last_used_at DESC, i.image_id
-    LIMIT $7"""
+        SELECT h.content_id FROM hit h WHERE $8::bigint[] IS NULL OR {holds_boa}
+    ),
+    found AS (
+        SELECT {IMAGE_COLUMNS}, (i.owner_id = $1) AS own
+        FROM fit JOIN images i ON i.content_id = fit.content_id
+                 JOIN contents c ON c.content_id = i.content_id
+        WHERE {LISTABLE}
+        ORDER BY own DESC, i.last_used_at DESC, i.image_id
+        LIMIT $7
+    )"""
+
+
+# What the selector shows for one OB, in one round trip: the caller's access to
+# the named run ($13) and the OB's pin and selection ($12), the compatible
+# images (looked up only when the caller may see the OB), the selected image,
+# and the caller's tombstones since $14.
+LISTING = f"""WITH {MY_RUNS},
+    ob AS (SELECT * FROM obs WHERE ob_id = $12),
+    ctx AS (
+        SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $13) AS run_known,
+               EXISTS (SELECT 1 FROM my_runs WHERE run_id = $13) AS has_access,
+               (SELECT run_id FROM ob) AS pinned_run,
+               (SELECT sel_kind FROM ob) AS sel_kind,
+               (SELECT sel_value FROM ob) AS sel_value,
+               (SELECT sel_image_id FROM ob) AS sel_image_id
+    ),
+    {compatible_ctes("(SELECT has_access AND coalesce(pinned_run = $13, true) FROM ctx)")}
+    SELECT ctx.*,
+        (SELECT json_agg(found ORDER BY found.own DESC, found.last_used_at DESC, found.image_id)
+           FROM found) AS images,
+        (SELECT row_to_json(s) FROM (
+            SELECT {IMAGE_COLUMNS} FROM images i JOIN contents c ON c.content_id = i.content_id
+            WHERE i.image_id = ctx.sel_image_id AND ctx.has_access) s) AS selected,
+        (SELECT json_agg(t) FROM (
+            SELECT fits_hash, owner_id, file_name, removed_at, reason FROM tombstones
+            WHERE owner_id = $1 AND removed_at >= $14 ORDER BY removed_at DESC LIMIT 50) t) AS tombstones
+    FROM ctx"""
+
+
+def listing_args(
+    caller: Caller, ob_id: int, run_id: str, target: PointKey, boa: PointKey | None, since: dt.datetime
+) -> list[object]:
+    return [*compatible_args(caller, target, boa, 500), ob_id, run_id, since]
 
 
 def compatible_args(caller: Caller, target: PointKey, boa: PointKey | None, limit: int) -> list[object]:
@@ -89,8 +127,15 @@ def _runs_param(caller: Caller) -> list[str] | None:
     return caller.run_list
 
 
-def image_view(row: asyncpg.Record, user_id: str) -> ImageView:
-    fps = json.loads(row["footprints"]) if row["footprints"] else []
+def _when(value: dt.datetime | str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def image_view(row: Mapping[str, Any], user_id: str) -> ImageView:
+    """An image from a row, or from the same row as JSON (row_to_json)."""
+    fps = row["footprints"] or []
+    if isinstance(fps, str):
+        fps = json.loads(fps)
     return ImageView(
         image_id=row["image_id"],
         fits_hash=row["fits_hash"],
@@ -110,8 +155,8 @@ def image_view(row: asyncpg.Record, user_id: str) -> ImageView:
         hips_order=row["hips_order"],
         cut_low=row["cut_low"],
         cut_high=row["cut_high"],
-        created_at=row["created_at"],
-        last_used_at=row["last_used_at"],
+        created_at=_when(row["created_at"]),
+        last_used_at=_when(row["last_used_at"]),
         run_ids=tuple(row["run_ids"]),
         fits_key=row["fits_key"],
         preview_key=row["preview_key"],
@@ -121,12 +166,12 @@ def image_view(row: asyncpg.Record, user_id: str) -> ImageView:
     )
 
 
-def tombstone_view(row: asyncpg.Record) -> TombstoneView:
+def tombstone_view(row: Mapping[str, Any]) -> TombstoneView:
     return TombstoneView(
         fits_hash=row["fits_hash"],
         owner_id=row["owner_id"],
         file_name=row["file_name"],
-        removed_at=row["removed_at"],
+        removed_at=_when(row["removed_at"]),
         reason=RemovalReason(row["reason"]),
     )
 
@@ -312,18 +357,22 @@ class Repository:
         )
         return None if row is None else image_view(row, owner_id)
 
-    async def compatible_images(
+    async def listing(
         self,
         conn: asyncpg.Connection,
         caller: Caller,
+        ob_id: int,
+        run_id: str,
         target: PointKey,
         boa: PointKey | None,
-        limit: int = 500,
-    ) -> list[ImageView]:
-        """Images the caller may list whose footprints hold the target (and the
-        BOA star): GIN lookup of the point's cells, exact test, list rule."""
-        rows = await conn.fetch(COMPATIBLE, *compatible_args(caller, target, boa, limit))
-        return [image_view(r, caller.user_id) for r in rows]
+        since: dt.datetime,
+    ) -> tuple[asyncpg.Record, list[ImageView], ImageView | None, list[TombstoneView]]:
+        """The OB context row, compatible images, selected image and tombstones (LISTING)."""
+        row = await conn.fetchrow(LISTING, *listing_args(caller, ob_id, run_id, target, boa, since))
+        images = [image_view(r, caller.user_id) for r in json.loads(row["images"] or "[]")]
+        selected = image_view(json.loads(row["selected"]), caller.user_id) if row["selected"] else None
+        tombstones = [tombstone_view(t) for t in json.loads(row["tombstones"] or "[]")]
+        return row, images, selected, tombstones
 
     async def content_holds(self, conn: asyncpg.Connection, content_id: int, point: PointKey) -> bool:
         keys, (x, y, z) = point
@@ -408,18 +457,6 @@ class Repository:
             since,
         )
         return None if row is None else tombstone_view(row)
-
-    async def tombstones_of(
-        self, conn: asyncpg.Connection, owner_id: str, since: dt.datetime, limit: int = 50
-    ) -> list[TombstoneView]:
-        rows = await conn.fetch(
-            """SELECT * FROM tombstones WHERE owner_id = $1 AND removed_at >= $2
-               ORDER BY removed_at DESC LIMIT $3""",
-            owner_id,
-            since,
-            limit,
-        )
-        return [tombstone_view(r) for r in rows]
 
     # Uploads -----------------------------------------------------------------
 
