@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
 from PIL import Image
 
 from services.processor import display, hips, sampling, source
 from services.processor.hips import DirectorySink, build_hips, choose_order
 from tests.fitsgen import tan_wcs
-from tests.processor.skyfiles import DEC, RA, centroid, sip_wcs, write_sky
+from tests.processor.skyfiles import DEC, RA, centroid, header_of, sip_wcs, write_sky
 
 TILE_RE = re.compile(r"^Norder(\d+)/Dir(\d+)/Npix(\d+)\.(fits|png)$")
 
@@ -133,6 +134,33 @@ def test_png_tiles_are_the_fits_tiles_flipped_and_cut(tan_hips: tuple[Path, Path
     assert (grey[np.isnan(data[::-1])] == 0).all()
 
 
+def distorted_wcs(kind: str, scale: float, shape: tuple[int, int]) -> WCS:
+    """TAN; TAN-SIP (forward terms only); the same SIP as TPV; ZPN with a cubic term."""
+    if kind == "tan":
+        return tan_wcs(RA, DEC, scale, shape, 15.0)
+    sip = sip_wcs(RA, DEC, scale, shape, strength=1.5)
+    if kind == "sip":
+        return sip
+    if kind == "tpv":
+        from services.processor.mosaic import sip_to_tpv
+
+        header = header_of(sip)
+        header["NAXIS"], header["NAXIS1"], header["NAXIS2"] = 2, shape[1], shape[0]
+        tpv = sip_to_tpv(header)
+        assert tpv["CTYPE1"] == "RA---TPV" and "PV1_7" in tpv
+        return WCS(tpv)
+    # ZPN: zenithal polynomial R = t + 20000 t^3 (t: radians from the centre),
+    # a few pixels off a gnomonic grid at the corners.
+    wcs = tan_wcs(RA, DEC, scale, shape, 15.0)
+    wcs.wcs.ctype = ["RA---ZPN", "DEC--ZPN"]
+    wcs.wcs.set_pv([(2, 0, 0.0), (2, 1, 1.0), (2, 3, 20000.0)])
+    wcs.wcs.set()
+    plain = tan_wcs(RA, DEC, scale, shape, 15.0)
+    corner = wcs.all_pix2world([[10.0, 10.0]], 0)
+    assert np.hypot(*(plain.all_world2pix(corner, 0)[0] - 10.0)) > 2
+    return wcs
+
+
 def _star_offsets(kind: str, tmp: Path) -> list[float]:
     """Stars placed at known sky positions inside deepest-order tiles; their
     centroids in the tiles against where the WCS puts them, in source pixels."""
@@ -141,11 +169,7 @@ def _star_offsets(kind: str, tmp: Path) -> list[float]:
 
     shape = (900, 900)
     scale = 0.2
-    wcs = (
-        sip_wcs(RA, DEC, scale, shape, strength=1.5)
-        if kind == "sip"
-        else tan_wcs(RA, DEC, scale, shape, 15.0)
-    )
+    wcs = distorted_wcs(kind, scale, shape)
     order = choose_order(scale)
     depth = order + hips.TILE_BITS
     # Positions spread over the image, including near the corners where SIP is strongest.
@@ -177,7 +201,7 @@ def _star_offsets(kind: str, tmp: Path) -> list[float]:
     return offsets
 
 
-@pytest.mark.parametrize("kind", ["tan", "sip"])
+@pytest.mark.parametrize("kind", ["tan", "sip", "tpv", "zpn"])
 def test_stars_land_where_the_wcs_puts_them(kind: str, tmp_path: Path) -> None:
     offsets = _star_offsets(kind, tmp_path)
     assert len(offsets) >= 10
