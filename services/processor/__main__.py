@@ -8,6 +8,7 @@ same steps on local files:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -84,7 +85,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--hdu", type=int, default=None, help="HDU index (default: the first image)")
     p.add_argument("--order", type=int, default=None, help="deepest order (default: from the pixel scale)")
     p.add_argument("--nearest", action="store_true", help="nearest-neighbour instead of bilinear")
-    p.add_argument("--workers", type=int, default=2, help="threads building tiles")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="threads building tiles (default: one per core)",
+    )
     p.add_argument("--title", default="")
     p.add_argument("--creator-did", default="ivo://eso.org/bgimages/local")
     p.set_defaults(func=_hips)

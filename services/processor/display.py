@@ -10,7 +10,6 @@ import zlib
 
 import deflate
 import numpy as np
-from PIL import Image
 
 # Robust percentiles of the pixel values that map to black and white.
 CUT_PERCENTILES = (0.5, 99.5)
@@ -102,6 +101,8 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 def png_file_bytes(grey: np.ndarray) -> bytes:
     """The same through Pillow (a check of the fast encoder in tests)."""
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(grey, "L").save(buf, "PNG", transparency=0)
     return buf.getvalue()
