@@ -225,17 +225,17 @@ def sample(
         yi += ox
         out = flat.take(yi).astype(np.float32, copy=False)
     else:
-        x0 = np.floor(x).astype(np.intp)
-        y0 = np.floor(y).astype(np.intp)
-        np.minimum(x0, nx - 2 - ox, out=x0)
-        np.minimum(y0, ny - 2 - oy, out=y0)
-        x -= x0  # the fractions
-        y -= y0
-        idx = y0
-        idx += oy
+        # Corners and fractions in float32, one integer index array.
+        xf = np.floor(x)
+        yf = np.floor(y)
+        np.minimum(xf, nx - 2 - ox, out=xf)
+        np.minimum(yf, ny - 2 - oy, out=yf)
+        x -= xf  # the fractions
+        y -= yf
+        idx = yf.astype(np.intp)
         idx *= nx
-        idx += x0
-        idx += ox
+        idx += xf.astype(np.intp)
+        idx += oy * nx + ox
         v00 = flat.take(idx).astype(np.float32, copy=False)
         idx += 1
         v01 = flat.take(idx).astype(np.float32, copy=False)
