@@ -305,11 +305,11 @@ async def test_malformed_requests(gateway: Gateway, http: aiohttp.ClientSession,
         assert_problem(resp.status, await resp.json(), 400, "INVALID_ARGUMENT")
     async with http.post(url, data=b"{}", headers={**auth, "Content-Type": "application/json"}) as resp:
         assert_problem(resp.status, await resp.json(), 400, "INVALID_ARGUMENT")
-    for content_type, body in [
+    for content_type, raw in [
         ("multipart/form-data; boundary=xyz", b"no boundary in here"),
         ("multipart/form-data", b"--x\r\n\r\n"),
     ]:
-        async with http.post(url, data=body, headers={**auth, "Content-Type": content_type}) as resp:
+        async with http.post(url, data=raw, headers={**auth, "Content-Type": content_type}) as resp:
             problem = await resp.json()
             assert_problem(resp.status, problem, 400, "INVALID_ARGUMENT")
             assert "multipart" in problem["detail"]
