@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 from services.catalog.model import RemovalReason, TombstoneView, UsageView
 from services.catalog.removal import Removed, purge, remove_contents
@@ -78,6 +79,7 @@ class Culler:
         stalls = 0
         while used > low:
             removed = Removed()
+            started = time.perf_counter()
             async with self.repo.transaction() as conn:
                 candidates = await self.repo.cull_candidates(conn, self.batch)
                 if not candidates:
@@ -101,14 +103,18 @@ class Culler:
                     goal -= content["stored_bytes"]
                 await remove_contents(self.repo, conn, chosen, RemovalReason.CULLED, removed)
             # Committed: now the objects.
+            committed = time.perf_counter()
             await purge(self.store, removed.prefixes)
+            purged = time.perf_counter()
             culled += removed.tombstones
             freed += removed.freed_bytes
             used = (await self.usage()).used_bytes
             log.info(
-                "culled %d images, %d bytes; usage %d bytes",
+                "culled %d images, %d bytes (rows %.3f s, objects %.3f s); usage %d bytes",
                 len(removed.tombstones),
                 removed.freed_bytes,
+                committed - started,
+                purged - committed,
                 used,
             )
         return CullResult(culled, freed, await self.usage())
