@@ -436,7 +436,7 @@ async def _measure(db_url: str) -> list[Row]:
                 cull_s,
                 None,
                 "s",
-                note=f"rows {rows_s:.2f} s + objects {objects_s:.2f} s; {left} of {2 * len(oldest)} objects left",
+                note=f"rows {rows_s:.2f} s, objects {objects_s:.2f} s; {left}/{2 * len(oldest)} left",
             )
         )
         await channel.close(None)
