@@ -210,28 +210,54 @@ class LocalStore:
 
 
 class _QueueReader(io.RawIOBase):
-    """A blocking file object fed by an asyncio producer (for minio uploads)."""
+    """A blocking file object fed by an asyncio producer (for minio uploads).
+
+    Chunks are handed out without joining them into one growing buffer: a
+    read returns at most what is pending, as the file protocol allows.
+    """
 
     def __init__(self, q: queue.Queue[bytes | None]) -> None:
         self._q = q
-        self._buf = b""
+        self._pending = memoryview(b"")
         self._eof = False
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        while not self._eof and (size < 0 or len(self._buf) < size):
+    def _next(self) -> bool:
+        while not self._pending and not self._eof:
             chunk = self._q.get()
             if chunk is None:
                 self._eof = True
             else:
-                self._buf += chunk
-        if size < 0:
-            data, self._buf = self._buf, b""
-        else:
-            data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+                self._pending = memoryview(chunk)
+        return bool(self._pending)
+
+    def readinto(self, b: Any) -> int:
+        if not self._next():
+            return 0
+        n = min(len(b), len(self._pending))
+        b[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = bytearray()
+            while self._next():
+                parts += self._pending
+                self._pending = memoryview(b"")
+            return bytes(parts)
+        out = bytearray(size)
+        filled = 0
+        # minio asks for whole parts: fill up to size, crossing chunk edges.
+        while filled < size and self._next():
+            n = min(size - filled, len(self._pending))
+            out[filled : filled + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            filled += n
+        del out[filled:]
+        return bytes(out)
 
 
 class RangeReader(io.RawIOBase):
