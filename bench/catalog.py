@@ -4,8 +4,8 @@ images and 100,000 runs, through gRPC and inside the database; culling 10,000 im
 The data are generated once into a database `bench_catalog` (runs, members,
 contents, images and associations by SQL generate_series; the footprints'
 HEALPix cells by the catalog's own `footprint.cells`, in two processes) and
-kept for the next run (var/bench/catalog-pg unless DATABASE_URL names a
-server); what a previous run culled is generated again. The catalog runs as
+kept for the next run (in var/bench/catalog-pg, or BENCH_CATALOG_PG_DIR, unless
+DATABASE_URL names a server); what a previous run culled is generated again. The catalog runs as
 its own process (`python -m services.catalog`), the client here.
 
 Reference, same run: a bare GIN lookup of one order-10 HEALPix cell among
@@ -63,7 +63,7 @@ def _server_url() -> str:
         return url
     from services.shared import embedded_pg
 
-    return embedded_pg.start(ROOT / "var" / "bench" / "catalog-pg")
+    return embedded_pg.start(os.environ.get("BENCH_CATALOG_PG_DIR") or ROOT / "var" / "bench" / "catalog-pg")
 
 
 def _field(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
