@@ -180,7 +180,9 @@ class Suite:
             )
 
 
-def write_sample(path: Path, ra: float = 150.0, dec: float = 2.0, size: int = 1024) -> Path:
+def write_sample(
+    path: Path, ra: float = 150.0, dec: float = 2.0, size: int = 1024, scale_arcsec: float = 0.5
+) -> Path:
     """A TAN image with a FILTER keyword, centred on (ra, dec), for the curl line."""
     import numpy as np
     from astropy.io import fits
@@ -190,7 +192,7 @@ def write_sample(path: Path, ra: float = 150.0, dec: float = 2.0, size: int = 10
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crval = [ra, dec]
     w.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
-    w.wcs.cd = np.array([[-0.5 / 3600, 0.0], [0.0, 0.5 / 3600]])
+    w.wcs.cd = np.array([[-scale_arcsec / 3600, 0.0], [0.0, scale_arcsec / 3600]])
     rng = np.random.default_rng(0)
     data = rng.normal(100.0, 5.0, (size, size)).astype(np.float32)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -202,6 +204,32 @@ def write_sample(path: Path, ra: float = 150.0, dec: float = 2.0, size: int = 10
     header["OBJECT"] = "Demo field"
     fits.PrimaryHDU(data, header).writeto(path, overwrite=True)
     return path
+
+
+def build_demo_survey(workdir: Path) -> Path:
+    """A local stand-in for the default survey (there may be no internet): a
+    1.7-degree field around the demo target, made into a HiPS by our own
+    processor's command."""
+    out = workdir / "default-survey"
+    if not (out / "properties").exists():
+        wide = write_sample(workdir / "survey-field.fits", size=1024, scale_arcsec=6.0)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.processor",
+                "hips",
+                str(wide),
+                str(out),
+                "--order",
+                "6",
+                "--title",
+                "Demo survey (local)",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     suite = Suite(workdir, env)
     suite.ports["gateway"] = args.gateway_port
     suite.env["GATEWAY_PORT"] = str(args.gateway_port)
-    for key in ("S3_ENDPOINT", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET", "DATABASE_URL"):
+    if not os.environ.get("DEFAULT_SURVEY_URL"):
+        suite.env["DEFAULT_SURVEY_DIR"] = str(build_demo_survey(workdir))
+        suite.env["DEFAULT_SURVEY_NAME"] = "Demo survey (local)"
+    for key in (
+        "S3_ENDPOINT",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+        "S3_BUCKET",
+        "DATABASE_URL",
+        "DEFAULT_SURVEY_URL",
+    ):
         if os.environ.get(key):
             suite.env[key] = os.environ[key]
     print(f"Starting the suite (logs in {workdir}/*.log) ...", flush=True)
