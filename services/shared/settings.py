@@ -92,6 +92,7 @@ class ValidatorSettings(Common):
         "MAX_TOTAL_HEADER_CARDS", 1_000_000, "most header cards a FITS file may have in all"
     )
     health_interval_s: float = env("VALIDATOR_HEALTH_INTERVAL_S", 10.0, "seconds between object-store probes")
+    max_concurrent: int = env("VALIDATOR_MAX_CONCURRENT", 4, "validations run at once (more wait their turn)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -42,9 +43,11 @@ def target_of(request: validator_pb2.ValidateRequest) -> Target:
 
 
 class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
-    def __init__(self, store: Any, limits: Limits) -> None:
+    def __init__(self, store: Any, limits: Limits, max_concurrent: int = 4) -> None:
         self.store = store
         self.limits = limits
+        # Each validation is a thread (and, for a compressed file, a gzip process): bound them.
+        self._slots = asyncio.Semaphore(max(1, max_concurrent))
 
     @servicer_errors
     async def Validate(  # noqa: N802 - the contract's name
@@ -52,18 +55,27 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
     ) -> validator_pb2.ValidateResponse:
         key = check_key(request.object_key)
         where = target_of(request)
-        report = await asyncio.to_thread(
-            validate_object, self.store, key, where, request.bandpass, self.limits
-        )
+        async with self._slots:
+            started = time.perf_counter()
+            report = await asyncio.to_thread(
+                validate_object, self.store, key, where, request.bandpass, self.limits
+            )
         log.info(
             "validated",
-            extra={"object_key": key, "ok": report.ok, "codes": [e.code for e in report.errors]},
+            extra={
+                "object_key": key,
+                "ok": report.ok,
+                "codes": [e.code for e in report.errors],
+                "compression": report.compression,
+                "hdus": len(report.hdus),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
         )
         return validator_pb2.ValidateResponse(report=report.to_proto())
 
 
-def add_to(server: GrpcServer, store: Any, limits: Limits) -> ValidatorServicer:
-    servicer = ValidatorServicer(store, limits)
+def add_to(server: GrpcServer, store: Any, limits: Limits, max_concurrent: int = 4) -> ValidatorServicer:
+    servicer = ValidatorServicer(store, limits, max_concurrent)
     server.add(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer, SERVICE_NAME)
     return servicer
 

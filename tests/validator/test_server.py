@@ -207,3 +207,32 @@ async def test_ranged_reads_fetch_little(s3_endpoint: str, tmp_path: Path) -> No
     with pytest.raises(ServiceError) as err:
         open_ranged(s3, "staging/none")
     assert err.value.code == "NOT_FOUND"
+
+
+async def test_concurrent_calls_share_the_slots(tmp_path: Path) -> None:
+    """More calls than slots: each waits its turn and every answer is right."""
+    import asyncio
+
+    store = LocalStore(tmp_path / "store")
+    srv = GrpcServer("127.0.0.1", 0, TOKEN)
+    servicer = add_to(srv, store, Limits(), max_concurrent=2)
+    await srv.start()
+    try:
+        path = instruments.hawki_pawprint(tmp_path / "h.fits")
+        gz = instruments.gzipped(path)
+        await store.put_file("staging/plain", path)
+        await store.put_file("staging/gz", gz)
+        centres = instruments.hawki_chip_centres()
+        async with channel(f"127.0.0.1:{srv.port}", TOKEN) as ch:
+            stub = validator_pb2_grpc.ValidatorServiceStub(ch)
+            calls = [
+                call(stub.Validate, request(f"staging/{'gz' if i % 2 else 'plain'}", *centres[1 + i % 4]))
+                for i in range(12)
+            ]
+            answers = await asyncio.gather(*calls)
+        for i, answer in enumerate(answers):
+            assert answer.report.ok
+            assert [h.index for h in answer.report.hdus if h.contains_target] == [1 + i % 4]
+        assert servicer._slots._value == 2  # every slot given back
+    finally:
+        await srv.stop(0)
