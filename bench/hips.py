@@ -7,7 +7,8 @@ goal speaks of; peak memory from /usr/bin/time). Ours writes FITS and PNG
 tiles; Hipsgen is asked for FITS and PNG tiles too; reproject writes FITS
 tiles only (it has no PNG output), with threads=True, its fastest setting.
 
-Environment: BENCH_HIPS_SIZES=4096,8192 (default), BENCH_HIPS_SKIP=reproject,hipsgen.
+Environment: BENCH_HIPS_SIZES=4096,8192 (default), BENCH_HIPS_SKIP=reproject,hipsgen,
+BENCH_DIR (default: <tmp>/bgimages-bench) for the images and outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,9 @@ import numpy as np
 from bench.table import Row
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "var" / "bench" / "hips"
+# Outside the checkout: `make clean` and other tests may empty var/ mid-run.
+BENCH_DIR = Path(os.environ.get("BENCH_DIR", Path(tempfile.gettempdir()) / "bgimages-bench"))
+WORK = BENCH_DIR / "hips"
 HIPSGEN_JAR = "/usr/share/java/aladin.jar"
 SCALE = 0.2  # arcsec per pixel: order 11
 GOAL = 0.1  # ours / theirs
@@ -87,20 +91,25 @@ def timed(
     args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MB) and output of a command run under /usr/bin/time."""
-    stats = WORK / "time.txt"
-    start = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", "-o", str(stats), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd or ROOT,
-        check=False,
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    peak_kb = float(stats.read_text().split()[-1])
+    fd, name = tempfile.mkstemp(prefix="time-", suffix=".txt")
+    os.close(fd)
+    stats = Path(name)
+    try:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(stats), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or ROOT,
+            check=False,
+        )
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        peak_kb = float(stats.read_text().split()[-1])
+    finally:
+        stats.unlink(missing_ok=True)
     return wall, peak_kb / 1024, proc.stdout + proc.stderr
 
 

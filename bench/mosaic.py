@@ -12,10 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.hips import ROOT, timed
+from bench.hips import BENCH_DIR, timed
 from bench.table import Row
 
-WORK = ROOT / "var" / "bench" / "mosaic"
+WORK = BENCH_DIR / "mosaic"
 CHIP = 2048
 SCALE = 0.106
 GOAL = 1.1
