@@ -123,6 +123,9 @@ class _Inspector:
         self.primary: HduHeader | None = None
         # (hdu index, "target"|"boa") -> data byte ranges read to tell data from blank pixels.
         self.boxes: dict[tuple[int, str], list[tuple[int, int]]] = {}
+        # (hdu index, "target"|"boa") -> pixel box (x0, x1, y0, y1; 1-based, inclusive) of a tile-compressed
+        # image, read after the walk by decompressing only the tiles it covers.
+        self.tile_boxes: dict[tuple[int, str], tuple[int, int, int, int]] = {}
 
     def __call__(self, hdu: HduHeader) -> list[tuple[int, int]]:
         if hdu.index == 0:
@@ -165,7 +168,9 @@ class _Inspector:
                 result.contains_target = inside
             else:
                 result.contains_boa = inside
-            if inside and pix is not None and not image.tile_compressed:
+            if inside and pix is not None and image.tile_compressed:
+                self.tile_boxes[(hdu.index, which)] = _box(image, pix, fp.pixel_scale_arcsec)
+            elif inside and pix is not None:
                 box = _box_ranges(image, pix, fp.pixel_scale_arcsec)
                 self.boxes[(hdu.index, which)] = box
                 ranges.extend(box)
@@ -244,15 +249,20 @@ def _tile_geometry(hdu: HduHeader) -> tuple[int, list[int]]:
     return zbitpix, axes
 
 
-def _box_ranges(image: _Image, pix: tuple[float, float], scale_arcsec: float) -> list[tuple[int, int]]:
-    """Byte ranges (within the data) of a small box of pixels around pixel position pix."""
+def _box(image: _Image, pix: tuple[float, float], scale_arcsec: float) -> tuple[int, int, int, int]:
+    """A small box of pixels (x0, x1, y0, y1; 1-based, inclusive) around pixel position pix."""
     half = int(min(BLANK_BOX_MAX_PIX, max(BLANK_BOX_MIN_PIX, math.ceil(BLANK_BOX_ARCSEC / scale_arcsec))))
     a, b = image.sky_axes
     nx, ny = image.axes[a], image.axes[b]
     cx = min(nx, max(1, round(pix[0])))
     cy = min(ny, max(1, round(pix[1])))
-    x0, x1 = max(1, cx - half), min(nx, cx + half)
-    y0, y1 = max(1, cy - half), min(ny, cy + half)
+    return max(1, cx - half), min(nx, cx + half), max(1, cy - half), min(ny, cy + half)
+
+
+def _box_ranges(image: _Image, pix: tuple[float, float], scale_arcsec: float) -> list[tuple[int, int]]:
+    """Byte ranges (within the data) of a small box of pixels around pixel position pix."""
+    x0, x1, y0, y1 = _box(image, pix, scale_arcsec)
+    nx = image.axes[image.sky_axes[0]]
     bpp = abs(image.bitpix) // 8
     # Every axis other than a and b has length 1, so axis a is contiguous and axis b strides by nx.
     return [(((y - 1) * nx + (x0 - 1)) * bpp, (x1 - x0 + 1) * bpp) for y in range(y0, y1 + 1)]
@@ -272,6 +282,37 @@ def _all_blank(hdu: HduHeader, ranges: list[tuple[int, int]]) -> bool:
     if not isinstance(blank, int) or isinstance(blank, bool):
         return False
     return bool(np.all(data == blank))
+
+
+def _tile_blanks(
+    f: IO[bytes], boxes: dict[tuple[int, str], tuple[int, int, int, int]]
+) -> set[tuple[int, str]]:
+    """Which boxes of tile-compressed images hold only blank pixels: astropy decompresses just the
+    tiles a box covers. Undecidable boxes (3-D tiles, a failing tile) count as data."""
+    from astropy.io import fits
+
+    out: set[tuple[int, str]] = set()
+    try:
+        f.seek(0)
+        with fits.open(f, memmap=False, lazy_load_hdus=True, ignore_missing_simple=True) as hdul:
+            for (index, which), (x0, x1, y0, y1) in boxes.items():
+                try:
+                    hdu = hdul[index]
+                    if not isinstance(hdu, fits.CompImageHDU) or len(hdu.shape) != 2:
+                        continue
+                    data = np.asarray(hdu.section[y0 - 1 : y1, x0 - 1 : x1])
+                except Exception:
+                    continue
+                if data.dtype.kind == "f":
+                    blank = not bool(np.isfinite(data).any())
+                else:
+                    value = hdu.header.get("BLANK")
+                    blank = isinstance(value, int) and bool(np.all(data == value))
+                if blank:
+                    out.add((index, which))
+    except Exception:
+        return out
+    return out
 
 
 def _name(index: int, extname: str) -> str:
@@ -343,13 +384,15 @@ def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits) -> Rep
 
     # Pixels around each position: a position on blank pixels is not on the image.
     blank: dict[str, set[int]] = {"target": set(), "boa": set()}
-    for (index, which), ranges in insp.boxes.items():
-        if _all_blank(hdus[index], ranges):
-            blank[which].add(index)
-            if which == "target":
-                by_index[index].contains_target = False
-            else:
-                by_index[index].contains_boa = False
+    blank_boxes = {key for key, ranges in insp.boxes.items() if _all_blank(hdus[key[0]], ranges)}
+    if insp.tile_boxes and scan.compression == "none":
+        blank_boxes |= _tile_blanks(f, insp.tile_boxes)
+    for index, which in sorted(blank_boxes):
+        blank[which].add(index)
+        if which == "target":
+            by_index[index].contains_target = False
+        else:
+            by_index[index].contains_boa = False
     if insp.footprints:
         for which, pos in (("target", where.target), ("boa", where.boa)):
             if pos is not None:

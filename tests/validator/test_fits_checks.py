@@ -418,6 +418,17 @@ def test_target_on_blank_pixels(tmp_path: Path) -> None:
         assert report.hdus[0].contains_boa is False and report.hdus[0].contains_target is True
 
 
+def test_target_on_blank_pixels_of_a_tile_compressed_image(tmp_path: Path) -> None:
+    """fpack: only the tiles around the position are decompressed, and blank is blank there too."""
+    path = instruments.fpacked(_half_blank(tmp_path / "b.fits"), tmp_path / "b.fits.fz", "GZIP_2")
+    east = instruments.offset_position(150.0, 2.0, 20.0, 0.0)
+    west = instruments.offset_position(150.0, 2.0, -20.0, 0.0)
+    assert validate_path(path, Target(east)).ok
+    report = validate_path(path, Target(east, boa=west))
+    assert codes(report) == ["BOA_OUTSIDE_FIELD"] and "blank pixels" in report.errors[0].message
+    assert report.hdus[1].tile_compressed and report.hdus[1].contains_target is True
+
+
 def test_blank_value_of_integer_images(tmp_path: Path) -> None:
     data = np.full((64, 64), -32768, np.int16)
     data[:, :20] = 100
