@@ -114,8 +114,9 @@ class _Image:
 class _Inspector:
     """Looks at each HDU as the walk reads its header; asks for pixels around the OB positions."""
 
-    def __init__(self, where: Target) -> None:
+    def __init__(self, where: Target, max_decompressed_bytes: int) -> None:
         self.where = where
+        self.max_decompressed_bytes = max_decompressed_bytes
         self.results: list[HduResult] = []
         self.problems: list[Problem] = []
         self.footprints: dict[int, SkyFootprint] = {}
@@ -169,7 +170,8 @@ class _Inspector:
             else:
                 result.contains_boa = inside
             if inside and pix is not None and image.tile_compressed:
-                self.tile_boxes[(hdu.index, which)] = _box(image, pix, fp.pixel_scale_arcsec)
+                if _tile_pixels(hdu, image) <= MAX_TILE_PIXELS:
+                    self.tile_boxes[(hdu.index, which)] = _box(image, pix, fp.pixel_scale_arcsec)
             elif inside and pix is not None:
                 box = _box_ranges(image, pix, fp.pixel_scale_arcsec)
                 self.boxes[(hdu.index, which)] = box
@@ -186,7 +188,7 @@ class _Inspector:
             tile = True
             result.tile_compressed = True
             try:
-                zbitpix, axes = _tile_geometry(hdu)
+                zbitpix, axes = _tile_geometry(hdu, self.max_decompressed_bytes)
             except FitsProblem as problem:
                 result.kind = "tile-compressed image"
                 result.skip_reason = problem.message
@@ -225,7 +227,7 @@ class _Inspector:
         return _Image(axes=axes, sky_axes=(real[0], real[1]), tile_compressed=tile, bitpix=bitpix)
 
 
-def _tile_geometry(hdu: HduHeader) -> tuple[int, list[int]]:
+def _tile_geometry(hdu: HduHeader, max_bytes: int) -> tuple[int, list[int]]:
     header = hdu.header
     zcmp = str(header.get("ZCMPTYPE", "") or "").strip().upper()
     if zcmp not in TILE_COMPRESSIONS:
@@ -246,7 +248,43 @@ def _tile_geometry(hdu: HduHeader) -> tuple[int, list[int]]:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZNAXIS{n} = {v!r} is not valid", hdu.index)
         axes.append(v)
+    size = math.prod(axes) * abs(zbitpix) // 8 if axes else 0
+    if size > max_bytes:
+        raise FitsProblem(
+            "TOO_LARGE",
+            f"HDU {hdu.index}: the tile-compressed image would decompress to {size / 1e9:.1f} GB, "
+            f"more than the limit of {max_bytes / 1e9:.1f} GB",
+            hdu.index,
+        )
+    # One table row per tile: a table that disagrees with its tiling cannot be decompressed.
+    tiles = 1
+    for n, length in enumerate(axes, start=1):
+        tile = header.get(f"ZTILE{n}", length if n == 1 else 1)
+        if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+            raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZTILE{n} = {tile!r} is not valid", hdu.index)
+        tiles *= -(-length // tile)
+    rows = hdu.axes[1] if len(hdu.axes) > 1 else 0
+    if axes and rows != tiles:
+        raise FitsProblem(
+            "BAD_HEADER",
+            f"HDU {hdu.index}: the tile table has {rows} rows but the tiling needs {tiles}",
+            hdu.index,
+        )
     return zbitpix, axes
+
+
+MAX_TILE_PIXELS = 4 << 20  # decompress no tile larger than this (a header may declare any size)
+
+
+def _tile_pixels(hdu: HduHeader, image: _Image) -> int:
+    """Pixels in one tile of a tile-compressed image (ZTILEn; by default one row)."""
+    n = 1
+    for i, length in enumerate(image.axes, start=1):
+        tile = hdu.header.get(f"ZTILE{i}", length if i == 1 else 1)
+        if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+            return MAX_TILE_PIXELS + 1
+        n *= tile
+    return n
 
 
 def _box(image: _Image, pix: tuple[float, float], scale_arcsec: float) -> tuple[int, int, int, int]:
@@ -365,7 +403,7 @@ def validate_file(f: IO[bytes], where: Target, bandpass: str = "", limits: Limit
 
 
 def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits) -> Report:
-    insp = _Inspector(where)
+    insp = _Inspector(where, limits.max_decompressed_bytes)
     report = Report()
     try:
         scan = walk(f, limits, insp)

@@ -197,13 +197,13 @@ def _table_only() -> bytes:
     return empty_primary() + header(cols) + pad(bytes(80))
 
 
-def _tile(zcmptype: str = "RICE_1", znaxis: object = 2) -> bytes:
+def _tile(zcmptype: str = "RICE_1", znaxis: object = 2, size: int = 64, rows: int = 64) -> bytes:
     cards = [
         card("XTENSION", "BINTABLE"),
         card("BITPIX", 8),
         card("NAXIS", 2),
         card("NAXIS1", 8),
-        card("NAXIS2", 64),
+        card("NAXIS2", rows),
         card("PCOUNT", 0),
         card("GCOUNT", 1),
         card("TFIELDS", 1),
@@ -212,13 +212,13 @@ def _tile(zcmptype: str = "RICE_1", znaxis: object = 2) -> bytes:
         card("ZIMAGE", True),
         card("ZBITPIX", -32),
         card("ZNAXIS", znaxis),
-        card("ZNAXIS1", 64),
-        card("ZNAXIS2", 64),
+        card("ZNAXIS1", size),
+        card("ZNAXIS2", size),
         card("ZCMPTYPE", zcmptype),
         card("FILTER", "R"),
-        *wcs_cards(64),
+        *wcs_cards(size),
     ]
-    return empty_primary() + header(cards) + pad(bytes(8 * 64))
+    return empty_primary() + header(cards) + pad(bytes(8 * rows))
 
 
 def _cube_only() -> bytes:
@@ -348,6 +348,13 @@ def cases() -> list[Case]:
             "XTENSION without a value",
         ),
         Case("tile_bad_znaxis", "BAD_HEADER", _lazy(lambda: _tile(znaxis="two")), "ZNAXIS 'two'"),
+        Case("tile_rows_lie", "BAD_HEADER", _lazy(lambda: _tile(rows=3)), "3 tile rows for 64 tiles"),
+        Case(
+            "tile_declared_huge",
+            "TOO_LARGE",
+            _lazy(lambda: _tile(size=200_000, rows=200_000)),
+            "a 160 GB image in a 1.6 MB tile-compressed file",
+        ),
         # Limits.
         Case("many_tiny_hdus", "TOO_MANY_HDUS", _lazy(many_tiny_hdus), "5000 empty extensions"),
         Case("million_cards", "TOO_MANY_HDUS", _lazy(million_cards), "a header of a million cards (80 MB)"),
