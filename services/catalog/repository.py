@@ -704,6 +704,10 @@ class Repository:
 
     # Sweep -------------------------------------------------------------------
 
+    async def drop_old_tombstones(self, conn: asyncpg.Connection, before: dt.datetime) -> int:
+        status = await conn.execute("DELETE FROM tombstones WHERE removed_at < $1", before)
+        return int(status.split()[-1])
+
     async def drop_expired_leases(self, conn: asyncpg.Connection) -> int:
         status = await conn.execute("DELETE FROM upload_leases WHERE expires_at <= now()")
         return int(status.split()[-1])

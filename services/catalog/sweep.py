@@ -1,12 +1,14 @@
 """The orphan sweep: objects that no row references and no live upload lease
 covers are removed (uploads that died half way, removals interrupted after
-their commit, expired leases). Keys carry the content's generation, so a
-new upload of the same bytes never shares a prefix with a removed one.
+their commit, expired leases); tombstones older than TOMBSTONE_DAYS go too.
+Keys carry the content's generation, so a new upload of the same bytes never
+shares a prefix with a removed one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import re
 import time
@@ -29,18 +31,23 @@ class SweepResult:
 
 
 class Sweeper:
-    def __init__(self, repo: Repository, store: ObjectStore, lease_ttl_s: int) -> None:
+    def __init__(
+        self, repo: Repository, store: ObjectStore, lease_ttl_s: int, tombstone_days: int = 90
+    ) -> None:
         self.repo = repo
         self.store = store
         self.lease_ttl_s = lease_ttl_s
+        self.tombstone_days = tombstone_days
 
     async def sweep(self, min_age_s: int) -> SweepResult:
         now = time.time()
         objects = size = 0
         async with self.repo.transaction() as conn:
             expired = await self.repo.drop_expired_leases(conn)
-        if expired:
-            log.info("dropped %d expired upload leases", expired)
+            old = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.tombstone_days)
+            forgotten = await self.repo.drop_old_tombstones(conn, old)
+        if expired or forgotten:
+            log.info("dropped %d expired upload leases, %d old tombstones", expired, forgotten)
         n, b = await self._unused_contents()
         objects, size = objects + n, size + b
 

@@ -147,3 +147,31 @@ async def test_background_round_culls(db_url: str, tmp_path: Path) -> None:
         await channel.close(None)
         await server.stop(0)
         await pool.close()
+
+
+async def test_a_content_under_a_reuse_upload_is_not_culled(small: Harness) -> None:
+    await small.set_run(RUN, OWNER)
+    await small.set_run(RUN_B, OTHER)
+    oldest = await small.upload(OWNER, next_ob(), RUN, "oldest", [square(1.0, 1.0, 0.1)])
+    for n in range(4):
+        await small.upload(OWNER, next_ob(), RUN, f"later-{n}", [square(2.0 + n, 1.0, 0.1)])
+    the_ob = ob(next_ob(), RUN_B, 1.0, 1.0)
+    begun = await small.call(
+        "BeginUpload",
+        catalog_pb2.BeginUploadRequest(caller=caller(OTHER), ob=the_ob, fits_hash=oldest.fits_hash),
+    )
+    assert begun.action == catalog_pb2.BeginUploadResponse.REUSE_CONTENT
+    resp = await small.call("Cull", catalog_pb2.CullRequest())  # 5 S used: two must go
+    assert oldest.fits_hash not in {t.fits_hash for t in resp.culled}
+    assert [t.fits_hash for t in resp.culled] == [fits_hash("later-0"), fits_hash("later-1")]
+    image = await small.call(
+        "CompleteUpload",
+        catalog_pb2.CompleteUploadRequest(
+            caller=caller(OTHER),
+            ob=the_ob,
+            lease_id=begun.lease_id,
+            fits_hash=oldest.fits_hash,
+            footprints=[square(1.0, 1.0, 0.1)],
+        ),
+    )
+    assert image.fits_key == oldest.fits_key and await small.store.stat(image.fits_key) is not None
