@@ -106,7 +106,9 @@ class CatalogServer:
     def __init__(self, settings: CatalogSettings, pool: asyncpg.Pool, store: ObjectStore) -> None:
         self.settings = settings
         self.catalog = build(settings, pool, store)
-        self.grpc = GrpcServer(settings.bind_host, settings.port, settings.service_token)
+        self.grpc = GrpcServer(
+            settings.bind_host, settings.port, settings.service_token, settings.shutdown_grace_s
+        )
         self.grpc.add(
             catalog_pb2_grpc.add_CatalogServiceServicer_to_server, self.catalog.servicer, SERVICE_NAME
         )
@@ -141,15 +143,24 @@ class CatalogServer:
         await self.grpc.stop(grace)
 
 
-async def serve(settings: CatalogSettings) -> None:
-    url = await asyncio.to_thread(database_url, settings)
+async def apply_migrations(url: str) -> list[str]:
+    """Brings the schema up to date (the `migrate` command, and every start-up)."""
     conn = await asyncpg.connect(url)
     try:
         applied = await migrate(conn)
     finally:
         await conn.close()
-    if applied:
-        log.info("applied migrations %s", applied)
+    log.info("migrations applied: %s", applied or "none needed")
+    return applied
+
+
+async def run_migrations(settings: CatalogSettings) -> None:
+    await apply_migrations(await asyncio.to_thread(database_url, settings))
+
+
+async def serve(settings: CatalogSettings) -> None:
+    url = await asyncio.to_thread(database_url, settings)
+    await apply_migrations(url)
     pool = await create_pool(url, max_size=settings.db_pool_size)
     store = await asyncio.to_thread(open_store, settings)
     server = CatalogServer(settings, pool, store)

@@ -65,6 +65,7 @@ class Culler:
             low_water_bytes=self.capacity.low_bytes,
             image_count=row["image_count"],
             content_count=row["content_count"],
+            culled_images=row["culled_images"],
         )
 
     async def cull(self, force: bool = False) -> CullResult:

@@ -170,3 +170,4 @@ class UsageView:
     low_water_bytes: int
     image_count: int
     content_count: int
+    culled_images: int = 0

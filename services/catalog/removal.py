@@ -49,7 +49,8 @@ async def remove_images(
             freed += row["stored_bytes"]
             gone_contents += 1
     removed.freed_bytes += freed
-    await repo.add_usage(conn, bytes_=-freed, contents=-gone_contents, images=-len(image_ids))
+    culled = len(image_ids) if reason == RemovalReason.CULLED else 0
+    await repo.add_usage(conn, bytes_=-freed, contents=-gone_contents, images=-len(image_ids), culled=culled)
 
 
 async def remove_contents(
@@ -73,7 +74,8 @@ async def remove_contents(
         removed.prefixes.append(row["prefix"])
         freed += row["stored_bytes"]
     removed.freed_bytes += freed
-    await repo.add_usage(conn, bytes_=-freed, contents=-len(gone), images=-len(image_ids))
+    culled = len(image_ids) if reason == RemovalReason.CULLED else 0
+    await repo.add_usage(conn, bytes_=-freed, contents=-len(gone), images=-len(image_ids), culled=culled)
 
 
 PURGE_CONCURRENCY = 16

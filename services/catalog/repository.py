@@ -605,15 +605,22 @@ class Repository:
         return count
 
     async def add_usage(
-        self, conn: asyncpg.Connection, *, bytes_: int = 0, contents: int = 0, images: int = 0
+        self,
+        conn: asyncpg.Connection,
+        *,
+        bytes_: int = 0,
+        contents: int = 0,
+        images: int = 0,
+        culled: int = 0,
     ) -> None:
         """Adjusts the usage counter; callers lock content rows before this row."""
         await conn.execute(
             """UPDATE usage SET used_bytes = used_bytes + $1, content_count = content_count + $2,
-                                image_count = image_count + $3""",
+                                image_count = image_count + $3, culled_images = culled_images + $4""",
             bytes_,
             contents,
             images,
+            culled,
         )
 
     # Removal -----------------------------------------------------------------
@@ -688,7 +695,9 @@ class Repository:
         return rows
 
     async def usage(self, conn: asyncpg.Connection) -> asyncpg.Record:
-        row: asyncpg.Record = await conn.fetchrow("SELECT used_bytes, content_count, image_count FROM usage")
+        row: asyncpg.Record = await conn.fetchrow(
+            "SELECT used_bytes, content_count, image_count, culled_images FROM usage"
+        )
         return row
 
     async def reconcile_usage(self, conn: asyncpg.Connection) -> asyncpg.Record:
@@ -698,7 +707,7 @@ class Repository:
                FROM (SELECT coalesce((SELECT sum(stored_bytes) FROM contents), 0)::bigint AS b,
                             (SELECT count(*) FROM contents) AS c,
                             (SELECT count(*) FROM images) AS i) s
-               RETURNING used_bytes, content_count, image_count"""
+               RETURNING used_bytes, content_count, image_count, culled_images"""
         )
         return row
 

@@ -129,6 +129,7 @@ def usage_pb(u: UsageView) -> catalog_pb2.Usage:
         low_water_bytes=u.low_water_bytes,
         image_count=u.image_count,
         content_count=u.content_count,
+        culled_images=u.culled_images,
     )
 
 

@@ -78,6 +78,7 @@ async def test_culling_goes_strictly_by_last_use(small: Harness) -> None:
     assert all(t.reason == catalog_pb2.REMOVAL_REASON_CULLED and t.owner_id == OWNER for t in resp.culled)
     assert resp.freed_bytes == 2 * S
     assert resp.usage.used_bytes == 3 * S <= resp.usage.low_water_bytes
+    assert resp.usage.culled_images == 2  # the counter /metrics exports
     for label in "DE":
         assert await small.keys(f"content/{images[label].fits_hash}/") == []
         sel = await small.call(
@@ -96,6 +97,7 @@ async def test_culling_goes_strictly_by_last_use(small: Harness) -> None:
     assert not (await small.call("Cull", catalog_pb2.CullRequest())).culled
     reconciled = await small.call("GetUsage", catalog_pb2.GetUsageRequest(reconcile=True))
     assert (reconciled.used_bytes, reconciled.content_count, reconciled.image_count) == (3 * S, 3, 4)
+    assert reconciled.culled_images == 2  # a history, not recomputed from rows
 
 
 async def test_forced_cull_takes_both_owners_images_of_a_content(small: Harness) -> None:
