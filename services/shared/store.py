@@ -167,8 +167,20 @@ class LocalStore:
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._delete, key)
+
+    def _delete(self, key: str) -> None:
+        path = self._path(key)
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            await asyncio.to_thread(os.unlink, self._path(key))
+            os.unlink(path)
+        # Folders exist only for their objects: drop the ones left empty.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or gone): stop
+                break
+            parent = parent.parent
 
     async def delete_prefix(self, prefix: str) -> tuple[int, int]:
         count = size = 0

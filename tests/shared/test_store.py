@@ -60,6 +60,9 @@ async def test_list_and_delete_prefix(store: Store) -> None:
     assert keys == ["content/h1/g1/hips/properties", "content/h1/g1/preview.png"]
     assert await store.delete_prefix("content/h1/") == (2, 10)
     assert [i.key async for i in store.list("content/")] == ["content/h2/g1/x"]
+    if isinstance(store, LocalStore):  # no empty folders left behind
+        assert not (store.root / "content" / "h1").exists()
+        assert (store.root / "content" / "h2" / "g1").is_dir()
 
 
 async def test_ranged_reader_seeks(store: Store) -> None:
