@@ -76,8 +76,14 @@ class LocalStore:
 
     def _commit(self, tmp: str, key: str) -> None:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dest)
+        for attempt in range(3):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(tmp, dest)
+                return
+            except FileNotFoundError:  # a removal pruned the empty folder meanwhile
+                if attempt == 2:
+                    raise
 
     def _tempfile(self) -> tuple[int, str]:
         return tempfile.mkstemp(dir=self._tmp)
