@@ -138,7 +138,7 @@ class HipsResult:
     files: list[str]
     properties: dict[str, str]
     seconds: float
-    phases: dict[str, float]  # seconds per phase (prepare, deepest, parents, allsky, moc)
+    phases: dict[str, float]  # seconds per phase (prepare, deepest, parents, allsky+moc)
 
 
 @dataclasses.dataclass
@@ -410,17 +410,24 @@ def build_hips(
 
         lap("parents")
         sky = allsky(thumbs)
-        sink.put(f"Norder{ALLSKY_ORDER}/Allsky.fits", display.fits_bytes(sky[::-1]), "application/fits")
-        sink.put(
-            f"Norder{ALLSKY_ORDER}/Allsky.png",
-            display.png_bytes(display.to_grey(sky, stats.cut)),
-            "image/png",
-        )
 
-    lap("allsky")
-    moc_bytes, fraction = _moc(np.concatenate(moc_cells) if moc_cells else np.zeros(0, np.uint64), k)
-    sink.put("Moc.fits", moc_bytes, "application/fits")
-    lap("moc")
+        def allsky_fits() -> None:
+            sink.put(f"Norder{ALLSKY_ORDER}/Allsky.fits", display.fits_bytes(sky[::-1]), "application/fits")
+
+        def allsky_png() -> None:
+            grey = display.to_grey(sky, stats.cut)
+            sink.put(f"Norder{ALLSKY_ORDER}/Allsky.png", display.png_bytes(grey), "image/png")
+
+        # The Allsky files and the MOC are independent: make them side by side.
+        pending = [pool.submit(allsky_fits), pool.submit(allsky_png)] if pool is not None else []
+        if pool is None:
+            allsky_fits()
+            allsky_png()
+        moc_bytes, fraction = _moc(np.concatenate(moc_cells) if moc_cells else np.zeros(0, np.uint64), k)
+        sink.put("Moc.fits", moc_bytes, "application/fits")
+        for future in pending:
+            future.result()
+    lap("allsky+moc")
 
     ny, nx = shape
     ra0, dec0 = image.pixel_to_world(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))
