@@ -19,7 +19,7 @@ from services.catalog.repository import HOUSEKEEPING_LOCK, Repository, create_po
 from services.catalog.server import SERVICE_NAME, CatalogServicer
 from services.catalog.sweep import Sweeper
 from services.catalog.uploads import Uploads
-from services.shared.grpc_edge import GrpcServer, serve_until_signalled
+from services.shared.grpc_edge import GrpcServer, follow_health, serve_until_signalled
 from services.shared.settings import CatalogSettings
 from services.shared.store import ObjectStore, open_store
 
@@ -61,17 +61,7 @@ def build(settings: CatalogSettings, pool: asyncpg.Pool, store: ObjectStore) -> 
 
 async def watch_health(server: GrpcServer, repo: Repository, interval: float = HEALTH_INTERVAL_S) -> None:
     """NOT_SERVING while the database does not answer, SERVING otherwise."""
-    serving = True
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            ok = await asyncio.wait_for(repo.ping(), timeout=interval)
-        except Exception:
-            ok = False
-        if ok != serving:
-            log.warning("database %s", "reachable again" if ok else "unreachable: NOT_SERVING")
-            await server.set_serving(ok)
-            serving = ok
+    await follow_health(server, repo.ping, interval, "database")
 
 
 async def housekeeping(

@@ -205,6 +205,24 @@ class GrpcServer:
         await self.server.stop(self.grace_s if grace is None else grace)
 
 
+async def follow_health(
+    server: GrpcServer, check: Callable[[], Awaitable[bool]], interval_s: float, what: str
+) -> None:
+    """Keeps readiness in step with a dependency (the store, the database):
+    NOT_SERVING while `check` fails or hangs, SERVING once it answers again."""
+    serving = True
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            ok = bool(await asyncio.wait_for(check(), timeout=interval_s))
+        except Exception:
+            ok = False
+        if ok != serving:
+            log.warning("%s %s", what, "reachable again: SERVING" if ok else "unreachable: NOT_SERVING")
+            await server.set_serving(ok)
+            serving = ok
+
+
 async def serve_until_signalled(
     server: GrpcServer, on_stop: Callable[[], Awaitable[None]] | None = None
 ) -> None:

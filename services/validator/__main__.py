@@ -24,16 +24,16 @@ log = logging.getLogger("services.validator")
 
 
 async def serve(cfg: ValidatorSettings) -> None:
-    from services.shared.grpc_edge import GrpcServer, serve_until_signalled
+    from services.shared.grpc_edge import GrpcServer, follow_health, serve_until_signalled
     from services.shared.store import open_store
-    from services.validator.server import add_to, limits_of, watch_store
+    from services.validator.server import add_to, limits_of
 
     store = open_store(cfg)
     server = GrpcServer(cfg.bind_host, cfg.port, cfg.service_token, grace_s=cfg.shutdown_grace_s)
     add_to(server, store, limits_of(cfg), cfg.max_concurrent)
     await server.start()
     log.info("validator listening", extra={"port": server.port})
-    watcher = asyncio.create_task(watch_store(server, store, cfg.health_interval_s))
+    watcher = asyncio.create_task(follow_health(server, store.ping, cfg.health_interval_s, "object store"))
     try:
         await serve_until_signalled(server)
     finally:

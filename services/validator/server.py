@@ -78,15 +78,3 @@ def add_to(server: GrpcServer, store: Any, limits: Limits, max_concurrent: int =
     servicer = ValidatorServicer(store, limits, max_concurrent)
     server.add(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer, SERVICE_NAME)
     return servicer
-
-
-async def watch_store(server: GrpcServer, store: Any, interval_s: float) -> None:
-    """Health follows the object store: NOT_SERVING while it cannot be reached."""
-    serving = True
-    while True:
-        await asyncio.sleep(interval_s)
-        ok = await store.ping()
-        if ok != serving:
-            serving = ok
-            log.warning("object store %s", "reachable again" if ok else "unreachable")
-            await server.set_serving(ok)

@@ -120,13 +120,14 @@ async def test_health_follows_the_store(tmp_path: Path) -> None:
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from services.validator.server import SERVICE_NAME, watch_store
+    from services.shared.grpc_edge import follow_health
+    from services.validator.server import SERVICE_NAME
 
     store = LocalStore(tmp_path / "store")
     srv = GrpcServer("127.0.0.1", 0, TOKEN)
     add_to(srv, store, Limits())
     await srv.start()
-    watcher = asyncio.create_task(watch_store(srv, store, 0.05))
+    watcher = asyncio.create_task(follow_health(srv, store.ping, 0.05, "object store"))
 
     async def status() -> int:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
