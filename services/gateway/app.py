@@ -7,21 +7,20 @@ Handlers are thin: they parse the request, authenticate, make one call to
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aiohttp import BodyPartReader, ClientPayloadError, MultipartReader, web
+from aiohttp import BodyPartReader, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from services.gateway import openapi, representations
+from services.gateway import forms, openapi, representations
 from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.metrics import Metrics
 from services.gateway.operations import ObjectStream, Operations, StagedUpload, check_hash, ob_context
@@ -45,8 +44,6 @@ RAW_TYPES = (
     "application/x-gzip",
     "image/fits",
 )
-FIELD_LIMIT = 4096  # bytes of one form field
-READ_CHUNK = 1 << 20
 TILE_ROUTE = "/api/v1/images/{fits_hash}/hips/{token}/{path:.+}"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -114,62 +111,9 @@ async def _send(
     return response
 
 
-async def _read_field(part: BodyPartReader) -> str:
-    data = bytearray()
-    while chunk := await part.read_chunk(FIELD_LIMIT):
-        data += chunk
-        if len(data) > FIELD_LIMIT:
-            raise ServiceError("INVALID_ARGUMENT", f"form field {part.name!r} is too long")
-    return data.decode("utf-8", errors="replace").strip()
-
-
 def _disposition_name(request: web.Request) -> str:
     _, params = parse_content_disposition(request.headers.get("Content-Disposition"))
     return content_disposition_filename(params, "filename") or ""
-
-
-# How a client that goes away (or sends a broken body) shows while reading.
-_BODY_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ClientPayloadError, ValueError)
-
-
-def _interrupted() -> ServiceError:
-    return ServiceError("INVALID_ARGUMENT", "the upload ended before its body was complete")
-
-
-def _malformed() -> ServiceError:
-    return ServiceError("INVALID_ARGUMENT", "the multipart body is malformed")
-
-
-async def _multipart(request: web.Request) -> MultipartReader:
-    try:
-        return await request.multipart()
-    except (ValueError, AssertionError, KeyError):
-        raise _malformed() from None
-
-
-async def _next_part(reader: MultipartReader) -> Any:
-    try:
-        return await reader.next()
-    except (ValueError, AssertionError, KeyError):
-        raise _malformed() from None
-    except _BODY_ERRORS:
-        raise _interrupted() from None
-
-
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await part.read_chunk(READ_CHUNK):
-            yield chunk
-    except _BODY_ERRORS:
-        raise _interrupted() from None
-
-
-async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
-            yield chunk
-    except _BODY_ERRORS:
-        raise _interrupted() from None
 
 
 # ---- native API -------------------------------------------------------------------------------
@@ -191,9 +135,9 @@ async def upload(request: web.Request) -> web.Response:
                     "TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit
                 )
             # Fields sent before the file are checked before a byte of it is stored.
-            reader = await _multipart(request)
+            reader = await forms.multipart(request)
             file_name = ""
-            while (part := await _next_part(reader)) is not None:
+            while (part := await forms.next_part(reader)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
                 if part.filename is not None or part.name in ("file", "bkg_image_fits_file"):
@@ -203,15 +147,15 @@ async def upload(request: web.Request) -> web.Response:
                         _context(ob_id, fields)
                     # aiohttp clients percent-encode file names; browsers escape only '"' and CR/LF.
                     file_name = unquote(part.filename or fields.get("file_name", ""))
-                    staged = await ops.stage(_part_chunks(part))
+                    staged = await ops.stage(forms.part_chunks(part))
                 elif part.name:
-                    fields[part.name] = await _read_field(part)
+                    fields[part.name] = await forms.read_field(part)
             if staged is None:
                 raise ServiceError("INVALID_ARGUMENT", "the upload has no file part")
         elif request.content_type in RAW_TYPES:
             _context(ob_id, fields)
             file_name = fields.get("file_name") or _disposition_name(request)
-            staged = await ops.stage(_body_chunks(request), request.content_length)
+            staged = await ops.stage(forms.body_chunks(request), request.content_length)
         else:
             raise ServiceError(
                 "INVALID_ARGUMENT",

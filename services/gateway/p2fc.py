@@ -28,7 +28,7 @@ API's problem+json would reach the user as raw text.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,6 +36,7 @@ from aiohttp import BodyPartReader, web
 
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
+from services.gateway import forms
 from services.gateway.operations import (
     Operations,
     check_hash,
@@ -53,8 +54,6 @@ P2FC_CLIENT = web.AppKey("p2fc_p2", P2Client)
 P2FC_SETTINGS = web.AppKey("p2fc_settings", GatewaySettings)
 
 FILE_FIELD = "bkg_image_fits_file"
-FIELD_LIMIT = 16 << 10
-READ_CHUNK = 1 << 20
 API = "/api/v1"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -217,9 +216,9 @@ async def _multipart(request: web.Request) -> web.Response:
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + (1 << 20):
         raise ServiceError("TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit)
-    reader = await request.multipart()
+    reader = await forms.multipart(request)
     fields: dict[str, str] = {}
-    while (part := await reader.next()) is not None:
+    while (part := await forms.next_part(reader)) is not None:
         if not isinstance(part, BodyPartReader):
             raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
         if part.name == FILE_FIELD or part.filename is not None:
@@ -238,7 +237,7 @@ async def _multipart(request: web.Request) -> web.Response:
                 )
             return await _upload(request, part, fields)
         if part.name:
-            fields[part.name] = await _read_field(part)
+            fields[part.name] = await forms.read_field(part)
     if fields.get("mode") == "set_ob_info":
         return await _set_ob_info(request, fields)
     if not fields.get("mode"):
@@ -252,7 +251,7 @@ async def _upload(request: web.Request, part: BodyPartReader, fields: dict[str, 
     outcome = await request.app[P2FC_OPS].upload(
         caller_of(ctx),
         ob_of(ctx),
-        _part_chunks(part),
+        forms.part_chunks(part),
         file_name=part.filename or "",
         bandpass=fields.get("bkg_lam", ""),
     )
@@ -300,20 +299,6 @@ def raw_query(request: web.Request) -> dict[str, str]:
         if key and key not in out:
             out[unquote(key)] = unquote(value)
     return out
-
-
-async def _read_field(part: BodyPartReader) -> str:
-    data = bytearray()
-    while chunk := await part.read_chunk(FIELD_LIMIT):
-        data += chunk
-        if len(data) > FIELD_LIMIT:
-            raise ServiceError("INVALID_ARGUMENT", f"form field {part.name!r} is too long")
-    return data.decode("utf-8", errors="replace").strip()
-
-
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(READ_CHUNK):
-        yield chunk
 
 
 # ---- the JSON shapes ---------------------------------------------------------------------------------
