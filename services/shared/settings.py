@@ -148,7 +148,8 @@ class GatewaySettings(Common):
     p2_api_bases: str = env(
         "P2_API_BASES",
         "https://www.eso.org/cop/api/v1",
-        "comma-separated p2 API bases the p2api face may contact",
+        "comma-separated p2 API bases the p2api face may contact, each `[instance=]url`"
+        " (no name: instance `p2`); ids from a base are namespaced `<instance>:`",
     )
     p2fc_prefix: str = env("P2FC_PREFIX", "/p2fc/", "path prefix of the p2api face")
     p2_timeout_s: float = env("P2_TIMEOUT_S", 10.0, "timeout of a request to p2")
