@@ -48,7 +48,7 @@ def run() -> list[Row]:
         job = Path(tempfile.mkdtemp(dir=WORK))
         try:
             print("[bench] mosaic: bare SWarp", file=sys.stderr, flush=True)
-            args = mosaic.swarp_args(paw, job / "coadd.fits", job / "coadd.weight.fits", SCALE, job)
+            args = mosaic.swarp_args(paw, job / "coadd.fits", job / "coadd.weight.fits", None, job)
             wall, peak, _ = timed(args, cwd=job)
             bare_times.append(wall)
             bare_peaks.append(peak)

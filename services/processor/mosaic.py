@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from services.processor import sampling, source
+from services.processor import source
 from services.shared.errors import ServiceError
 
 # Keywords carried from the input's primary and first chip headers.
@@ -217,11 +217,20 @@ def prepare_input(
     return target, headers
 
 
+def output_scale_arcsec(header: fits.Header) -> float:
+    """Pixel scale of SWarp's TAN output (a CD matrix, no distortion)."""
+    if "CD1_1" in header:
+        det = header["CD1_1"] * header.get("CD2_2", 0.0) - header.get("CD1_2", 0.0) * header.get("CD2_1", 0.0)
+    else:
+        det = header.get("CDELT1", 0.0) * header.get("CDELT2", 0.0)
+    return float(np.sqrt(abs(det)) * 3600.0)
+
+
 def swarp_args(
     chips: Path,
     out: Path,
     weight: Path,
-    pixel_scale_arcsec: float,
+    pixel_scale_arcsec: float | None,
     job: Path,
     swarp_bin: str = "SWarp",
     mem_max_mb: int = 512,
@@ -237,8 +246,11 @@ def swarp_args(
         "-COMBINE_TYPE", "WEIGHTED",
         "-CELESTIAL_TYPE", "EQUATORIAL",
         "-PROJECTION_TYPE", "TAN",
-        "-PIXELSCALE_TYPE", "MANUAL",
-        "-PIXEL_SCALE", f"{pixel_scale_arcsec:.8g}",
+        *(
+            ["-PIXELSCALE_TYPE", "MANUAL", "-PIXEL_SCALE", f"{pixel_scale_arcsec:.8g}"]
+            if pixel_scale_arcsec
+            else ["-PIXELSCALE_TYPE", "MEDIAN"]
+        ),
         "-CENTER_TYPE", "ALL",
         "-IMAGE_SIZE", "0",
         "-RESAMPLE_DIR", str(job),
@@ -258,7 +270,7 @@ def run_swarp(
     chips: Path,
     out: Path,
     weight: Path,
-    pixel_scale_arcsec: float,
+    pixel_scale_arcsec: float | None,
     job: Path,
     swarp_bin: str = "SWarp",
     timeout_s: float = 900,
@@ -335,18 +347,8 @@ def mosaic_file(
             for i in selected:
                 if not 0 <= i < len(hdul):
                     raise ServiceError("PROCESSING_FAILED", f"the file has no HDU {i}")
-            if not pixel_scales:
-                pixel_scales = [
-                    sampling.pixel_scale_arcsec(
-                        source.read_wcs(hdul[i].header, hdul),
-                        (
-                            int(hdul[i].header.get("ZNAXIS2", hdul[i].header.get("NAXIS2", 1))),
-                            int(hdul[i].header.get("ZNAXIS1", hdul[i].header.get("NAXIS1", 1))),
-                        ),
-                    )
-                    for i in selected
-                ]
-            scale = float(statistics.median(pixel_scales))
+            # Without the validator's scales, SWarp takes the median itself.
+            scale = float(statistics.median(pixel_scales)) if pixel_scales else None
             chips, headers = prepare_input(path, hdul, selected, job)
             cards = carried_cards([hdul[0].header, hdul[selected[0]].header])
         if filter_name and not any(key in ("FILTER", "BANDPASS") for key, _, _ in cards):
@@ -354,7 +356,9 @@ def mosaic_file(
         raw = job / "coadd.fits"
         weight = job / "coadd.weight.fits"
         swarp_seconds = run_swarp(chips, raw, weight, scale, job, swarp_bin, timeout_s, mem_max_mb)
-        version = swarp_version(swarp_bin)
+        made = fits.getheader(raw)
+        version = str(made.get("SOFTVERS", "")) or swarp_version(swarp_bin)
+        out_scale = output_scale_arcsec(made)
         history = f"SWarp {version} mosaic of HDUs {','.join(map(str, selected))}; gaps blanked from weights"
         blank = finish(raw, weight, cards, history)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -364,7 +368,7 @@ def mosaic_file(
             path=out,
             shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
             hdus=list(selected),
-            pixel_scale_arcsec=scale,
+            pixel_scale_arcsec=out_scale,
             blank_fraction=blank,
             swarp_seconds=swarp_seconds,
             seconds=time.perf_counter() - start,

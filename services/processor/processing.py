@@ -17,8 +17,9 @@ import logging
 import shutil
 import tempfile
 import threading
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from services.processor import display, hips, mosaic, preview, sampling, source
 from services.shared.errors import ServiceError
@@ -26,6 +27,7 @@ from services.shared.settings import ProcessorSettings
 from services.shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ORIGINAL = "original.fits"
 MOSAIC = "mosaic.fits"
@@ -66,6 +68,18 @@ class Outcome:
     stored_bytes: int
     tile_count: int
     mosaic: bool
+
+
+async def _settled(write: Awaitable[T]) -> T:
+    """Awaits a store operation to its end even when the job is cancelled
+    meanwhile: a write still running after the clean-up would leave an orphan."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([task])
+        raise
 
 
 class StoreSink:
@@ -145,8 +159,8 @@ class Processor:
             try:
                 return await self._run(job, workdir)
             except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    await self.store.delete_prefix(job.output_prefix)
+                with contextlib.suppress(BaseException):
+                    await _settled(self.store.delete_prefix(job.output_prefix))
                 if isinstance(exc, ServiceError) and exc.code == "PROCESSING_FAILED":
                     raise
                 if isinstance(exc, ServiceError):
@@ -164,16 +178,17 @@ class Processor:
         prefix = job.output_prefix
         upload = workdir / "upload"
         try:
-            await self.store.download(job.source_key, upload)
+            await _settled(self.store.download(job.source_key, upload))
         except ServiceError as err:
             raise ServiceError("PROCESSING_FAILED", f"cannot read the upload: {err.message}") from err
         original_key = prefix + ORIGINAL
-        stored = await self.store.put_file(original_key, upload, "application/fits")
+        stored = await _settled(self.store.put_file(original_key, upload, "application/fits"))
         loop = asyncio.get_running_loop()
         sink = StoreSink(self.store, prefix + HIPS, loop)
         build = loop.run_in_executor(self._pool, self._build, job, workdir, upload, sink)
         try:
             built = await asyncio.shield(build)
+            await asyncio.shield(asyncio.to_thread(sink.wait))
         except BaseException:
             # Failed, or the caller went away: stop the tile threads at their next
             # write and let every write end before the clean-up removes them.
@@ -182,14 +197,13 @@ class Processor:
                 await asyncio.wait([build])
                 await asyncio.to_thread(sink.drain)
             raise
-        await asyncio.to_thread(sink.wait)
         result, preview_png, mosaic_path = built
         fits_key = original_key
         if mosaic_path is not None:
             fits_key = prefix + MOSAIC
-            stored += await self.store.put_file(fits_key, mosaic_path, "application/fits")
+            stored += await _settled(self.store.put_file(fits_key, mosaic_path, "application/fits"))
         preview_key = prefix + PREVIEW
-        await self.store.put_bytes(preview_key, preview_png, "image/png")
+        await _settled(self.store.put_bytes(preview_key, preview_png, "image/png"))
         stored += len(preview_png) + sink.bytes
         return Outcome(
             fits_key=fits_key,

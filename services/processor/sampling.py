@@ -15,10 +15,12 @@ import dataclasses
 import functools
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.wcs import WCS
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 # Largest accepted interpolation error, in source pixels (the goal is 0.05).
 TOLERANCE_PX = 0.01

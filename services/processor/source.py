@@ -8,13 +8,16 @@ import shutil
 import subprocess
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 
 from services.processor.sampling import SkyImage
 from services.shared.errors import ServiceError
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 GZIP_MAGIC = b"\x1f\x8b"
 COMPRESS_MAGIC = b"\x1f\x9d"  # Unix compress (.Z)
@@ -43,6 +46,8 @@ def decompress(path: Path, dest: Path) -> Path:
 
 def read_wcs(header: fits.Header, hdul: fits.HDUList | None = None) -> WCS:
     """The celestial WCS of a header, distortions (SIP, TPV, lookup tables) included."""
+    from astropy.wcs import WCS, FITSFixedWarning  # a third of a second: only when needed
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header, hdul, naxis=2)
