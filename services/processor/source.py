@@ -7,6 +7,7 @@ import gzip
 import shutil
 import subprocess
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,8 +96,12 @@ def open_image(path: str | Path, hdu: int | None = None) -> tuple[SkyImage, fits
         item = hdul[hdu]
         if item.data is None or item.data.ndim < 2:
             raise ServiceError("NO_IMAGE_HDU", f"HDU {hdu} is not an image")
-        wcs = read_wcs(item.header, hdul)
-        data = as_float_image(item.data)
+        # Reading and converting the pixels (C, without the GIL) overlaps
+        # with importing astropy.wcs (Python, with it) the first time.
+        with ThreadPoolExecutor(1) as reader:
+            pixels = reader.submit(lambda: as_float_image(item.data))
+            wcs = read_wcs(item.header, hdul)
+            data = pixels.result()
         return SkyImage(data, wcs, item.header), hdul
     except BaseException:
         hdul.close()
