@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -28,13 +29,17 @@ import types
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
 
-from services.processor import source
 from services.shared.errors import ServiceError
+
+if TYPE_CHECKING:
+    from astropy.io import fits
+
+# astropy is imported where it is used: the command-line mosaic starts SWarp
+# before paying for that import, and reads the headers while SWarp runs.
 
 # Keywords carried from the input's primary and first chip headers.
 CARRIED = (
@@ -96,6 +101,8 @@ def _sip_to_pv() -> Any:
 
 def sip_to_tpv(header: fits.Header) -> fits.Header:
     """A copy of the header with its SIP distortion in TPV form (SWarp reads TPV)."""
+    from services.processor import source
+
     sip_to_pv = _sip_to_pv()
     out = header.copy()
     # sip_tpv needs a CD matrix; build it from PC/CDELT when that is what we have.
@@ -161,6 +168,8 @@ def _swarp_message(stderr: str) -> str:
 
 
 def _image_extensions(hdul: fits.HDUList) -> list[int]:
+    from services.processor import source
+
     return source.image_hdu_indices(hdul)
 
 
@@ -174,6 +183,10 @@ def prepare_input(
     are overridden by a `.head` file; otherwise the selected chips are
     written to a new file with converted headers.
     """
+    from astropy.io import fits
+
+    from services.processor import source
+
     headers = []
     for i in hdus:
         header = hdul[i].header
@@ -223,7 +236,7 @@ def output_scale_arcsec(header: fits.Header) -> float:
         det = header["CD1_1"] * header.get("CD2_2", 0.0) - header.get("CD1_2", 0.0) * header.get("CD2_1", 0.0)
     else:
         det = header.get("CDELT1", 0.0) * header.get("CDELT2", 0.0)
-    return float(np.sqrt(abs(det)) * 3600.0)
+    return float(math.sqrt(abs(det)) * 3600.0)
 
 
 def swarp_args(
@@ -277,28 +290,113 @@ def run_swarp(
     mem_max_mb: int = 512,
 ) -> float:
     """Runs SWarp; returns its wall time. Raises PROCESSING_FAILED with SWarp's message."""
+    proc = start_swarp(chips, out, weight, pixel_scale_arcsec, job, swarp_bin, mem_max_mb)
+    return wait_swarp(proc, out, timeout_s)
+
+
+def start_swarp(
+    chips: Path,
+    out: Path,
+    weight: Path,
+    pixel_scale_arcsec: float | None,
+    job: Path,
+    swarp_bin: str = "SWarp",
+    mem_max_mb: int = 512,
+) -> subprocess.Popen[str]:
     args = swarp_args(chips, out, weight, pixel_scale_arcsec, job, swarp_bin, mem_max_mb)
-    start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            args, cwd=job, capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False
+        proc = subprocess.Popen(
+            args, cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
         )
-    except subprocess.TimeoutExpired:
-        raise ServiceError("PROCESSING_FAILED", f"SWarp did not finish within {timeout_s:g} s") from None
     except OSError as exc:
         raise ServiceError("PROCESSING_FAILED", f"SWarp could not be started: {exc.strerror}") from None
-    seconds = time.perf_counter() - start
+    proc.started = time.perf_counter()  # type: ignore[attr-defined]
+    return proc
+
+
+def wait_swarp(proc: subprocess.Popen[str], out: Path, timeout_s: float) -> float:
+    """Waits for SWarp; returns its wall time. Raises PROCESSING_FAILED with SWarp's message."""
+    started: float = proc.started  # type: ignore[attr-defined]
+    remaining = max(0.0, timeout_s - (time.perf_counter() - started))
+    try:
+        _, stderr = proc.communicate(timeout=remaining)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise ServiceError("PROCESSING_FAILED", f"SWarp did not finish within {timeout_s:g} s") from None
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    seconds = time.perf_counter() - started
     if proc.returncode != 0 or not out.exists():
         raise ServiceError(
-            "PROCESSING_FAILED", f"SWarp failed (exit {proc.returncode}): {_swarp_message(proc.stderr)}"
+            "PROCESSING_FAILED", f"SWarp failed (exit {proc.returncode}): {_swarp_message(stderr)}"
         )
     return seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class HduLayout:
+    """One HDU as its raw header describes it."""
+
+    index: int
+    naxis: tuple[int, ...]
+    compressed: bool  # a tile-compressed image (fpack)
+    sip: bool
+
+
+def scan_layout(path: Path, max_hdus: int = 1000) -> list[HduLayout] | None:
+    """The HDUs of a FITS file from its raw headers, without astropy (fast);
+    None when anything looks unusual (the astropy path handles it then)."""
+    size = path.stat().st_size
+    out: list[HduLayout] = []
+    offset = 0
+    try:
+        with open(path, "rb") as f:
+            while offset < size and len(out) < max_hdus:
+                f.seek(offset)
+                cards: dict[str, str] = {}
+                header_len = 0
+                ended = False
+                while not ended:
+                    block = f.read(2880)
+                    if len(block) < 2880:
+                        return None
+                    header_len += 2880
+                    for i in range(0, 2880, 80):
+                        card = block[i : i + 80].decode("ascii")
+                        key = card[:8].strip()
+                        if key == "END":
+                            ended = True
+                            break
+                        if card[8:10] == "= ":
+                            cards.setdefault(key, card[10:].split("/")[0].strip().strip("'").strip())
+                    if header_len > 2880 * 1000:
+                        return None
+                first = "SIMPLE" if not out else "XTENSION"
+                if first not in cards:
+                    return None
+                bitpix = abs(int(cards["BITPIX"]))
+                naxis = tuple(int(cards[f"NAXIS{k}"]) for k in range(1, int(cards["NAXIS"]) + 1))
+                pcount, gcount = int(cards.get("PCOUNT", "0")), int(cards.get("GCOUNT", "1"))
+                count = math.prod(naxis) if naxis else 0
+                data = bitpix // 8 * gcount * (pcount + count)
+                is_image = not out or cards.get("XTENSION") == "IMAGE"
+                compressed = cards.get("ZIMAGE") == "T"
+                out.append(HduLayout(len(out), naxis if is_image else (), compressed, "A_ORDER" in cards))
+                offset += header_len + -(-data // 2880) * 2880
+    except (ValueError, KeyError, UnicodeDecodeError, OSError):
+        return None
+    return out
 
 
 def finish(out: Path, weight: Path, cards: list[tuple[str, object, str]], history: str) -> float:
     """Blanks the gaps (weight 0) and adds the carried keywords, in place.
 
     Returns the blank fraction."""
+    from astropy.io import fits
+
     blank = 0
     with fits.open(out, mode="update", memmap=True) as mosaic, fits.open(weight, memmap=True) as wmap:
         data = mosaic[0].data
@@ -339,7 +437,40 @@ def mosaic_file(
     path = Path(path)
     out = Path(out)
     job = Path(tempfile.mkdtemp(prefix="swarp-", dir=scratch_dir or None))
+    raw = job / "coadd.fits"
+    weight = job / "coadd.weight.fits"
+    # Without the validator's scales, SWarp takes the median itself.
+    scale = float(statistics.median(pixel_scales)) if pixel_scales else None
     try:
+        layout = scan_layout(path)
+        if layout is not None and not any(h.compressed for h in layout):
+            images = [h.index for h in layout if len(h.naxis) >= 2]
+            chosen = hdus if hdus is not None else images
+            if (
+                chosen
+                and 0 not in chosen
+                and sorted(chosen) == images
+                and not any(layout[i].sip for i in chosen)
+            ):
+                # SWarp reads the file as it is: start it now, read the headers meanwhile.
+                chips = job / "chips.fits"
+                os.symlink(path.resolve(), chips)
+                proc = start_swarp(chips, raw, weight, scale, job, swarp_bin, mem_max_mb)
+                try:
+                    from astropy.io import fits
+
+                    with fits.open(path) as hdul:
+                        cards = carried_cards([hdul[0].header, hdul[chosen[0]].header])
+                except BaseException:
+                    proc.kill()
+                    proc.communicate()
+                    raise
+                swarp_seconds = wait_swarp(proc, raw, timeout_s)
+                return _finished(
+                    raw, weight, out, chosen, cards, filter_name, swarp_bin, swarp_seconds, start
+                )
+        from astropy.io import fits
+
         with fits.open(path, memmap=True) as hdul:
             selected = hdus if hdus is not None else _image_extensions(hdul)
             if not selected:
@@ -347,32 +478,43 @@ def mosaic_file(
             for i in selected:
                 if not 0 <= i < len(hdul):
                     raise ServiceError("PROCESSING_FAILED", f"the file has no HDU {i}")
-            # Without the validator's scales, SWarp takes the median itself.
-            scale = float(statistics.median(pixel_scales)) if pixel_scales else None
             chips, headers = prepare_input(path, hdul, selected, job)
             cards = carried_cards([hdul[0].header, hdul[selected[0]].header])
-        if filter_name and not any(key in ("FILTER", "BANDPASS") for key, _, _ in cards):
-            cards.append(("FILTER", filter_name, "filter of the input"))
-        raw = job / "coadd.fits"
-        weight = job / "coadd.weight.fits"
         swarp_seconds = run_swarp(chips, raw, weight, scale, job, swarp_bin, timeout_s, mem_max_mb)
-        made = fits.getheader(raw)
-        version = str(made.get("SOFTVERS", "")) or swarp_version(swarp_bin)
-        out_scale = output_scale_arcsec(made)
-        history = f"SWarp {version} mosaic of HDUs {','.join(map(str, selected))}; gaps blanked from weights"
-        blank = finish(raw, weight, cards, history)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(raw), out)
-        header = fits.getheader(out)
-        return MosaicResult(
-            path=out,
-            shape=(int(header["NAXIS2"]), int(header["NAXIS1"])),
-            hdus=list(selected),
-            pixel_scale_arcsec=out_scale,
-            blank_fraction=blank,
-            swarp_seconds=swarp_seconds,
-            seconds=time.perf_counter() - start,
-            swarp_version=version,
-        )
+        return _finished(raw, weight, out, selected, cards, filter_name, swarp_bin, swarp_seconds, start)
     finally:
         shutil.rmtree(job, ignore_errors=True)
+
+
+def _finished(
+    raw: Path,
+    weight: Path,
+    out: Path,
+    selected: list[int],
+    cards: list[tuple[str, object, str]],
+    filter_name: str,
+    swarp_bin: str,
+    swarp_seconds: float,
+    start: float,
+) -> MosaicResult:
+    """Blanks the gaps, carries the keywords and moves SWarp's output to `out`."""
+    from astropy.io import fits
+
+    if filter_name and not any(key in ("FILTER", "BANDPASS") for key, _, _ in cards):
+        cards.append(("FILTER", filter_name, "filter of the input"))
+    made = fits.getheader(raw)
+    version = str(made.get("SOFTVERS", "")) or swarp_version(swarp_bin)
+    history = f"SWarp {version} mosaic of HDUs {','.join(map(str, selected))}; gaps blanked from weights"
+    blank = finish(raw, weight, cards, history)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(raw), out)
+    return MosaicResult(
+        path=out,
+        shape=(int(made["NAXIS2"]), int(made["NAXIS1"])),
+        hdus=list(selected),
+        pixel_scale_arcsec=output_scale_arcsec(made),
+        blank_fraction=blank,
+        swarp_seconds=swarp_seconds,
+        seconds=time.perf_counter() - start,
+        swarp_version=version,
+    )

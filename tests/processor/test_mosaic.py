@@ -123,3 +123,31 @@ def test_sip_header_becomes_tpv_with_the_same_mapping() -> None:
     b = converted.all_pix2world(xs.ravel(), ys.ravel(), 0)
     sep = np.hypot((a[0] - b[0]) * np.cos(np.radians(DEC)), a[1] - b[1]) * 3600 / SCALE
     assert sep.max() < 0.01  # pixels
+
+
+def test_raw_header_scan_agrees_with_astropy(tmp_path: Path) -> None:
+    from services.processor import source
+
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=np.arange(5.0))])
+    weight = fits.ImageHDU(np.ones((50, 60), np.float32))
+    path, _ = paw_print(tmp_path / "paw.fits", chip=64, sip=True, extra_hdus=[weight, table])  # type: ignore[list-item]
+    layout = mosaic.scan_layout(path)
+    assert layout is not None
+    with fits.open(path) as hdul:
+        assert len(layout) == len(hdul)
+        assert [h.index for h in layout if len(h.naxis) >= 2] == source.image_hdu_indices(hdul)
+        assert [h.sip for h in layout] == ["A_ORDER" in h.header for h in hdul]
+    assert layout[5].naxis == (60, 50) and layout[6].naxis == ()
+    truncated = tmp_path / "cut.fits"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    assert mosaic.scan_layout(truncated) is None
+
+
+def test_plain_paw_print_is_read_in_place(tmp_path: Path) -> None:
+    """The fast path (SWarp started on the file itself, headers read meanwhile) gives the same result."""
+    path, stars = make_paw(tmp_path, sip=False)
+    job_dirs_before = set(tmp_path.iterdir())
+    result = mosaic.mosaic_file(path, tmp_path / "m.fits", scratch_dir=str(tmp_path))
+    assert set(tmp_path.iterdir()) - job_dirs_before == {tmp_path / "m.fits"}
+    assert max(star_errors(tmp_path / "m.fits", stars)) < 0.15
+    assert result.swarp_seconds <= result.seconds
