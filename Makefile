@@ -46,8 +46,8 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check services tests
-	$(BIN)/mypy services tests
+	$(BIN)/ruff check services tests bench client deploy
+	$(BIN)/mypy services tests bench client/bgimages_client deploy/k8s/catalog_admin.py
 
 bench: setup
 	$(BIN)/python -m bench
