@@ -49,15 +49,19 @@ def _hips(args: argparse.Namespace) -> int:
 
 
 def _mosaic(args: argparse.Namespace) -> int:
+    # Nothing heavy before SWarp starts (see mosaic.py): the error type comes later.
     from services.processor import mosaic
-    from services.shared.errors import ServiceError
 
     hdus = [int(v) for v in args.hdus.split(",")] if args.hdus else None
     try:
         result = mosaic.mosaic_file(
             args.file, args.out, hdus=hdus, swarp_bin=args.swarp, timeout_s=args.timeout
         )
-    except ServiceError as err:
+    except Exception as err:
+        from services.shared.errors import ServiceError
+
+        if not isinstance(err, ServiceError):
+            raise
         print(f"error: {err.message}", file=sys.stderr)
         return 2
     print(

@@ -31,15 +31,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from services.shared.errors import ServiceError
-
 if TYPE_CHECKING:
     from astropy.io import fits
 
-# astropy is imported where it is used: the command-line mosaic starts SWarp
-# before paying for that import, and reads the headers while SWarp runs.
+# Only the standard library at module level: numpy, astropy and gRPC (for the
+# error type) are imported where they are used, so the command-line mosaic
+# starts SWarp within a few tens of milliseconds and reads the headers while
+# SWarp runs.
+
+
+def _failed(message: str) -> Exception:
+    """PROCESSING_FAILED (the shared error type, imported on demand)."""
+    from services.shared.errors import ServiceError
+
+    return ServiceError("PROCESSING_FAILED", message)
+
 
 # Keywords carried from the input's primary and first chip headers.
 CARRIED = (
@@ -225,7 +231,7 @@ def prepare_input(
             h.remove(key, ignore_missing=True)
         for key in ("BSCALE", "BZERO", "BLANK"):
             h.remove(key, ignore_missing=True)
-        out.append(fits.ImageHDU(np.asarray(data, dtype=np.float32), h))
+        out.append(fits.ImageHDU(data, h))
     out.writeto(target)
     return target, headers
 
@@ -309,7 +315,7 @@ def start_swarp(
             args, cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
         )
     except OSError as exc:
-        raise ServiceError("PROCESSING_FAILED", f"SWarp could not be started: {exc.strerror}") from None
+        raise _failed(f"SWarp could not be started: {exc.strerror}") from None
     proc.started = time.perf_counter()  # type: ignore[attr-defined]
     return proc
 
@@ -323,16 +329,14 @@ def wait_swarp(proc: subprocess.Popen[str], out: Path, timeout_s: float) -> floa
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise ServiceError("PROCESSING_FAILED", f"SWarp did not finish within {timeout_s:g} s") from None
+        raise _failed(f"SWarp did not finish within {timeout_s:g} s") from None
     except BaseException:
         proc.kill()
         proc.communicate()
         raise
     seconds = time.perf_counter() - started
     if proc.returncode != 0 or not out.exists():
-        raise ServiceError(
-            "PROCESSING_FAILED", f"SWarp failed (exit {proc.returncode}): {_swarp_message(stderr)}"
-        )
+        raise _failed(f"SWarp failed (exit {proc.returncode}): {_swarp_message(stderr)}")
     return seconds
 
 
@@ -395,6 +399,7 @@ def finish(out: Path, weight: Path, cards: list[tuple[str, object, str]], histor
     """Blanks the gaps (weight 0) and adds the carried keywords, in place.
 
     Returns the blank fraction."""
+    import numpy as np
     from astropy.io import fits
 
     blank = 0
@@ -474,10 +479,10 @@ def mosaic_file(
         with fits.open(path, memmap=True) as hdul:
             selected = hdus if hdus is not None else _image_extensions(hdul)
             if not selected:
-                raise ServiceError("PROCESSING_FAILED", "the file holds no image to mosaic")
+                raise _failed("the file holds no image to mosaic")
             for i in selected:
                 if not 0 <= i < len(hdul):
-                    raise ServiceError("PROCESSING_FAILED", f"the file has no HDU {i}")
+                    raise _failed(f"the file has no HDU {i}")
             chips, headers = prepare_input(path, hdul, selected, job)
             cards = carried_cards([hdul[0].header, hdul[selected[0]].header])
         swarp_seconds = run_swarp(chips, raw, weight, scale, job, swarp_bin, timeout_s, mem_max_mb)
