@@ -19,7 +19,9 @@ log = logging.getLogger("services.gateway")
 async def serve(settings: GatewaySettings) -> None:
     app = create_app(settings)
     # Lingering lets a client that is still sending read an early 413.
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=False, shutdown_timeout=settings.shutdown_grace_s
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.port, backlog=512)
     await site.start()

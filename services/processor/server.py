@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import grpc
 
@@ -13,7 +12,7 @@ from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from services.processor.processing import Processor, job_from_request
 from services.shared import logs
 from services.shared.errors import ServiceError
-from services.shared.grpc_edge import GrpcServer, serve_until_signalled, servicer_errors
+from services.shared.grpc_edge import GrpcServer, follow_health, serve_until_signalled, servicer_errors
 from services.shared.settings import ProcessorSettings
 from services.shared.store import check_key, open_store
 
@@ -64,27 +63,17 @@ def add_to(server: GrpcServer, processor: Processor) -> ProcessorServicer:
     return servicer
 
 
-async def watch_store(server: GrpcServer, store: Any, interval_s: float) -> None:
-    """Health follows the object store: NOT_SERVING while it cannot be reached."""
-    serving = True
-    while True:
-        await asyncio.sleep(interval_s)
-        ok = await store.ping()
-        if ok != serving:
-            serving = ok
-            log.warning("object store %s", "reachable again" if ok else "unreachable")
-            await server.set_serving(ok)
-
-
 async def serve(settings: ProcessorSettings) -> None:
     logs.configure("processor", settings.log_level, settings.log_format)
     store = open_store(settings)
     processor = Processor(settings, store)
-    server = GrpcServer(settings.bind_host, settings.port, settings.service_token)
+    server = GrpcServer(
+        settings.bind_host, settings.port, settings.service_token, grace_s=settings.shutdown_grace_s
+    )
     add_to(server, processor)
     await server.start()
     log.info("processor listening", extra={"port": server.port})
-    watcher = asyncio.create_task(watch_store(server, store, STORE_CHECK_INTERVAL_S))
+    watcher = asyncio.create_task(follow_health(server, store.ping, STORE_CHECK_INTERVAL_S, "object store"))
 
     async def stop() -> None:
         watcher.cancel()

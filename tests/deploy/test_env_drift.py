@@ -125,3 +125,19 @@ def test_entry_point_modules_exist(service: str) -> None:
     assert importlib.util.find_spec(f"services.{service}.__main__") is not None, (
         f"python -m services.{service} (the container's command) has no __main__"
     )
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.id)
+def test_calls_in_flight_finish_before_the_pod_is_killed(variant: Variant) -> None:
+    """SIGTERM lets calls finish for SHUTDOWN_GRACE_S: that must fit in the pod's grace."""
+    objs = build(variant)
+
+    def loaded(name: str) -> Any:
+        env = container_env(objs, service_container(objs, name))
+        return settings.load(settings.ALL_SERVICES[name], env.literal)
+
+    for name in SERVICES:
+        grace = pod_spec(find(objs, "Deployment", name))["terminationGracePeriodSeconds"]
+        assert loaded(name).shutdown_grace_s < grace, name
+    processor = loaded("processor")
+    assert processor.shutdown_grace_s > processor.swarp_timeout_s, "a SWarp run in flight is cut short"
