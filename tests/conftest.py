@@ -34,7 +34,7 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     folder = tempfile.mkdtemp(prefix="bgimages-pg-")
     os.chmod(folder, 0o755)
-    return embedded_pg.start(folder)
+    return embedded_pg.start(folder, throwaway=True)
 
 
 def _with_db(url: str, name: str) -> str:

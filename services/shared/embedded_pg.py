@@ -12,8 +12,9 @@ from typing import Any
 _servers: dict[str, Any] = {}
 
 
-def start(data_dir: str | Path) -> str:
-    """Starts (or reuses) a PostgreSQL 16 in data_dir; returns its URL."""
+def start(data_dir: str | Path, throwaway: bool = False) -> str:
+    """Starts (or reuses) a PostgreSQL 16 in data_dir; returns its URL. The
+    server stops when the process exits; a throwaway one's data goes too."""
     if "XDG_RUNTIME_DIR" not in os.environ:
         runtime = Path(f"/tmp/runtime-{os.getuid()}")
         runtime.mkdir(mode=0o700, exist_ok=True)
@@ -24,6 +25,6 @@ def start(data_dir: str | Path) -> str:
     key = str(Path(data_dir).resolve())
     if key not in _servers:
         Path(key).mkdir(parents=True, exist_ok=True)
-        _servers[key] = pgserver.get_server(key, cleanup_mode="stop")
+        _servers[key] = pgserver.get_server(key, cleanup_mode="delete" if throwaway else "stop")
     uri: str = _servers[key].get_uri()
     return uri
