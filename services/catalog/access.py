@@ -21,7 +21,7 @@ import dataclasses
 
 import asyncpg
 
-from services.catalog.model import Caller, ImageView, ObRef, SelectionKind
+from services.catalog.model import Caller, ImageView, ObRef, SelectionKind, instance_of
 from services.shared.errors import ServiceError
 
 
@@ -45,6 +45,21 @@ class ObContext:
             sel_kind=SelectionKind(row["sel_kind"] or SelectionKind.DEFAULT),
             sel_value=row["sel_value"] or "",
             sel_image_id=row["sel_image_id"],
+        )
+
+
+def check_same_instance(caller: Caller, run_id: str) -> None:
+    """A run named with an OB must come from the caller's p2 instance: the
+    OB is looked up (and pinned) under the caller's instance, so a run of
+    another instance is a malformed request, refused before anything is read."""
+    run_instance, user_instance = instance_of(run_id), caller.instance
+    if run_instance != user_instance:
+        raise ServiceError(
+            "INVALID_ARGUMENT",
+            f"run {run_id!r} is not of the caller's p2 instance: the run's id is namespaced "
+            f"{run_instance!r}, the user {caller.user_id!r} is namespaced {user_instance!r}",
+            run_id=run_id,
+            user_id=caller.user_id,
         )
 
 

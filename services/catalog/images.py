@@ -62,6 +62,7 @@ class Images:
         return _gone(t) if t else access.not_found(fits_hash)
 
     async def listing(self, caller: Caller, ob: ObRef) -> Listing:
+        access.check_same_instance(caller, ob.run_id)
         target = point_key(ob.require_target())
         boa = point_key(ob.boa_star) if ob.boa_star else None
         async with self.repo.connection() as conn:
@@ -112,14 +113,15 @@ class Images:
                 raise ServiceError("INVALID_ARGUMENT", f"{kind.name.lower()} needs a name or DPID")
         else:
             raise ServiceError("INVALID_ARGUMENT", "unknown selection kind")
+        access.check_same_instance(caller, ob.run_id)
         async with self.repo.transaction() as conn:
             ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob.ob_id, ob.run_id))
             access.check_run_access(ctx, caller, ob)
-            pinned = await self.repo.pin_ob(conn, ob.ob_id, ob.run_id)
+            pinned = await self.repo.pin_ob(conn, caller.instance, ob.ob_id, ob.run_id)
             if pinned != ob.run_id:
                 raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id)
             if kind != SelectionKind.USER_IMAGE:
-                await self.repo.set_selection(conn, ob.ob_id, kind, value, None)
+                await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, None)
                 return SelectionView(kind, value)
             image = await self.repo.visible_image(conn, caller, value)
             if image is None:
@@ -144,7 +146,7 @@ class Images:
                 )
             if access.adds_association(caller, image):
                 await self.repo.associate(conn, image.image_id, ob.run_id)
-            await self.repo.set_selection(conn, ob.ob_id, kind, value, image.image_id)
+            await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, image.image_id)
             fresh = await self.repo.image_by_id(conn, image.image_id, caller.user_id)
         return SelectionView(kind, value, fresh)
 
@@ -152,6 +154,8 @@ class Images:
         """The OB's selection, for anyone with access to its run (display rule)."""
         if ob_id <= 0:
             raise ServiceError("INVALID_ARGUMENT", "ob_id must be a positive integer")
+        if run_id:
+            access.check_same_instance(caller, run_id)
         async with self.repo.connection() as conn:
             ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob_id, run_id or None))
             if run_id:

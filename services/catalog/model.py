@@ -45,6 +45,11 @@ class Caller:
     def run_list(self) -> list[str] | None:
         return None if self.runs is None else list(self.runs)
 
+    @property
+    def instance(self) -> str:
+        """The p2 instance the caller comes from: the namespace of their user id."""
+        return instance_of(self.user_id)
+
 
 @dataclasses.dataclass(frozen=True)
 class SkyPoint:
@@ -78,6 +83,14 @@ class ObRef:
         if self.target is None:
             raise ServiceError("INVALID_ARGUMENT", "ob.target is required")
         return self.target
+
+
+def instance_of(identifier: str) -> str:
+    """The p2 instance an id is namespaced by: the text before its first ':'
+    ("p2" for "p2:52052"), empty when there is none. OBs are keyed by
+    (instance, ob_id): a caller only ever names OBs of their own instance."""
+    head, sep, _ = identifier.partition(":")
+    return head if sep else ""
 
 
 def check_run_id(run_id: str) -> str:

@@ -4,6 +4,8 @@ Methods that are part of a larger transaction take the connection; the
 domain modules (uploads, images, removal, culling, sweep) decide, this
 module only reads and writes. Queries that depend on "the runs of U" take
 the user as $1 and the runs p2 gave (or NULL: the runs SetRun stored) as $2.
+OBs are keyed by (p2_instance, ob_id); the instance is always the caller's
+(Caller.instance), so a caller never reads or pins another instance's OB.
 """
 
 from __future__ import annotations
@@ -85,11 +87,11 @@ def compatible_ctes(gate: str) -> str:
 
 
 # What the selector shows for one OB, in one round trip: the caller's access to
-# the named run ($13) and the OB's pin and selection ($12), the compatible
+# the named run ($13) and the OB's pin and selection ($15, $12), the compatible
 # images (looked up only when the caller may see the OB), the selected image,
 # and the caller's tombstones since $14.
 LISTING = f"""WITH {MY_RUNS},
-    ob AS (SELECT * FROM obs WHERE ob_id = $12),
+    ob AS (SELECT * FROM obs WHERE p2_instance = $15 AND ob_id = $12),
     ctx AS (
         SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $13) AS run_known,
                EXISTS (SELECT 1 FROM my_runs WHERE run_id = $13) AS has_access,
@@ -114,7 +116,7 @@ LISTING = f"""WITH {MY_RUNS},
 def listing_args(
     caller: Caller, ob_id: int, run_id: str, target: PointKey, boa: PointKey | None, since: dt.datetime
 ) -> list[object]:
-    return [*compatible_args(caller, target, boa, 500), ob_id, run_id, since]
+    return [*compatible_args(caller, target, boa, 500), ob_id, run_id, since, caller.instance]
 
 
 def compatible_args(caller: Caller, target: PointKey, boa: PointKey | None, limit: int) -> list[object]:
@@ -277,7 +279,7 @@ class Repository:
         the OB's pin and selection (NULLs when the OB is new). With run_id
         NULL, access is checked against the OB's pinned run."""
         return await conn.fetchrow(
-            f"""WITH {MY_RUNS}, ob AS (SELECT * FROM obs WHERE ob_id = $3)
+            f"""WITH {MY_RUNS}, ob AS (SELECT * FROM obs WHERE p2_instance = $5 AND ob_id = $3)
                 SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = coalesce($4, (SELECT run_id FROM ob)))
                            AS run_known,
                        EXISTS (SELECT 1 FROM my_runs
@@ -290,14 +292,17 @@ class Repository:
             _runs_param(caller),
             ob_id,
             run_id,
+            caller.instance,
         )
 
-    async def pin_ob(self, conn: asyncpg.Connection, ob_id: int, run_id: str) -> str:
-        """Pins ob_id to run_id unless pinned already; returns the pinned run."""
+    async def pin_ob(self, conn: asyncpg.Connection, instance: str, ob_id: int, run_id: str) -> str:
+        """Pins OB (instance, ob_id) to run_id unless pinned already; returns the pinned run."""
         pinned: str = await conn.fetchval(
-            """WITH ins AS (INSERT INTO obs (ob_id, run_id) VALUES ($1, $2)
-                            ON CONFLICT (ob_id) DO NOTHING RETURNING run_id)
-               SELECT run_id FROM ins UNION ALL SELECT run_id FROM obs WHERE ob_id = $1 LIMIT 1""",
+            """WITH ins AS (INSERT INTO obs (p2_instance, ob_id, run_id) VALUES ($1, $2, $3)
+                            ON CONFLICT (p2_instance, ob_id) DO NOTHING RETURNING run_id)
+               SELECT run_id FROM ins
+               UNION ALL SELECT run_id FROM obs WHERE p2_instance = $1 AND ob_id = $2 LIMIT 1""",
+            instance,
             ob_id,
             run_id,
         )
@@ -306,6 +311,7 @@ class Repository:
     async def set_selection(
         self,
         conn: asyncpg.Connection,
+        instance: str,
         ob_id: int,
         kind: SelectionKind,
         value: str,
@@ -313,11 +319,12 @@ class Repository:
     ) -> None:
         await conn.execute(
             """UPDATE obs SET sel_kind = $2, sel_value = $3, sel_image_id = $4, updated_at = now()
-               WHERE ob_id = $1""",
+               WHERE p2_instance = $5 AND ob_id = $1""",
             ob_id,
             int(kind),
             value,
             image_id,
+            instance,
         )
 
     # Images ------------------------------------------------------------------
@@ -424,17 +431,18 @@ class Repository:
     async def may_display_selection(
         self, conn: asyncpg.Connection, caller: Caller, ob_id: int, fits_hash: str
     ) -> int | None:
-        """The image OB ob_id has selected, when it has fits_hash and the caller
-        has access to the OB's run (the display rule)."""
+        """The image OB ob_id (of the caller's instance) has selected, when it
+        has fits_hash and the caller has access to the OB's run (the display rule)."""
         image_id: int | None = await conn.fetchval(
             f"""WITH {MY_RUNS}
                 SELECT o.sel_image_id FROM obs o JOIN images i ON i.image_id = o.sel_image_id
-                WHERE o.ob_id = $3 AND i.fits_hash = $4
+                WHERE o.p2_instance = $5 AND o.ob_id = $3 AND i.fits_hash = $4
                   AND EXISTS (SELECT 1 FROM my_runs WHERE run_id = o.run_id)""",
             caller.user_id,
             _runs_param(caller),
             ob_id,
             fits_hash,
+            caller.instance,
         )
         return image_id
 

@@ -84,10 +84,11 @@ class Uploads:
         fits_hash = check_hash(fits_hash)
         if size_bytes < 0:
             raise ServiceError("INVALID_ARGUMENT", "size_bytes is negative")
+        access.check_same_instance(caller, ob.run_id)
         async with self.repo.transaction() as conn:
             ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob.ob_id, ob.run_id))
             access.check_run_access(ctx, caller, ob)
-            pinned = await self.repo.pin_ob(conn, ob.ob_id, ob.run_id)
+            pinned = await self.repo.pin_ob(conn, caller.instance, ob.ob_id, ob.run_id)
             if pinned != ob.run_id:  # pinned by a concurrent request meanwhile
                 raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id)
             content = await self.repo.lock_content_by_hash(conn, fits_hash)
@@ -132,6 +133,7 @@ class Uploads:
         processed: Processed,
     ) -> ImageView:
         fits_hash = check_hash(fits_hash)
+        access.check_same_instance(caller, ob.run_id)
         lease_key = lease_uuid(lease_id)
         if lease_key is None:
             raise ServiceError("INVALID_ARGUMENT", "lease_id is not a lease id")
@@ -216,7 +218,9 @@ class Uploads:
             await self.repo.touch_content(conn, content_id)
             # An upload is a use by the owner: it associates the OB's run.
             await self.repo.associate(conn, image_id, ob.run_id)
-            await self.repo.set_selection(conn, ob.ob_id, SelectionKind.USER_IMAGE, fits_hash, image_id)
+            await self.repo.set_selection(
+                conn, caller.instance, ob.ob_id, SelectionKind.USER_IMAGE, fits_hash, image_id
+            )
             if created:
                 await self.repo.add_usage(conn, images=1)
             image = await self.repo.image_by_id(conn, image_id, caller.user_id)
