@@ -15,12 +15,16 @@ import time
 
 def _hips(args: argparse.Namespace) -> int:
     from services.processor import hips, sampling, source
-    from services.shared.errors import ServiceError
 
     start = time.perf_counter()
     try:
         image, hdul = source.open_image(args.file, args.hdu)
-    except ServiceError as err:
+    except Exception as err:
+        # The error type (and gRPC with it) only when there is an error.
+        from services.shared.errors import ServiceError
+
+        if not isinstance(err, ServiceError):
+            raise
         print(f"error: {err.message}", file=sys.stderr)
         return 2
     with hdul:
@@ -110,5 +114,25 @@ def main(argv: list[str]) -> int:
     return result
 
 
+def exit_now(code: int) -> None:
+    """Ends a command-line run without the interpreter's teardown.
+
+    Every output is written and closed by then (the commands return only
+    after their `with` blocks and thread pools have ended); what teardown
+    would add is freeing a few hundred thousand objects of numpy, astropy
+    and mocpy that the OS reclaims anyway: measured 0.05 s after a mosaic,
+    0.11 s after a HiPS.
+    """
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    if sys.argv[1:]:
+        exit_now(status)
+    sys.exit(status)

@@ -412,7 +412,8 @@ def finish(out: Path, weight: Path, cards: list[tuple[str, object, str]], histor
             gaps = wdata[y0 : y0 + band] <= 0
             n = int(np.count_nonzero(gaps))
             if n:
-                data[y0 : y0 + band][gaps] = np.nan
+                # Masked copy: no index arrays (a third faster than data[gaps] = nan).
+                np.copyto(data[y0 : y0 + band], np.float32(np.nan), where=gaps)
                 blank += n
         header = mosaic[0].header
         for key, value, comment in cards:

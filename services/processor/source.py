@@ -15,10 +15,17 @@ import numpy as np
 from astropy.io import fits
 
 from services.processor.sampling import SkyImage
-from services.shared.errors import ServiceError
 
 if TYPE_CHECKING:
     from astropy.wcs import WCS
+
+
+def _error(code: str, message: str) -> Exception:
+    """The shared error type, imported on demand: it brings gRPC with it
+    (25 ms), which the command-line HiPS needs only when it fails."""
+    from services.shared.errors import ServiceError
+
+    return ServiceError(code, message)
 
 GZIP_MAGIC = b"\x1f\x8b"
 COMPRESS_MAGIC = b"\x1f\x9d"  # Unix compress (.Z)
@@ -40,7 +47,7 @@ def decompress(path: Path, dest: Path) -> Path:
             )
         if proc.returncode != 0:
             msg = proc.stderr.decode(errors="replace").strip()
-            raise ServiceError("PROCESSING_FAILED", f"could not uncompress the .Z file: {msg}")
+            raise _error("PROCESSING_FAILED", f"could not uncompress the .Z file: {msg}")
         return dest
     return path
 
@@ -53,7 +60,7 @@ def read_wcs(header: fits.Header, hdul: fits.HDUList | None = None) -> WCS:
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header, hdul, naxis=2)
     if not wcs.has_celestial or wcs.naxis != 2:
-        raise ServiceError("INVALID_WCS", "the image has no celestial WCS")
+        raise _error("INVALID_WCS", "the image has no celestial WCS")
     return wcs
 
 
@@ -89,13 +96,13 @@ def open_image(path: str | Path, hdu: int | None = None) -> tuple[SkyImage, fits
         if hdu is None:
             indices = image_hdu_indices(hdul)
             if not indices:
-                raise ServiceError("NO_IMAGE_HDU", "the file holds no image")
+                raise _error("NO_IMAGE_HDU", "the file holds no image")
             hdu = indices[0]
         if not 0 <= hdu < len(hdul):
-            raise ServiceError("INVALID_ARGUMENT", f"the file has no HDU {hdu}")
+            raise _error("INVALID_ARGUMENT", f"the file has no HDU {hdu}")
         item = hdul[hdu]
         if item.data is None or item.data.ndim < 2:
-            raise ServiceError("NO_IMAGE_HDU", f"HDU {hdu} is not an image")
+            raise _error("NO_IMAGE_HDU", f"HDU {hdu} is not an image")
         # Reading and converting the pixels (C, without the GIL) overlaps
         # with importing astropy.wcs (Python, with it) the first time.
         with ThreadPoolExecutor(1) as reader:
