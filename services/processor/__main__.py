@@ -18,7 +18,7 @@ def _hips(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        image, hdul = source.open_image(args.file, args.hdu)
+        image, hdul, stats = source.open_image_stats(args.file, args.hdu)
     except Exception as err:
         # The error type (and gRPC with it) only when there is an error.
         from services.shared.errors import ServiceError
@@ -39,6 +39,7 @@ def _hips(args: argparse.Namespace) -> int:
             filter_name=str(image.header.get("FILTER", "")) if image.header is not None else "",
             resampling=sampling.NEAREST if args.nearest else sampling.BILINEAR,
             workers=args.workers,
+            stats=stats,
         )
     total = sum(sink.sizes.values())
     print(

@@ -239,14 +239,13 @@ class Processor:
                 mem_max_mb=self.settings.swarp_mem_mb,
             )
             scale = made.pixel_scale_arcsec
-            image, hdul = source.open_image(mosaic_path, 0)
+            image, hdul, stats = source.open_image_stats(mosaic_path, 0)
         else:
             index = shown[0].index if shown else None
             if shown and shown[0].pixel_scale_arcsec > 0:
                 scale = shown[0].pixel_scale_arcsec
-            image, hdul = source.open_image(plain, index)
+            image, hdul, stats = source.open_image_stats(plain, index)
         with hdul:
-            stats = display.statistics(image.data)
             result = hips.build_hips(
                 image,
                 sink,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from astropy.io import fits
 
+from services.processor import display
 from services.processor.sampling import SkyImage
 
 if TYPE_CHECKING:
@@ -89,6 +90,23 @@ def open_image(path: str | Path, hdu: int | None = None) -> tuple[SkyImage, fits
 
     The HDU list stays open (the data may be a memory map); the caller closes it.
     """
+    image, hdul, _ = _open(path, hdu, with_stats=False)
+    return image, hdul
+
+
+def open_image_stats(
+    path: str | Path, hdu: int | None = None
+) -> tuple[SkyImage, fits.HDUList, display.Statistics]:
+    """`open_image` and the image's display statistics (`display.statistics`),
+    computed while astropy.wcs is imported and the WCS read."""
+    image, hdul, stats = _open(path, hdu, with_stats=True)
+    assert stats is not None
+    return image, hdul, stats
+
+
+def _open(
+    path: str | Path, hdu: int | None, *, with_stats: bool
+) -> tuple[SkyImage, fits.HDUList, display.Statistics | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         hdul = fits.open(path, memmap=True)
@@ -103,13 +121,19 @@ def open_image(path: str | Path, hdu: int | None = None) -> tuple[SkyImage, fits
         item = hdul[hdu]
         if item.data is None or item.data.ndim < 2:
             raise _error("NO_IMAGE_HDU", f"HDU {hdu} is not an image")
-        # Reading and converting the pixels (C, without the GIL) overlaps
-        # with importing astropy.wcs (Python, with it) the first time.
+
+        def load() -> tuple[np.ndarray, display.Statistics | None]:
+            data = as_float_image(item.data)
+            return data, display.statistics(data) if with_stats else None
+
+        # Reading and converting the pixels and their statistics (C, mostly
+        # without the GIL) overlap with importing astropy.wcs (Python, with
+        # it) the first time, and with reading the WCS.
         with ThreadPoolExecutor(1) as reader:
-            pixels = reader.submit(lambda: as_float_image(item.data))
+            pixels = reader.submit(load)
             wcs = read_wcs(item.header, hdul)
-            data = pixels.result()
-        return SkyImage(data, wcs, item.header), hdul
+            data, stats = pixels.result()
+        return SkyImage(data, wcs, item.header), hdul, stats
     except BaseException:
         hdul.close()
         raise
