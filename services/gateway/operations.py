@@ -27,7 +27,7 @@ from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.gateway.hips_tokens import HipsGrant, HipsTokens
 from services.gateway.metrics import Metrics
 from services.shared.errors import ServiceError
-from services.shared.grpc_edge import call, channel
+from services.shared.grpc_edge import WithDeadline, call, channel
 from services.shared.settings import GatewaySettings
 from services.shared.store import ObjectStore, open_store
 
@@ -223,9 +223,9 @@ class Operations:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.validator: Any = validator
-        self.processor: Any = processor
-        self.catalog: Any = catalog
+        self.validator: Any = WithDeadline(validator, settings.validate_timeout_s)
+        self.processor: Any = WithDeadline(processor, settings.process_timeout_s)
+        self.catalog: Any = WithDeadline(catalog, settings.catalog_timeout_s)
         self.hips_tokens = hips_tokens
         self.metrics = metrics or Metrics()
         self._channels = list(channels)

@@ -155,9 +155,27 @@ def channel(address: str, token: str) -> grpc.aio.Channel:
 async def call(method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
     """Makes one unary call, raising ServiceError on failure."""
     try:
-        return await method(request, timeout=timeout)
+        return await (method(request) if timeout is None else method(request, timeout=timeout))
     except grpc.aio.AioRpcError as exc:
         raise error_from_rpc(exc) from None
+
+
+class WithDeadline:
+    """A stub whose every call carries a deadline, so a hung service fails a
+    request (UNAVAILABLE) instead of holding it open for ever."""
+
+    def __init__(self, stub: Any, timeout_s: float) -> None:
+        self._stub = stub
+        self._timeout_s = timeout_s
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._stub, name)
+
+        def with_deadline(request: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", self._timeout_s)
+            return method(request, **kwargs)
+
+        return with_deadline
 
 
 class GrpcServer:

@@ -162,6 +162,13 @@ class GatewaySettings(Common):
         "ALADIN_LITE_DIR", "node_modules/aladin-lite/dist", "folder of the aladin-lite npm package's dist"
     )
     display_flush_s: float = env("DISPLAY_FLUSH_S", 30.0, "seconds between batches of display records")
+    catalog_timeout_s: float = env("CATALOG_TIMEOUT_S", 30.0, "deadline of a call to the catalog")
+    validate_timeout_s: float = env(
+        "VALIDATE_TIMEOUT_S", 600.0, "deadline of a validation (compressed uploads are read whole)"
+    )
+    process_timeout_s: float = env(
+        "PROCESS_TIMEOUT_S", 1800.0, "deadline of processing (SWarp, HiPS, preview) of one upload"
+    )
 
 
 ALL_SERVICES: dict[str, type] = {

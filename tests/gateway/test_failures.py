@@ -77,3 +77,36 @@ async def test_services_down(broken: Gateway, http: aiohttp.ClientSession, tmp_p
     assert await broken.store_keys() == before[0]
     async with http.get(f"{broken.url}/healthz") as resp:
         assert resp.status == 200  # alive, though not ready
+
+
+@pytest.fixture(scope="module")
+def impatient(suite_factory: Callable[..., Suite], tmp_path_factory: pytest.TempPathFactory) -> Gateway:
+    env = {**gateway_env(tmp_path_factory.mktemp("impatient")), "PROCESS_TIMEOUT_S": "3"}
+    return Gateway(suite_factory(env))
+
+
+async def test_a_hung_processor_fails_the_upload_at_its_deadline(
+    impatient: Gateway, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    import asyncio
+    import signal
+    import time
+
+    owner = new_user()
+    run = impatient.new_run(owner)
+    processor = impatient.suite.procs["processor"]
+    before = (await impatient.store_keys(), await impatient.image_rows())
+    processor.send_signal(signal.SIGSTOP)  # alive, holding its sockets, answering nothing
+    try:
+        t0 = time.monotonic()
+        resp, body = await impatient.upload(http, field(tmp_path), new_ob(), run, TARGET, owner)
+        waited = time.monotonic() - t0
+    finally:
+        processor.send_signal(signal.SIGCONT)
+    assert resp.status == 503 and body["code"] == "UNAVAILABLE", body
+    assert 3 <= waited < 30
+    await asyncio.sleep(3)  # the processor, awake again, must not write for the dead call
+    assert (await impatient.store_keys(), await impatient.image_rows()) == before
+    # And the suite works again.
+    resp, body = await impatient.upload(http, field(tmp_path, "later.fits"), new_ob(), run, TARGET, owner)
+    assert resp.status == 201, body
