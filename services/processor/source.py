@@ -28,7 +28,6 @@ def _error(code: str, message: str) -> Exception:
 
     return ServiceError(code, message)
 
-
 GZIP_MAGIC = b"\x1f\x8b"
 COMPRESS_MAGIC = b"\x1f\x9d"  # Unix compress (.Z)
 
