@@ -26,14 +26,6 @@ PI_TOKEN, DELEGATE_TOKEN, STRANGER_TOKEN = "tok-pi-9f8e7d", "tok-delegate-1a2b3c
 
 
 @pytest.fixture(scope="module")
-def trap() -> Iterator[Trap]:
-    server = Trap()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def p2(trap: Trap) -> Iterator[P2StandIn]:
     server = P2StandIn()
     server.add_user(PI, PI_TOKEN)

@@ -52,14 +52,6 @@ OB_REDIRECT = 2666
 
 
 @pytest.fixture(scope="module")
-def trap() -> Iterator[Trap]:
-    server = Trap()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def p2(trap: Trap) -> Iterator[P2StandIn]:
     server = P2StandIn()
     for user, token in TOKENS.items():

@@ -20,14 +20,6 @@ TOKEN = "tok-route-7c1d"
 
 
 @pytest.fixture(scope="module")
-def trap() -> Iterator[Trap]:
-    server = Trap()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def p2() -> Iterator[P2StandIn]:
     server = P2StandIn()
     server.add_user(81, TOKEN)
