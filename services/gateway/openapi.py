@@ -85,6 +85,12 @@ def _schemas() -> dict[str, Any]:
         "description": "[ra, dec] degrees",
     }
     return {
+        "P2fcError": {
+            "type": "object",
+            "description": "an error of the p2api face: p2api raises P2Error with `error`",
+            "required": ["error", "code", "status"],
+            "properties": {"error": _STRING, "code": _STRING, "status": {"type": "integer"}},
+        },
         "Problem": {
             "type": "object",
             "description": "RFC 9457 problem details with a stable code",
@@ -209,6 +215,70 @@ def _schemas() -> dict[str, Any]:
                 "owner_id": _STRING,
                 "delegate_ids": {"type": "array", "items": _STRING},
             },
+        },
+    }
+
+
+def _p2fc_paths(prefix: str) -> dict[str, Any]:
+    """The p2api face: the routes ESO's p2api client calls (p2fc_url = <gateway><prefix>)."""
+    base = "/" + prefix.strip("/") + "/"
+    named = [
+        _param("url", "query", "the OB's p2 API URL (<p2 base>/obsBlocks/<id>)", _STRING, True),
+        _param("access_token", "query", "the user's p2 access token", _STRING, True),
+    ]
+    error = {
+        "description": "the error p2api raises as P2Error",
+        "content": {"application/json": {"schema": _ref("P2fcError")}},
+    }
+    errors = {"400": error, "401": error, "403": error, "404": error, "410": error, "502": error}
+    answer = _json("the OB's background (bkg_image, fits_hash, ...)", {"type": "object"})
+    return {
+        f"{base}bkg_image": {
+            "get": {
+                "summary": "p2api bkg_image_get_ob_info (mode=get_ob) and bkg_image_get_ob_image_list",
+                "parameters": [
+                    *named,
+                    _param("mode", "query", "get_ob or get_ob_image_list", _STRING, True),
+                ],
+                "responses": {"200": answer, **errors},
+            }
+        },
+        base: {
+            "post": {
+                "summary": "p2api bkg_image_set_ob_info (mode=set_ob_info, value) and bkg_image_upload",
+                "description": (
+                    "A form with mode=set_ob_info, url, access_token and value (default, gaia, "
+                    "survey|NAME, eso_im|DPID, user_bkg_image|<fits_hash>); or multipart with the file "
+                    "part bkg_image_fits_file whose part headers carry url, access_token, "
+                    "mode=upload_bkg_image and bkg_lam. Without mode (generateFindingChart): 501."
+                ),
+                "requestBody": {
+                    "content": {
+                        "multipart/form-data": {"schema": {"type": "object"}},
+                        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                    }
+                },
+                "responses": {
+                    "200": answer,
+                    "201": answer,
+                    "413": error,
+                    "422": error,
+                    "501": error,
+                    **errors,
+                },
+            }
+        },
+        f"{base}bkg_image_delete": {
+            "delete": {
+                "summary": "p2api bkg_image_delete",
+                "parameters": [
+                    *named,
+                    _param(
+                        "fits_hash", "query", "user_bkg_image|<fits_hash>, or the bare hash", _STRING, True
+                    ),
+                ],
+                "responses": {"200": _json("the OB's image list", {"type": "object"}), **errors},
+            }
         },
     }
 
@@ -457,6 +527,7 @@ def document(settings: GatewaySettings) -> dict[str, Any]:
                 },
             }
         },
+        **_p2fc_paths(settings.p2fc_prefix),
         "/": {
             "get": {
                 "summary": "The Background-image page",

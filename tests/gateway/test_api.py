@@ -620,6 +620,9 @@ async def test_health_ready_metrics_openapi(
         ("/readyz", "GET"),
         ("/metrics", "GET"),
         ("/api/v1/openapi.json", "GET"),
+        ("/p2fc/bkg_image", "GET"),
+        ("/p2fc/", "POST"),
+        ("/p2fc/bkg_image_delete", "DELETE"),
     ]:
         assert route in documented, route
     codes = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
