@@ -26,11 +26,11 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from astropy.io import fits
 
 from bench.table import Row
 from services.devrun import Suite, free_port
 from services.shared.store import LocalStore, ObjectStore, S3Store
+from tests.fitsgen import streamed_tan_header
 
 RUN = "p2:60.A-9000(B)"
 USER = "p2:bench"
@@ -39,28 +39,10 @@ USER = "p2:bench"
 def big_fits(path: Path, megabytes: int) -> Path:
     """A float32 TAN image of about `megabytes` MB with real (non-zero, non-sparse) pixels."""
     side = int(np.sqrt(megabytes * (1 << 20) / 4))
-    header = fits.Header()
-    header["SIMPLE"] = True
-    header["BITPIX"] = -32
-    header["NAXIS"] = 2
-    header["NAXIS1"] = side
-    header["NAXIS2"] = side
-    for key, value in [
-        ("CTYPE1", "RA---TAN"),
-        ("CTYPE2", "DEC--TAN"),
-        ("CRVAL1", 150.0),
-        ("CRVAL2", 2.0),
-        ("CRPIX1", side / 2),
-        ("CRPIX2", side / 2),
-        ("CD1_1", -0.2 / 3600),
-        ("CD2_2", 0.2 / 3600),
-        ("FILTER", "R"),
-    ]:
-        header[key] = value
     rng = np.random.default_rng(1)
     rows = max(1, (8 << 20) // (side * 4))
     with path.open("wb") as out:
-        out.write(header.tostring().encode())
+        out.write(streamed_tan_header(side))
         done = 0
         while done < side:
             n = min(rows, side - done)

@@ -73,3 +73,27 @@ def write_image(
         header[key] = value
     fits.PrimaryHDU(sky_image((size, size), w, stars), header).writeto(path, overwrite=True)
     return path
+
+
+def streamed_tan_header(side: int, ra: float = 150.0, dec: float = 2.0, scale_arcsec: float = 0.2) -> bytes:
+    """The primary header of a side x side float32 TAN image with a FILTER, for
+    files too large to build in memory: the data is written after it in pieces."""
+    header = fits.Header(
+        [
+            ("SIMPLE", True),
+            ("BITPIX", -32),
+            ("NAXIS", 2),
+            ("NAXIS1", side),
+            ("NAXIS2", side),
+            ("CTYPE1", "RA---TAN"),
+            ("CTYPE2", "DEC--TAN"),
+            ("CRVAL1", ra),
+            ("CRVAL2", dec),
+            ("CRPIX1", side / 2),
+            ("CRPIX2", side / 2),
+            ("CD1_1", -scale_arcsec / 3600),
+            ("CD2_2", scale_arcsec / 3600),
+            ("FILTER", "R"),
+        ]
+    )
+    return header.tostring().encode()

@@ -91,6 +91,20 @@ class Harness:
             "SetRun", catalog_pb2.SetRunRequest(run_id=run_id, owner_id=owner, delegate_ids=list(delegates))
         )
 
+    async def add_products(
+        self,
+        req: catalog_pb2.CompleteUploadRequest,
+        begun: catalog_pb2.BeginUploadResponse,
+        label: str,
+    ) -> None:
+        """For new content, writes what the processor would and names it in `req`."""
+        if begun.action != catalog_pb2.BeginUploadResponse.PROCESS:
+            return
+        p = begun.output_prefix
+        req.stored_bytes = await self.write_objects(p, label)
+        req.fits_key, req.preview_key, req.hips_prefix = (p + "original.fits", p + "preview.png", p + "hips/")
+        req.hips_order, req.cut_low, req.cut_high = 3, 1.0, 99.0
+
     async def write_objects(self, prefix: str, label: str) -> int:
         """What the processor writes under a prefix (small stand-ins of the real files)."""
         seed = hashlib.sha256(label.encode()).digest()
@@ -140,15 +154,7 @@ class Harness:
             object_name=label,
             footprints=list(footprints),
         )
-        if begun.action == catalog_pb2.BeginUploadResponse.PROCESS:
-            p = begun.output_prefix
-            req.stored_bytes = await self.write_objects(p, label)
-            req.fits_key, req.preview_key, req.hips_prefix = (
-                p + "original.fits",
-                p + "preview.png",
-                p + "hips/",
-            )
-            req.hips_order, req.cut_low, req.cut_high = 3, 1.0, 99.0
+        await self.add_products(req, begun, label)
         image: catalog_pb2.Image = await self.call("CompleteUpload", req)
         return image
 

@@ -200,15 +200,7 @@ async def test_reupload_against_delete(racy: Harness, uploader: str) -> None:
                     file_name="again.fits",
                     footprints=[square(70.0, 0.0, 0.1)],
                 )
-                if begun.action == catalog_pb2.BeginUploadResponse.PROCESS:
-                    p = begun.output_prefix
-                    req.stored_bytes = await racy.write_objects(p, label)
-                    req.fits_key, req.preview_key, req.hips_prefix = (
-                        p + "original.fits",
-                        p + "preview.png",
-                        p + "hips/",
-                    )
-                    req.hips_order = 3
+                await racy.add_products(req, begun, label)
                 image: catalog_pb2.Image = await clients[1].call("CompleteUpload", req)
                 key = "reuse" if begun.action == catalog_pb2.BeginUploadResponse.REUSE_CONTENT else "process"
                 outcomes[key] = outcomes.get(key, 0) + 1

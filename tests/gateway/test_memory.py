@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from astropy.io import fits
 
 from services.devrun import Suite
+from tests.fitsgen import streamed_tan_header
 from tests.gateway.harness import new_ob
 
 SIZE = 2 << 30
@@ -28,25 +28,7 @@ USER = "p2:memory"
 
 def sparse_fits(path: Path, size: int) -> Path:
     side = int((size / 4) ** 0.5) + 1
-    header = fits.Header(
-        [
-            ("SIMPLE", True),
-            ("BITPIX", -32),
-            ("NAXIS", 2),
-            ("NAXIS1", side),
-            ("NAXIS2", side),
-            ("CTYPE1", "RA---TAN"),
-            ("CTYPE2", "DEC--TAN"),
-            ("CRVAL1", 150.0),
-            ("CRVAL2", 2.0),
-            ("CRPIX1", side / 2),
-            ("CRPIX2", side / 2),
-            ("CD1_1", -0.2 / 3600),
-            ("CD2_2", 0.2 / 3600),
-            ("FILTER", "R"),
-        ]
-    )
-    head = header.tostring().encode()
+    head = streamed_tan_header(side)
     data = side * side * 4
     with path.open("wb") as f:
         f.write(head)
