@@ -3,9 +3,11 @@
     kubectl -n bgimages exec -i deploy/catalog -- python - usage [--reconcile] < deploy/k8s/catalog_admin.py
     kubectl -n bgimages exec -i deploy/catalog -- python - cull [--force]     < deploy/k8s/catalog_admin.py
     kubectl -n bgimages exec -i deploy/catalog -- python - sweep [--min-age S] < deploy/k8s/catalog_admin.py
+    kubectl -n bgimages exec -i deploy/catalog -- python - check [--min-age S] < deploy/k8s/catalog_admin.py
 
-It calls the catalog's own gRPC API (GetUsage, Cull, Sweep) on the pod's port with the
-service credential the pod already holds (SERVICE_TOKEN), and prints the answer as JSON.
+It calls the catalog's own gRPC API (GetUsage, Cull, Sweep, CheckConsistency) on the pod's
+port with the service credential the pod already holds (SERVICE_TOKEN), and prints the
+answer as JSON. `check` exits 1 when the store and the rows disagree (either way).
 Nothing is installed in the image for it; it uses the image's generated code.
 """
 
@@ -34,9 +36,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             )
         elif args.command == "cull":
             reply = await call(stub.Cull, catalog_pb2.CullRequest(force=args.force), timeout=3600)
+        elif args.command == "sweep":
+            # No --min-age: the catalog's own SWEEP_MIN_AGE_S. 0 means 0.
+            request = catalog_pb2.SweepRequest()
+            if args.min_age is not None:
+                request.min_age_seconds = args.min_age
+            reply = await call(stub.Sweep, request, timeout=3600)
         else:
             reply = await call(
-                stub.Sweep, catalog_pb2.SweepRequest(min_age_seconds=args.min_age), timeout=3600
+                stub.CheckConsistency,
+                catalog_pb2.CheckConsistencyRequest(min_age_seconds=args.min_age),
+                timeout=3600,
             )
     return MessageToDict(reply, always_print_fields_with_no_presence=True)
 
@@ -49,15 +59,31 @@ def main(argv: list[str]) -> int:
     cull = sub.add_parser("cull", help="cull now (least recently used contents first)")
     cull.add_argument("--force", action="store_true", help="cull to the low mark even under the high mark")
     sweep = sub.add_parser("sweep", help="remove objects no row refers to")
-    sweep.add_argument("--min-age", type=int, default=3600, help="keep objects younger than this (s)")
+    sweep.add_argument(
+        "--min-age", type=int, help="keep objects younger than this (s; default: SWEEP_MIN_AGE_S; 0: none)"
+    )
+    check = sub.add_parser("check", help="compare the store with the rows both ways; exit 1 if they differ")
+    check.add_argument(
+        "--min-age", type=int, default=600, help="ignore unheld objects younger than this (s): in flight"
+    )
     args = parser.parse_args(argv)
+    if getattr(args, "min_age", None) is not None and args.min_age < 0:
+        parser.error("--min-age must be 0 or more")
     if not os.environ.get("SERVICE_TOKEN"):
         print("catalog_admin: SERVICE_TOKEN is not set (run it inside a catalog pod)", file=sys.stderr)
         return 2
     try:
-        print(json.dumps(asyncio.run(run(args)), indent=2, sort_keys=True))
+        answer = asyncio.run(run(args))
     except ServiceError as err:
         print(f"catalog_admin: {err.code}: {err.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2, sort_keys=True))
+    if args.command == "check" and (answer["unheldObjects"] or answer["missingObjects"]):
+        print(
+            f"catalog_admin: inconsistent: {len(answer['unheldObjects'])} objects nothing holds, "
+            f"{len(answer['missingObjects'])} objects the rows name are missing",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

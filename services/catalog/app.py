@@ -54,7 +54,7 @@ def build(settings: CatalogSettings, pool: asyncpg.Pool, store: ObjectStore) -> 
     uploads = Uploads(repo, store, settings.lease_ttl_s)
     images = Images(repo, store, settings.tombstone_days)
     culler = Culler(repo, store, Capacity(settings.capacity_bytes, settings.high_water, settings.low_water))
-    sweeper = Sweeper(repo, store, settings.lease_ttl_s, settings.tombstone_days)
+    sweeper = Sweeper(repo, store, settings.tombstone_days)
     servicer = CatalogServicer(repo, uploads, images, culler, sweeper, settings.sweep_min_age_s)
     return Catalog(repo, store, uploads, images, culler, sweeper, servicer)
 

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -29,6 +29,7 @@ from services.catalog.model import (
     SelectionKind,
     TombstoneView,
 )
+from services.shared.errors import ServiceError
 
 MIGRATION_LOCK = 0x6267_6361_7431  # pg_advisory_lock key of the catalog migrations
 HOUSEKEEPING_LOCK = 0x6267_6361_7432  # held by the replica running the background rounds
@@ -219,6 +220,43 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
+ACQUIRE_TIMEOUT_S = 10.0  # waiting for a pooled connection longer than this is an outage
+
+# What a database that is down, restarting or out of connections raises
+# (rather than a wrong query): OS errors (refused, reset, timed out), SQLSTATE
+# class 08 (connection exception), 57 (operator intervention: shutdown, crash,
+# cannot connect now) and 53 (insufficient resources).
+_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, _OUTAGES):
+        return True
+    # A query on a connection the server closed under it.
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+@contextlib.contextmanager
+def database_outage_as_unavailable() -> Iterator[None]:
+    """Turns a database outage into UNAVAILABLE (503 for users, never INTERNAL)."""
+    try:
+        yield
+    except ServiceError:
+        raise
+    except Exception as exc:
+        if is_outage(exc):
+            raise ServiceError(
+                "UNAVAILABLE", "the catalog's database is unavailable; please try again shortly"
+            ) from exc
+        raise
+
+
 class Repository:
     """The catalog's tables, over one asyncpg pool made at start-up."""
 
@@ -227,13 +265,15 @@ class Repository:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield conn
+        with database_outage_as_unavailable():
+            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
+                yield conn
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self.pool.acquire() as conn:
-            yield conn
+        with database_outage_as_unavailable():
+            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                yield conn
 
     async def try_lock(self, conn: asyncpg.Connection, key: int) -> bool:
         return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
@@ -242,8 +282,15 @@ class Repository:
         await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     async def ping(self) -> bool:
-        async with self.pool.acquire(timeout=2) as conn:
-            return bool(await conn.fetchval("SELECT true", timeout=2))
+        """Whether the database answers. After a failure every pooled connection
+        is replaced on its next use: connections to a server that restarted are
+        dead, and requests should not each find that out for themselves."""
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                return bool(await conn.fetchval("SELECT true", timeout=2))
+        except Exception:
+            await self.pool.expire_connections()
+            raise
 
     # Runs -------------------------------------------------------------------
 
@@ -496,13 +543,14 @@ class Repository:
         prefix: str,
         content_id: int | None,
         ttl_s: int,
+        staging_key: str = "",
     ) -> uuid.UUID:
         lease_id = uuid.uuid4()
         await conn.execute(
             """INSERT INTO upload_leases (lease_id, fits_hash, owner_id, ob_id, run_id, generation, prefix,
-                                        content_id, reuse, expires_at)
+                                        content_id, reuse, expires_at, staging_key)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::bigint, $8::bigint IS NOT NULL,
-                       now() + make_interval(secs => $9))""",
+                       now() + make_interval(secs => $9), nullif($10, ''))""",
             lease_id,
             fits_hash,
             owner_id,
@@ -512,8 +560,20 @@ class Repository:
             prefix,
             content_id,
             float(ttl_s),
+            staging_key,
         )
         return lease_id
+
+    async def renew_lease(self, lease_id: uuid.UUID, ttl_s: int) -> bool:
+        """Extends a live lease by ttl_s from now; False when it has ended or expired."""
+        async with self.connection() as conn:
+            row = await conn.fetchval(
+                """UPDATE upload_leases SET expires_at = now() + make_interval(secs => $2)
+                   WHERE lease_id = $1 AND expires_at > now() RETURNING true""",
+                lease_id,
+                float(ttl_s),
+            )
+        return bool(row)
 
     async def take_lease(self, conn: asyncpg.Connection, lease_id: uuid.UUID) -> asyncpg.Record | None:
         """Removes the lease and returns it (with `live`: not expired)."""
@@ -750,6 +810,22 @@ class Repository:
             list(prefixes),
         )
         return {r["p"] for r in rows}
+
+    async def held_staging_keys(self, conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
+        """Those of the staging keys a live upload lease holds."""
+        rows = await conn.fetch(
+            """SELECT l.staging_key FROM upload_leases l
+               WHERE l.staging_key = ANY($1::text[]) AND l.expires_at > now()""",
+            list(keys),
+        )
+        return {r["staging_key"] for r in rows}
+
+    async def content_objects(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        """Every content row's prefix and the objects it names (the consistency check)."""
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT prefix, fits_key, preview_key, hips_prefix FROM contents ORDER BY content_id"
+        )
+        return rows
 
     async def has_live_leases(self, conn: asyncpg.Connection) -> bool:
         return bool(

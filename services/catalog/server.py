@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from bgimages.common.v1 import common_pb2
+from services.catalog import consistency
 from services.catalog.culling import Culler
 from services.catalog.images import Images
 from services.catalog.model import (
@@ -177,13 +178,18 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.BeginUploadRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.BeginUploadResponse:
         begun = await self.uploads.begin(
-            caller_of(request.caller), ob_of(request.ob), request.fits_hash, request.size_bytes
+            caller_of(request.caller),
+            ob_of(request.ob),
+            request.fits_hash,
+            request.size_bytes,
+            request.staging_key,
         )
         resp = catalog_pb2.BeginUploadResponse(
             action=int(begun.action),  # type: ignore[arg-type]
             lease_id=begun.lease_id,
             output_prefix=begun.output_prefix,
             generation=begun.generation,
+            lease_ttl_seconds=begun.lease_ttl_s,
         )
         if begun.existing is not None:
             resp.existing.CopyFrom(image_pb(begun.existing))
@@ -222,6 +228,12 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.AbortUploadResponse:
         await self.uploads.abort(request.lease_id)
         return catalog_pb2.AbortUploadResponse()
+
+    @servicer_errors
+    async def RenewLease(
+        self, request: catalog_pb2.RenewLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.RenewLeaseResponse:
+        return catalog_pb2.RenewLeaseResponse(lease_ttl_seconds=await self.uploads.renew(request.lease_id))
 
     @servicer_errors
     async def ListImages(
@@ -296,9 +308,24 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.SweepResponse:
         if request.min_age_seconds < 0:
             raise ServiceError("INVALID_ARGUMENT", "min_age_seconds is negative")
-        result = await self.sweeper.sweep(request.min_age_seconds or self.sweep_min_age_s)
+        min_age = request.min_age_seconds if request.HasField("min_age_seconds") else self.sweep_min_age_s
+        result = await self.sweeper.sweep(min_age)
         return catalog_pb2.SweepResponse(
             removed_objects=result.removed_objects, removed_bytes=result.removed_bytes
+        )
+
+    @servicer_errors
+    async def CheckConsistency(
+        self, request: catalog_pb2.CheckConsistencyRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.CheckConsistencyResponse:
+        if request.min_age_seconds < 0:
+            raise ServiceError("INVALID_ARGUMENT", "min_age_seconds is negative")
+        found = await consistency.check(self.repo, self.sweeper.store, request.min_age_seconds)
+        return catalog_pb2.CheckConsistencyResponse(
+            unheld_objects=found.unheld,
+            missing_objects=found.missing,
+            objects_checked=found.objects_checked,
+            contents_checked=found.contents_checked,
         )
 
     @servicer_errors

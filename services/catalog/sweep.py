@@ -1,6 +1,7 @@
 """The orphan sweep: objects that no row references and no live upload lease
 covers are removed (uploads that died half way, removals interrupted after
-their commit, expired leases); tombstones older than TOMBSTONE_DAYS go too.
+their commit, expired leases), and the temporary files of writes that died;
+tombstones older than TOMBSTONE_DAYS go too.
 Keys carry the content's generation, so a new upload of the same bytes never
 shares a prefix with a removed one.
 """
@@ -12,6 +13,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 
 from services.catalog.removal import purge
 from services.catalog.repository import Repository
@@ -30,16 +32,46 @@ class SweepResult:
     removed_bytes: int
 
 
+async def unheld_objects(repo: Repository, store: ObjectStore) -> AsyncIterator[tuple[str, int, float]]:
+    """(key, size, modified) of every object under content/ and staging/ that
+    no content row of its generation and no live upload lease holds."""
+    # Objects under content/: group by prefix, ask which prefixes rows hold.
+    by_prefix: dict[str, list[tuple[str, int, float]]] = {}
+    async for info in store.list("content/"):
+        m = _CONTENT_KEY.match(info.key)
+        by_prefix.setdefault(m.group(1) if m else info.key, []).append((info.key, info.size, info.modified))
+    prefixes = list(by_prefix)
+    for start in range(0, len(prefixes), BATCH):
+        chunk = prefixes[start : start + BATCH]
+        async with repo.connection() as conn:
+            held = await repo.referenced_prefixes(conn, chunk)
+        for prefix in chunk:
+            if prefix not in held:
+                for item in by_prefix[prefix]:
+                    yield item
+    # Staging objects are the gateway's; a live lease holds the one of its upload.
+    staged = [(i.key, i.size, i.modified) async for i in store.list(STAGING)]
+    for start in range(0, len(staged), BATCH):
+        chunk_items = staged[start : start + BATCH]
+        async with repo.connection() as conn:
+            held = await repo.held_staging_keys(conn, [key for key, _, _ in chunk_items])
+        for item in chunk_items:
+            if item[0] not in held:
+                yield item
+
+
 class Sweeper:
-    def __init__(
-        self, repo: Repository, store: ObjectStore, lease_ttl_s: int, tombstone_days: int = 90
-    ) -> None:
+    def __init__(self, repo: Repository, store: ObjectStore, tombstone_days: int = 90) -> None:
         self.repo = repo
         self.store = store
-        self.lease_ttl_s = lease_ttl_s
         self.tombstone_days = tombstone_days
 
     async def sweep(self, min_age_s: int) -> SweepResult:
+        """Removes every object nothing holds that is at least min_age_s old
+        (0: all of them at once, e.g. after an outage); live leases hold their
+        content prefix and their staging object whatever the age."""
+        if min_age_s < 0:
+            raise ValueError("min_age_s is negative")
         now = time.time()
         objects = size = 0
         async with self.repo.transaction() as conn:
@@ -51,33 +83,13 @@ class Sweeper:
         n, b = await self._unused_contents()
         objects, size = objects + n, size + b
 
-        # Objects under content/: group by prefix, ask which prefixes rows hold.
-        by_prefix: dict[str, list[tuple[str, int, float]]] = {}
-        async for info in self.store.list("content/"):
-            m = _CONTENT_KEY.match(info.key)
-            by_prefix.setdefault(m.group(1) if m else info.key, []).append(
-                (info.key, info.size, info.modified)
-            )
-        prefixes = list(by_prefix)
-        for start in range(0, len(prefixes), BATCH):
-            chunk = prefixes[start : start + BATCH]
-            async with self.repo.connection() as conn:
-                held = await self.repo.referenced_prefixes(conn, chunk)
-            for prefix in chunk:
-                if prefix in held:
-                    continue
-                for key, length, modified in by_prefix[prefix]:
-                    if now - modified >= min_age_s:
-                        await self.store.delete(key)
-                        objects += 1
-                        size += length
-        # Staging objects are the gateway's; one older than any upload may last died with it.
-        staging_age = max(min_age_s, self.lease_ttl_s)
-        async for info in self.store.list(STAGING):
-            if now - info.modified >= staging_age:
-                await self.store.delete(info.key)
+        async for key, length, modified in unheld_objects(self.repo, self.store):
+            if now - modified >= min_age_s:
+                await self.store.delete(key)
                 objects += 1
-                size += info.size
+                size += length
+        n, b = await self.store.remove_abandoned_writes(min_age_s)
+        objects, size = objects + n, size + b
         if objects:
             log.info("sweep removed %d objects, %d bytes", objects, size)
         return SweepResult(objects, size)

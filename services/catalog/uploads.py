@@ -1,6 +1,7 @@
 """The catalog's side of the upload protocol: BeginUpload, CompleteUpload, AbortUpload.
 
-Begin checks access and the OB's pin, locks the content row of the hash
+Begin checks access and any pin the OB has (a new OB is pinned by
+Complete, so an upload that fails pins nothing), locks the content row of the hash
 (so it cannot be removed under a reuse, and a removal cannot race the
 decision), and takes a lease: on the stored content (REUSE_CONTENT) or on
 a fresh generation's prefix (PROCESS). Complete records everything in one
@@ -12,17 +13,20 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import re
 
 from services.catalog import access, footprint
 from services.catalog.model import Caller, FootprintIn, ImageView, ObRef, SelectionKind, check_hash
 from services.catalog.removal import purge
 from services.catalog.repository import Repository, lease_uuid
 from services.shared.errors import ServiceError
+from services.shared.failpoints import failpoint
 from services.shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 1024
+_STAGING_KEY = re.compile(r"^staging/[0-9a-f]{32}$")
 
 
 class Action(enum.IntEnum):
@@ -39,6 +43,7 @@ class Begun:
     output_prefix: str
     generation: int
     existing: ImageView | None
+    lease_ttl_s: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,17 +85,20 @@ class Uploads:
         self.store = store
         self.lease_ttl_s = lease_ttl_s
 
-    async def begin(self, caller: Caller, ob: ObRef, fits_hash: str, size_bytes: int) -> Begun:
+    async def begin(
+        self, caller: Caller, ob: ObRef, fits_hash: str, size_bytes: int, staging_key: str = ""
+    ) -> Begun:
         fits_hash = check_hash(fits_hash)
         if size_bytes < 0:
             raise ServiceError("INVALID_ARGUMENT", "size_bytes is negative")
+        if staging_key and not _STAGING_KEY.match(staging_key):
+            raise ServiceError("INVALID_ARGUMENT", "staging_key is not a staging object key")
         access.check_same_instance(caller, ob.run_id)
         async with self.repo.transaction() as conn:
             ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob.ob_id, ob.run_id))
+            # A pin of another run is refused now; a new OB is pinned only by
+            # CompleteUpload, so an upload that fails pins nothing.
             access.check_run_access(ctx, caller, ob)
-            pinned = await self.repo.pin_ob(conn, caller.instance, ob.ob_id, ob.run_id)
-            if pinned != ob.run_id:  # pinned by a concurrent request meanwhile
-                raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id)
             content = await self.repo.lock_content_by_hash(conn, fits_hash)
             if content is not None:
                 lease = await self.repo.insert_lease(
@@ -103,10 +111,16 @@ class Uploads:
                     prefix=content["prefix"],
                     content_id=content["content_id"],
                     ttl_s=self.lease_ttl_s,
+                    staging_key=staging_key,
                 )
                 existing = await self.repo.own_image(conn, caller.user_id, fits_hash)
                 return Begun(
-                    Action.REUSE_CONTENT, str(lease), content["prefix"], content["generation"], existing
+                    Action.REUSE_CONTENT,
+                    str(lease),
+                    content["prefix"],
+                    content["generation"],
+                    existing,
+                    self.lease_ttl_s,
                 )
             generation = await self.repo.next_generation(conn)
             prefix = prefix_of(fits_hash, generation)
@@ -120,8 +134,9 @@ class Uploads:
                 prefix=prefix,
                 content_id=None,
                 ttl_s=self.lease_ttl_s,
+                staging_key=staging_key,
             )
-            return Begun(Action.PROCESS, str(lease), prefix, generation, None)
+            return Begun(Action.PROCESS, str(lease), prefix, generation, None, self.lease_ttl_s)
 
     async def complete(
         self,
@@ -215,6 +230,9 @@ class Uploads:
             )
             if created:
                 await self.repo.add_to_content_count(conn, content_id, 1)
+            pinned = await self.repo.pin_ob(conn, caller.instance, ob.ob_id, ob.run_id)
+            if pinned != ob.run_id:  # pinned by another request since BeginUpload
+                raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id)
             await self.repo.touch_content(conn, content_id)
             # An upload is a use by the owner: it associates the OB's run.
             await self.repo.associate(conn, image_id, ob.run_id)
@@ -224,6 +242,7 @@ class Uploads:
             if created:
                 await self.repo.add_usage(conn, images=1)
             image = await self.repo.image_by_id(conn, image_id, caller.user_id)
+            await failpoint("upload.complete")
         if orphan_prefix:
             await purge(self.store, [orphan_prefix])
         assert image is not None
@@ -243,6 +262,17 @@ class Uploads:
             raise ServiceError("INVALID_ARGUMENT", "stored_bytes must be positive")
         if not 0 <= p.hips_order <= 29:
             raise ServiceError("INVALID_ARGUMENT", "hips_order must be in [0, 29]")
+
+    async def renew(self, lease_id: str) -> int:
+        """Keeps a live lease alive for another TTL; NOT_FOUND once it has ended or expired."""
+        lease_key = lease_uuid(lease_id)
+        if lease_key is None:
+            raise ServiceError("INVALID_ARGUMENT", "lease_id is not a lease id")
+        if not await self.repo.renew_lease(lease_key, self.lease_ttl_s):
+            raise ServiceError(
+                "NOT_FOUND", "unknown or expired upload lease; upload again", lease_id=lease_id
+            )
+        return self.lease_ttl_s
 
     async def abort(self, lease_id: str) -> None:
         lease_key = lease_uuid(lease_id)

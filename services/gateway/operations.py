@@ -27,6 +27,7 @@ from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.gateway.hips_tokens import HipsGrant, HipsTokens
 from services.gateway.metrics import Metrics
 from services.shared.errors import ServiceError
+from services.shared.failpoints import failpoint
 from services.shared.grpc_edge import WithDeadline, call, channel
 from services.shared.settings import GatewaySettings
 from services.shared.store import ObjectStore, open_store
@@ -63,6 +64,7 @@ _SELECTION_VALUE = re.compile(r"^[A-Za-z0-9_.:+/()\[\] -]{1,200}$")
 
 STAGE_CHUNK = 1 << 20  # bytes hashed and written at a time while staging
 DISPLAY_BATCH = 5000  # fits_hashes per RecordDisplays call
+ABORT_RETRY_S = 300.0  # how long an abort is retried while the catalog is unreachable
 
 
 def parse_selection(text: str) -> tuple[catalog_pb2.SelectionKind.ValueType, str]:
@@ -231,6 +233,7 @@ class Operations:
         self._channels = list(channels)
         self._displayed: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def connect(
@@ -262,6 +265,8 @@ class Operations:
             self._flusher = asyncio.create_task(self._flush_displays_forever())
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,6 +313,8 @@ class Operations:
                     hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, block))
                     self.metrics.upload_bytes.inc(len(block))
                     yield block
+                    if total == len(block):
+                        await failpoint("upload.staging")
                 if hashing is not None:
                     await hashing
             finally:
@@ -341,6 +348,7 @@ class Operations:
         """
         timings: dict[str, float] = {}
         lease_id = ""
+        heartbeat: asyncio.Task[None] | None = None
         try:
             file_name = _clean_name(file_name)
             bandpass = bandpass.strip()[:64]
@@ -348,10 +356,15 @@ class Operations:
             begun = await call(
                 self.catalog.BeginUpload,
                 catalog_pb2.BeginUploadRequest(
-                    caller=caller, ob=ob, fits_hash=staged.fits_hash, size_bytes=staged.size
+                    caller=caller,
+                    ob=ob,
+                    fits_hash=staged.fits_hash,
+                    size_bytes=staged.size,
+                    staging_key=staged.key,
                 ),
             )
             lease_id = begun.lease_id
+            heartbeat = asyncio.create_task(self._keep_lease(lease_id, begun.lease_ttl_seconds))
             t1 = time.perf_counter()
             timings["begin"] = t1 - t0
             validated = await call(
@@ -407,10 +420,14 @@ class Operations:
             self.metrics.uploads.labels(outcome="reused" if reused else "processed").inc()
             return UploadOutcome(image=image, reused_content=reused, timings=timings)
         except BaseException:
+            if heartbeat is not None:
+                heartbeat.cancel()
             if lease_id:
                 await _shielded(self._abort(lease_id))
             raise
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
             await _shielded(self.store.delete(staged.key))
 
     async def upload(
@@ -431,11 +448,48 @@ class Operations:
         outcome.timings["staging"] = staging
         return outcome
 
+    async def _keep_lease(self, lease_id: str, ttl_s: int) -> None:
+        """Renews the upload's lease every TTL/4 while it is validated and
+        processed, so a lease outlives a slow upload but not a dead gateway."""
+        interval = max(ttl_s / 4, 0.5) if ttl_s > 0 else 30.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                request = catalog_pb2.RenewLeaseRequest(lease_id=lease_id)
+                await call(self.catalog.RenewLease, request, timeout=interval)
+            except ServiceError as err:
+                log.warning("renewing upload lease failed: %s", err.message)
+
     async def _abort(self, lease_id: str) -> None:
+        """Ends a lease and removes what the upload wrote. While the catalog is
+        unreachable the abort is retried in the background (for about a lease
+        TTL); after that the lease expires and the sweep removes the rest."""
         try:
             await call(self.catalog.AbortUpload, catalog_pb2.AbortUploadRequest(lease_id=lease_id))
         except ServiceError as err:
-            log.warning("AbortUpload failed: %s", err.message)
+            if err.code != "UNAVAILABLE":
+                log.warning("AbortUpload failed: %s", err.message)
+                return
+            log.warning("AbortUpload failed (%s); retrying in the background", err.message)
+            task = asyncio.create_task(self._abort_later(lease_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _abort_later(self, lease_id: str) -> None:
+        deadline = time.monotonic() + ABORT_RETRY_S
+        delay = 1.0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await call(self.catalog.AbortUpload, catalog_pb2.AbortUploadRequest(lease_id=lease_id))
+                log.info("upload lease %s aborted after a retry", lease_id)
+                return
+            except ServiceError as err:
+                if err.code != "UNAVAILABLE":
+                    log.warning("AbortUpload failed: %s", err.message)
+                    return
+            delay = min(delay * 2, 15.0)
+        log.warning("gave up aborting lease %s: it expires, and the sweep removes its objects", lease_id)
 
     # ---- the selector -----------------------------------------------------------------------
 

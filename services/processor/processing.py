@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from services.processor import display, hips, mosaic, preview, sampling, source
 from services.shared.errors import ServiceError
+from services.shared.failpoints import failpoint
 from services.shared.settings import ProcessorSettings
 from services.shared.store import ObjectStore
 
@@ -183,6 +184,7 @@ class Processor:
             raise ServiceError("PROCESSING_FAILED", f"cannot read the upload: {err.message}") from err
         original_key = prefix + ORIGINAL
         stored = await _settled(self.store.put_file(original_key, upload, "application/fits"))
+        await failpoint("upload.process")
         loop = asyncio.get_running_loop()
         sink = StoreSink(self.store, prefix + HIPS, loop)
         build = loop.run_in_executor(self._pool, self._build, job, workdir, upload, sink)

@@ -118,7 +118,11 @@ class CatalogSettings(Common):
     cull_interval_s: int = env("CULL_INTERVAL_S", 300, "seconds between background cull/sweep rounds")
     sweep_min_age_s: int = env("SWEEP_MIN_AGE_S", 3600, "orphan objects younger than this are kept")
     tombstone_days: int = env("TOMBSTONE_DAYS", 90, "days a removed image's tombstone is shown")
-    lease_ttl_s: int = env("UPLOAD_LEASE_TTL_S", 6 * 3600, "seconds an upload lease protects its objects")
+    lease_ttl_s: int = env(
+        "UPLOAD_LEASE_TTL_S",
+        120,
+        "seconds an upload lease protects its objects unless its holder renews it (every TTL/4)",
+    )
     pg_data_dir: str = env(
         "PG_DATA_DIR", "var/pg", "data folder of the embedded PostgreSQL (no DATABASE_URL)"
     )

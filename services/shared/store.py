@@ -56,6 +56,7 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]: ...
     def open_reader(self, key: str) -> IO[bytes]: ...
     async def ping(self) -> bool: ...
+    async def remove_abandoned_writes(self, older_than_s: float) -> tuple[int, int]: ...
 
 
 def _not_found(key: str) -> ServiceError:
@@ -225,6 +226,22 @@ class LocalStore:
 
     async def ping(self) -> bool:
         return self.root.is_dir()
+
+    async def remove_abandoned_writes(self, older_than_s: float) -> tuple[int, int]:
+        """Removes temporary files of writes that died half way (a writer killed
+        before its rename), untouched for older_than_s; returns (files, bytes)."""
+
+        def remove() -> tuple[int, int]:
+            now, files, size = time.time(), 0, 0
+            for entry in os.scandir(self._tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat()
+                    if now - st.st_mtime >= older_than_s:
+                        os.unlink(entry.path)
+                        files, size = files + 1, size + st.st_size
+            return files, size
+
+        return await asyncio.to_thread(remove)
 
 
 class _QueueReader(io.RawIOBase):
@@ -522,6 +539,25 @@ class S3Store:
             return bool(await asyncio.to_thread(self.client.bucket_exists, self.bucket))
         except Exception:
             return False
+
+    async def remove_abandoned_writes(self, older_than_s: float) -> tuple[int, int]:
+        """Aborts multipart uploads that died half way (a writer killed before
+        completing), started more than older_than_s ago; returns (uploads, 0):
+        S3 does not tell the size of the parts an upload holds. minio-py has no
+        public call for this; its ListMultipartUploads / AbortMultipartUpload
+        wrappers are used (a bucket lifecycle rule is the other way)."""
+
+        def remove() -> int:
+            now, aborted = time.time(), 0
+            listing = self.client._list_multipart_uploads(self.bucket)
+            for upload in listing.uploads:
+                started = upload.initiated_time.timestamp() if upload.initiated_time else now
+                if now - started >= older_than_s and upload.object_name and upload.upload_id:
+                    self.client._abort_multipart_upload(self.bucket, upload.object_name, upload.upload_id)
+                    aborted += 1
+            return aborted
+
+        return await asyncio.to_thread(remove), 0
 
 
 def open_store(settings: Any) -> LocalStore | S3Store:

@@ -11,6 +11,7 @@ import grpc
 
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.shared.errors import ServiceError
+from services.shared.failpoints import failpoint
 from services.shared.grpc_edge import GrpcServer, servicer_errors
 from services.shared.settings import ValidatorSettings
 from services.shared.store import check_key
@@ -60,6 +61,7 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
             report = await asyncio.to_thread(
                 validate_object, self.store, key, where, request.bandpass, self.limits
             )
+            await failpoint("upload.validate")
         log.info(
             "validated",
             extra={

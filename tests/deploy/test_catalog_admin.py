@@ -88,3 +88,28 @@ def test_a_wrong_credential_is_refused(catalog: dict[str, str]) -> None:
     result = _admin({**catalog, "SERVICE_TOKEN": "not-the-token"}, "usage")
     assert result.returncode == 1
     assert "UNAUTHENTICATED" in result.stderr or "credential" in result.stderr
+
+
+def test_sweep_min_age_zero_removes_a_fresh_orphan_and_check_reports_both_ways(
+    catalog: dict[str, str],
+) -> None:
+    store = Path(catalog["STORE_DIR"])
+    orphan = store / "content" / ("ab" * 32) / "g7" / "original.fits"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left by an upload that died")
+
+    found = _admin(catalog, "check", "--min-age", "0")
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert json.loads(found.stdout)["unheldObjects"] == [f"content/{'ab' * 32}/g7/original.fits"]
+    assert "1 objects nothing holds" in found.stderr
+    young = _admin(catalog, "check")  # default --min-age 600: a fresh object may be an upload in flight
+    assert young.returncode == 0, young.stderr
+
+    kept = _admin(catalog, "sweep")  # the catalog's SWEEP_MIN_AGE_S (3600) keeps it
+    assert int(json.loads(kept.stdout)["removedObjects"]) == 0 and orphan.exists()
+    swept = _admin(catalog, "sweep", "--min-age", "0")  # 0 means 0
+    assert swept.returncode == 0, swept.stderr
+    assert int(json.loads(swept.stdout)["removedObjects"]) == 1 and not orphan.exists()
+    clean = _admin(catalog, "check", "--min-age", "0")
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["unheldObjects"] == []
