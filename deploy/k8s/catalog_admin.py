@@ -78,10 +78,12 @@ def main(argv: list[str]) -> int:
         print(f"catalog_admin: {err.code}: {err.message}", file=sys.stderr)
         return 1
     print(json.dumps(answer, indent=2, sort_keys=True))
-    if args.command == "check" and (answer["unheldObjects"] or answer["missingObjects"]):
+    unheld, missing = answer.get("unheldObjects") or [], answer.get("missingObjects") or []
+    if args.command == "check" and (unheld or missing):
+        assert isinstance(unheld, list) and isinstance(missing, list)
         print(
-            f"catalog_admin: inconsistent: {len(answer['unheldObjects'])} objects nothing holds, "
-            f"{len(answer['missingObjects'])} objects the rows name are missing",
+            f"catalog_admin: inconsistent: {len(unheld)} objects nothing holds, "
+            f"{len(missing)} objects the rows name are missing",
             file=sys.stderr,
         )
         return 1
