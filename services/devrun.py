@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -42,10 +43,21 @@ def free_port() -> int:
         return port
 
 
-class Suite:
-    """The four services as processes sharing one environment."""
+# Restart back-off of a crashed service, as Kubernetes does (CrashLoopBackOff):
+# doubling from the first delay up to the last; a service that ran this long
+# before it crashed starts again from the first delay.
+RESTART_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+RESTART_RESET_S = 60.0
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+
+class Suite:
+    """The four services as processes sharing one environment.
+
+    With `supervise`, a service that exits is started again after a back-off
+    (and the restart is logged), as Kubernetes restarts a crashed container.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, supervise: bool = False) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port() for name in SERVICES}
@@ -71,7 +83,13 @@ class Suite:
         }
         self.env.update(env or {})
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: list[IO[bytes]] = []
+        self._logs: dict[str, IO[bytes]] = {}
+        self.supervise = supervise
+        self.restarts: dict[str, int] = dict.fromkeys(SERVICES, 0)
+        self._started_at: dict[str, float] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
 
     @property
     def gateway_url(self) -> str:
@@ -85,23 +103,87 @@ class Suite:
 
     def start(self, timeout: float = 120.0) -> None:
         Path(self.env["SCRATCH_DIR"]).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env}
-        root = Path(__file__).resolve().parent.parent
+        self._stopping.clear()
         for name in SERVICES:
-            log = open(self.log_path(name), "ab")  # noqa: SIM115 - closed in stop()
-            self._logs.append(log)
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                cwd=root,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            self._spawn(name)
         try:
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _spawn(self, name: str) -> None:
+        if name not in self._logs:
+            self._logs[name] = open(self.log_path(name), "ab")  # noqa: SIM115 - closed in stop()
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, **self.env},
+            stdout=self._logs[name],
+            stderr=subprocess.STDOUT,
+        )
+        self._started_at[name] = time.monotonic()
+
+    def _say(self, name: str, message: str) -> None:
+        """A supervisor line, on stdout and in the service's log."""
+        line = f"supervisor: {name} {message}"
+        print(line, flush=True)
+        log = self._logs.get(name)
+        if log is not None:
+            log.write((line + "\n").encode())
+            log.flush()
+
+    def _supervise(self) -> None:
+        attempt = dict.fromkeys(SERVICES, 0)
+        while not self._stopping.wait(0.2):
+            for name in SERVICES:
+                with self._lock:
+                    proc = self.procs[name]
+                    code = proc.poll()
+                    if code is None or self._stopping.is_set():
+                        continue
+                    if time.monotonic() - self._started_at[name] >= RESTART_RESET_S:
+                        attempt[name] = 0
+                    delay = RESTART_DELAYS_S[min(attempt[name], len(RESTART_DELAYS_S) - 1)]
+                    attempt[name] += 1
+                    self._say(name, f"exited with {code}; restarting in {delay:g} s (#{attempt[name]})")
+                if self._stopping.wait(delay):
+                    return
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._spawn(name)
+                    self.restarts[name] += 1
+                    self._say(name, f"started again (pid {self.procs[name].pid})")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kills one service (the fault tests): supervised, it starts again."""
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait()
+
+    def wait_serving(self, name: str, timeout: float = 60.0) -> None:
+        """Waits until one service answers again (after a restart)."""
+        self._wait((name,), timeout)
+
+    def _serving(self, name: str) -> bool:
+        if name == "gateway":
+            try:
+                with urllib.request.urlopen(self.gateway_url + "/healthz", timeout=1) as resp:
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+        with grpc.insecure_channel(self.address(name)) as ch:
+            try:
+                resp = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=GRPC_SERVICES[name]), timeout=1
+                )
+                return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+            except grpc.RpcError:
+                return False
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -110,34 +192,24 @@ class Suite:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def wait_ready(self, timeout: float) -> None:
+        """Waits until every service answers; fails at once if one exited."""
+        self._wait(SERVICES, timeout, check_alive=True)
+
+    def _wait(self, names: tuple[str, ...], timeout: float, check_alive: bool = False) -> None:
         deadline = time.monotonic() + timeout
-        for name, full_name in GRPC_SERVICES.items():
-            with grpc.insecure_channel(self.address(name)) as ch:
-                stub = health_pb2_grpc.HealthStub(ch)
-                while True:
+        for name in names:
+            while not self._serving(name):
+                if check_alive:
                     self._check_alive()
-                    try:
-                        resp = stub.Check(health_pb2.HealthCheckRequest(service=full_name), timeout=1)
-                        if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                            break
-                    except grpc.RpcError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{name} not serving after {timeout} s")
-                    time.sleep(0.1)
-        while True:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(self.gateway_url + "/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gateway not answering after {timeout} s")
-            time.sleep(0.1)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not serving after {timeout} s")
+                time.sleep(0.1)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -147,7 +219,7 @@ class Suite:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for log in self._logs:
+        for log in self._logs.values():
             log.close()
         self._logs.clear()
 
@@ -243,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         from services.shared import embedded_pg
 
         env["DATABASE_URL"] = embedded_pg.start(workdir / "pg")
-    suite = Suite(workdir, env)
+    suite = Suite(workdir, env, supervise=True)
     suite.ports["gateway"] = args.gateway_port
     suite.env["GATEWAY_PORT"] = str(args.gateway_port)
     if not os.environ.get("DEFAULT_SURVEY_URL"):
@@ -294,11 +366,7 @@ Ctrl-C stops everything.""",
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        while not stop:
-            for name, proc in suite.procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; see {suite.log_path(name)}", flush=True)
-                    stop = True
+        while not stop:  # the supervisor restarts a service that crashes
             time.sleep(0.5)
     finally:
         print("Stopping ...", flush=True)

@@ -34,6 +34,7 @@ ORIGINAL = "original.fits"
 MOSAIC = "mosaic.fits"
 PREVIEW = "preview.png"
 HIPS = "hips/"
+JOB_FOLDER_PREFIX = "process-"  # a job's private folder in the scratch folder
 CREATOR = "ivo://eso.org/bgimages"
 # Encoded files waiting for the store at most (back-pressure on the tile threads).
 MAX_IN_FLIGHT = 32
@@ -149,6 +150,17 @@ class Processor:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def remove_stale_scratch(self) -> int:
+        """Removes job folders an earlier run of this processor left when it was
+        killed (a pod's emptyDir outlives a container restart); returns how many.
+        Only in a SCRATCH_DIR of its own: the system's temp folder may be shared."""
+        if not self.settings.scratch_dir or not Path(self.settings.scratch_dir).is_dir():
+            return 0
+        stale = [p for p in Path(self.settings.scratch_dir).glob(f"{JOB_FOLDER_PREFIX}*") if p.is_dir()]
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        return len(stale)
+
     async def process(self, job: Job) -> Outcome:
         if not job.output_prefix.endswith("/") or not job.source_key:
             raise ServiceError("INVALID_ARGUMENT", "output_prefix must end with '/' and source_key be set")
@@ -156,7 +168,7 @@ class Processor:
             scratch = self.settings.scratch_dir or None
             if scratch:
                 Path(scratch).mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(prefix="process-", dir=scratch))
+            workdir = Path(tempfile.mkdtemp(prefix=JOB_FOLDER_PREFIX, dir=scratch))
             try:
                 return await self._run(job, workdir)
             except BaseException as exc:

@@ -67,6 +67,8 @@ async def serve(settings: ProcessorSettings) -> None:
     logs.configure("processor", settings.log_level, settings.log_format)
     store = open_store(settings)
     processor = Processor(settings, store)
+    if stale := processor.remove_stale_scratch():
+        log.info("removed %d job folders left by an earlier run", stale)
     server = GrpcServer(
         settings.bind_host, settings.port, settings.service_token, grace_s=settings.shutdown_grace_s
     )

@@ -102,9 +102,7 @@ async def test_a_lease_lives_while_renewed_and_expires_soon_after(db_url: str, t
         await h.fails("NOT_FOUND", "RenewLease", catalog_pb2.RenewLeaseRequest(lease_id=begun.lease_id))
         swept = await h.call("Sweep", catalog_pb2.SweepRequest(min_age_seconds=0))
         assert swept.removed_objects == 4 and await h.keys() == []
-        await h.fails(
-            "NOT_FOUND", "RenewLease", catalog_pb2.RenewLeaseRequest(lease_id=str(uuid.uuid4()))
-        )
+        await h.fails("NOT_FOUND", "RenewLease", catalog_pb2.RenewLeaseRequest(lease_id=str(uuid.uuid4())))
         await h.fails("INVALID_ARGUMENT", "RenewLease", catalog_pb2.RenewLeaseRequest(lease_id="x"))
     finally:
         await channel.close(None)
