@@ -16,12 +16,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-# Debian packages the suite runs: SWarp (mosaics); Hipsgen (reference tool), Chromium (browser test).
+# Debian packages the suite runs: SWarp (mosaics); Hipsgen (reference tool), Chromium (browser test),
+# PostgreSQL's initdb/pg_ctl (the fault suite's own server).
 system-deps:
 	@command -v SWarp >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q swarp)
 	@command -v npm >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)
 	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	@[ -f /usr/share/java/aladin.jar ] || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q aladin)
+	@compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
 setup: system-deps $(VENV)/.installed protos node_modules/.installed
 
