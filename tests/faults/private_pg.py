@@ -20,8 +20,9 @@ def _bindir() -> Path:
     found = shutil.which("pg_config")
     if found:
         out = subprocess.run([found, "--bindir"], capture_output=True, text=True, check=True)
-        return Path(out.stdout.strip())
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if (Path(out.stdout.strip()) / "initdb").exists():
+            return Path(out.stdout.strip())
+    candidates = sorted(p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not candidates:
         raise RuntimeError("no PostgreSQL binaries: install Debian's postgresql (initdb, pg_ctl)")
     return candidates[-1]
