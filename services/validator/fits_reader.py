@@ -117,7 +117,7 @@ class FitsProblem(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What the reader accepts before it stops with TOO_MANY_HDUS or TOO_LARGE."""
+    """What the reader accepts before it stops with TOO_MANY_HDUS, TOO_MANY_CARDS or TOO_LARGE."""
 
     max_hdus: int = 1000
     max_header_cards: int = 100_000
@@ -368,13 +368,13 @@ class _HeaderBudget:
     def check_block(self, index: int, cards_in_header: int) -> None:
         if cards_in_header > self.limits.max_header_cards:
             raise FitsProblem(
-                "TOO_MANY_HDUS",
+                "TOO_MANY_CARDS",
                 f"HDU {index}: the header has more than {self.limits.max_header_cards} cards",
                 index,
             )
         if self.total_cards + cards_in_header > self.limits.max_total_header_cards:
             raise FitsProblem(
-                "TOO_MANY_HDUS",
+                "TOO_MANY_CARDS",
                 f"the headers hold more than {self.limits.max_total_header_cards} cards in all",
                 index,
             )

@@ -28,6 +28,7 @@ from tests.fitsgen import sky_image, tan_wcs, write_image
 
 MAX_UPLOAD = 6 << 20
 MAX_HDUS = 8
+MAX_HEADER_CARDS = 2000
 SURVEY_CENTRE = (150.0, 2.0)
 SURVEY_NAME = "Test survey (checkerboard)"
 _ob_ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
@@ -59,6 +60,7 @@ def gateway_env(tmp: Path) -> dict[str, str]:
     return {
         "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
         "MAX_HDUS": str(MAX_HDUS),
+        "MAX_HEADER_CARDS": str(MAX_HEADER_CARDS),
         "DEFAULT_SURVEY_DIR": str(build_survey(tmp)),
         "DEFAULT_SURVEY_NAME": SURVEY_NAME,
         "DISPLAY_FLUSH_S": "1",
@@ -209,6 +211,17 @@ def many_hdus(folder: Path, count: int) -> Path:
     hdus += [fits.ImageHDU(np.zeros((32, 32), np.float32), w.to_header()) for _ in range(count)]
     path = folder / f"many{count}.fits"
     fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def many_cards(folder: Path, count: int) -> Path:
+    """A good image whose header holds `count` more cards (ESO-like HIERARCH filler)."""
+    path = field(folder, f"cards{count}.fits", size=32)
+    with fits.open(path) as hdul:
+        header = hdul[0].header
+        for i in range(count):
+            header[f"HIERARCH ESO DET FILL{i:05d}"] = i
+        hdul.writeto(path, overwrite=True)
     return path
 
 

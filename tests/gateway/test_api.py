@@ -205,6 +205,7 @@ BAD_FILES: list[tuple[str, Any, dict[str, Any], str]] = [
     ("BOA_IN_CHIP_GAP", harness.paw_print, {"target": (150.02, 2.0), "boa": (150.0, 2.0)}, "BOA_IN_CHIP_GAP"),
     ("NO_FILTER", lambda d: field(d, filter_name=None), {}, "NO_FILTER"),
     ("TOO_MANY_HDUS", lambda d: harness.many_hdus(d, harness.MAX_HDUS + 2), {}, "TOO_MANY_HDUS"),
+    ("TOO_MANY_CARDS", lambda d: harness.many_cards(d, harness.MAX_HEADER_CARDS), {}, "TOO_MANY_CARDS"),
     ("UNSUPPORTED_COMPRESSION", harness.bzip2, {}, "UNSUPPORTED_COMPRESSION"),
     ("BAD_COMPRESSION", harness.corrupt_gzip, {}, "BAD_COMPRESSION"),
 ]

@@ -33,6 +33,7 @@ def test_corpus_is_large_and_varied() -> None:
         "TRUNCATED",
         "BAD_HEADER",
         "TOO_MANY_HDUS",
+        "TOO_MANY_CARDS",
         "TOO_LARGE",
         "UNSUPPORTED_COMPRESSION",
         "BAD_COMPRESSION",
