@@ -16,6 +16,7 @@ HINTS: dict[str, str] = {
     "NOT_FITS": "The file is not a FITS file.",
     "TRUNCATED": "The FITS file is truncated: it ends before a header or data block does.",
     "BAD_HEADER": "A FITS header is malformed.",
+    "NONSTANDARD_HEADER": "A FITS header breaks the FITS standard (a mandatory keyword's value or place).",
     "BAD_COMPRESSION": "The compressed file could not be decompressed.",
     "NO_IMAGE_HDU": "The file holds no image that can be displayed.",
     "INVALID_WCS": "An image in the file has no usable celestial WCS.",

@@ -27,6 +27,7 @@ _CODES: dict[str, tuple[grpc.StatusCode, int, str]] = {
     "TOO_LARGE": (grpc.StatusCode.INVALID_ARGUMENT, 413, "Too large"),
     "TOO_MANY_HDUS": (grpc.StatusCode.INVALID_ARGUMENT, 422, "Too many HDUs"),
     "TOO_MANY_CARDS": (grpc.StatusCode.INVALID_ARGUMENT, 422, "Too many header cards"),
+    "NONSTANDARD_HEADER": (grpc.StatusCode.INVALID_ARGUMENT, 422, "Header not allowed by the FITS standard"),
     "UNSUPPORTED_COMPRESSION": (grpc.StatusCode.INVALID_ARGUMENT, 422, "Unsupported compression"),
     "BAD_COMPRESSION": (grpc.StatusCode.INVALID_ARGUMENT, 422, "Corrupt compressed stream"),
     "INVALID_ARGUMENT": (grpc.StatusCode.INVALID_ARGUMENT, 400, "Invalid request"),

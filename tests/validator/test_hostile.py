@@ -32,6 +32,7 @@ def test_corpus_is_large_and_varied() -> None:
         "NOT_FITS",
         "TRUNCATED",
         "BAD_HEADER",
+        "NONSTANDARD_HEADER",
         "TOO_MANY_HDUS",
         "TOO_MANY_CARDS",
         "TOO_LARGE",
