@@ -243,14 +243,38 @@ def table_only(folder: Path) -> Path:
     return path
 
 
+def _rewrite_card(path: Path, start: bytes, new: bytes) -> Path:
+    """Replaces the header card that starts with `start` by `new` (padded to 80 bytes)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(start)
+    assert at % 80 == 0, start
+    data[at : at + 80] = new.ljust(80)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def bad_bitpix(folder: Path) -> Path:
-    good = field(folder, "bitpix.fits", size=32)
-    data = bytearray(good.read_bytes())
-    card = b"BITPIX  =                  -32"
-    at = data.index(card)
-    data[at : at + len(card)] = b"BITPIX  =                    7"
-    good.write_bytes(bytes(data))
-    return good
+    """BITPIX = 7: a value FITS 4.0 forbids (NONSTANDARD_HEADER)."""
+    return _rewrite_card(
+        field(folder, "bitpix.fits", size=32), b"BITPIX  =", b"BITPIX  =                    7"
+    )
+
+
+def simple_false(folder: Path) -> Path:
+    """SIMPLE = F: a file that says it does not conform to FITS (NONSTANDARD_HEADER)."""
+    return _rewrite_card(field(folder, "simple_f.fits", size=32), b"SIMPLE  =", b"SIMPLE  =" + b"F".rjust(21))
+
+
+def non_ascii_header(folder: Path) -> Path:
+    """A Latin-1 byte in a header card: a malformed header (BAD_HEADER)."""
+    return _rewrite_card(field(folder, "latin1.fits", size=32), b"OBJECT  =", b"OBJECT  = 'Ca\xf1on'")
+
+
+def free_format(folder: Path) -> Path:
+    """SIMPLE and BITPIX in free format, as some ESO and Gemini writers put them: accepted."""
+    path = field(folder, "free_format.fits", size=32)
+    _rewrite_card(path, b"SIMPLE  =", b"SIMPLE  = T / free format")
+    return _rewrite_card(path, b"BITPIX  =", b"BITPIX  = -32")
 
 
 def truncated(folder: Path) -> Path:
