@@ -119,6 +119,8 @@ class _Inspector:
         self.max_decompressed_bytes = max_decompressed_bytes
         self.results: list[HduResult] = []
         self.problems: list[Problem] = []
+        # HDU index -> mandatory keywords whose values are in free format (warned about, accepted).
+        self.free_format: dict[int, tuple[str, ...]] = {}
         self.footprints: dict[int, SkyFootprint] = {}
         self.candidates: list[HduHeader] = []  # sky images, valid WCS or not
         self.primary: HduHeader | None = None
@@ -131,6 +133,8 @@ class _Inspector:
     def __call__(self, hdu: HduHeader) -> list[tuple[int, int]]:
         if hdu.index == 0:
             self.primary = hdu
+        if hdu.free_format:
+            self.free_format[hdu.index] = hdu.free_format
         result = HduResult(index=hdu.index, bitpix=hdu.bitpix, shape=list(hdu.axes))
         extname = hdu.header.get("EXTNAME")
         result.extname = str(extname).strip() if extname is not None else ""
@@ -353,6 +357,40 @@ def _tile_blanks(
     return out
 
 
+def _hdu_ranges(indices: list[int]) -> str:
+    """ "0, 2-5" for [0, 2, 3, 4, 5]."""
+    spans: list[list[int]] = []
+    for i in indices:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def free_format_warnings(free_format: dict[int, tuple[str, ...]]) -> list[Problem]:
+    """One warning per set of free-format mandatory keywords (the HDUs that share it named together):
+    FITS 4.0 requires fixed format, but files of some ESO and Gemini writers have free-format values
+    and are good images."""
+    by_keys: dict[tuple[str, ...], list[int]] = {}
+    for index, keys in sorted(free_format.items()):
+        by_keys.setdefault(keys, []).append(index)
+    out = []
+    for keys, indices in by_keys.items():
+        where = f"HDU {indices[0]}" if len(indices) == 1 else f"HDUs {_hdu_ranges(indices)}"
+        out.append(
+            Problem(
+                "NONSTANDARD_HEADER",
+                f"{where}: {', '.join(keys)} {'has its value' if len(keys) == 1 else 'have their values'} "
+                "in free format; FITS 4.0 requires the mandatory keywords' values in fixed format "
+                "(a logical or an integer ending in byte 30, XTENSION's quote in byte 11). Accepted, as "
+                "some ESO and Gemini writers do so",
+                indices[0] if len(indices) == 1 else None,
+            )
+        )
+    return out
+
+
 def _name(index: int, extname: str) -> str:
     return f"{index} ({extname})" if extname else str(index)
 
@@ -411,8 +449,10 @@ def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits) -> Rep
     except FitsProblem as problem:
         report.hdus = insp.results
         report.errors = [Problem(problem.code, problem.message, problem.hdu)]
+        report.warnings = free_format_warnings(insp.free_format)
         return report
     report.hdus = insp.results
+    report.warnings = free_format_warnings(insp.free_format)
     by_index = {r.index: r for r in insp.results}
     hdus = {h.index: h for h in scan.hdus}
     problems = list(insp.problems)

@@ -8,7 +8,9 @@ memory and a cap on the decompressed size; nothing is decompressed in
 memory as a whole.
 
 Every malformation becomes a `FitsProblem` with a stable code
-(common.v1.ErrorCode names), never an unhandled exception.
+(common.v1.ErrorCode names), never an unhandled exception. The mandatory
+keywords are held to FITS 4.0 (their places and values); a free-format value
+where the standard asks for fixed format is only noted (`free_format`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ _CARD_RE = re.compile(r"^(?:HIERARCH +([^=\n]*?) *|([A-Z0-9_-]{1,8}) *)= ?([^\n]
 # several times faster than indexing every card of a 200-card header.
 CORE_KEYS = [
     "SIMPLE",
+    "EXTEND",
     "BITPIX",
     "NAXIS",
     "PCOUNT",
@@ -117,7 +120,7 @@ class FitsProblem(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What the reader accepts before it stops with TOO_MANY_HDUS or TOO_LARGE."""
+    """What the reader accepts before it stops with TOO_MANY_HDUS, TOO_MANY_CARDS or TOO_LARGE."""
 
     max_hdus: int = 1000
     max_header_cards: int = 100_000
@@ -209,7 +212,8 @@ class Header:
             self._core = self._build_core()
         return self._wcs_cards
 
-    def _raw(self, key: str) -> str | None:
+    def raw(self, key: str) -> str | None:
+        """The first card's value field as written (the bytes after "="), or None."""
         if key in _CORE_SET or key == "ESO PRO CATG":
             if self._core is None:
                 self._core = self._build_core()
@@ -219,11 +223,11 @@ class Header:
         return self._index.get(key)
 
     def __contains__(self, key: str) -> bool:
-        return self._raw(key) is not None
+        return self.raw(key) is not None
 
     def get(self, key: str, default: Any = None) -> Any:
         """The first card's value for `key` (HIERARCH keys without "HIERARCH", single spaces)."""
-        raw = self._raw(key)
+        raw = self.raw(key)
         if raw is None:
             return default
         value = parse_value(raw)
@@ -266,6 +270,8 @@ class HduHeader:
     axes: list[int]  # NAXIS1 first
     pcount: int
     gcount: int
+    # Mandatory keywords whose values are in free format (FITS 4.0 asks for fixed format).
+    free_format: tuple[str, ...] = ()
     # Pixel byte ranges (offset within the data, length) a check asked for, with their bytes.
     captured: dict[tuple[int, int], bytes] = dataclasses.field(default_factory=dict)
 
@@ -289,14 +295,13 @@ class Scan:
     trailing_bytes: bool = False  # bytes after the last HDU that are not an extension
 
 
-def _int_keyword(header: Header, key: str, index: int, default: int | None = None) -> int:
+def _int_keyword(header: Header, key: str, index: int, default: int) -> int:
+    """An optional integer keyword (a primary's PCOUNT, GCOUNT): its value, or the default."""
     value = header.get(key)
     if value is None:
-        if default is not None:
-            return default
-        raise FitsProblem("BAD_HEADER", f"HDU {index}: mandatory keyword {key} is missing", index)
+        return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise FitsProblem("BAD_HEADER", f"HDU {index}: {key} = {value!r} is not an integer", index)
+        raise _nonstandard(index, f"{key} = {value!r}: FITS 4.0 requires an integer")
     return value
 
 
@@ -310,36 +315,152 @@ def _human(n: float) -> str:
     return f"{n * 1000:.1f} EB"
 
 
+# ---- FITS 4.0 mandatory keywords (sections 4.4.1 and 7) -----------------------------------------
+# Each header opens with its mandatory keywords, in this order; their values are in fixed format
+# (4.2: logical T/F in byte 30, integers right-justified to byte 30, a string's quote in byte 11).
+# What FITS forbids (a value, a place) is NONSTANDARD_HEADER; a missing keyword stays BAD_HEADER.
+# A free-format value is only warned about: some ESO and Gemini writers produce them.
+_PRIMARY_ORDER = "SIMPLE, BITPIX, NAXIS, NAXIS1 ... NAXISn"
+_EXTENSION_ORDER = "XTENSION, BITPIX, NAXIS, NAXIS1 ... NAXISn, PCOUNT, GCOUNT"
+
+
+def _nonstandard(index: int, what: str) -> FitsProblem:
+    return FitsProblem("NONSTANDARD_HEADER", f"HDU {index}: {what}", index)
+
+
+def _value_text(field: str) -> str:
+    """A value as written (a string with its quotes), from the bytes after "=", for messages."""
+    raw = field.strip()
+    if raw.startswith("'"):
+        m = _STRING_RE.match(raw)
+        return m.group(0) if m else raw
+    return raw.split("/", 1)[0].strip() or "(no value)"
+
+
+def _mandatory_card(header: Header, index: int, position: int, key: str) -> str:
+    """The card in `position` (0-based), which FITS 4.0 reserves for `key`."""
+    card = header.text[position * CARD : (position + 1) * CARD]
+    if card[:8] == f"{key:<8}":
+        if card[8:9] == "=":
+            return card
+        raise _nonstandard(index, f"{key} has no value: FITS 4.0 requires '= ' in bytes 9-10, then the value")
+    if key not in header:
+        raise FitsProblem("BAD_HEADER", f"HDU {index}: mandatory keyword {key} is missing", index)
+    there = f"{card[:8].rstrip()!r}" if card.strip() else ("a blank card" if card else "the END card")
+    opening, kind = (_PRIMARY_ORDER, "primary") if index == 0 else (_EXTENSION_ORDER, "extension")
+    raise _nonstandard(
+        index,
+        f"{key} is out of place: FITS 4.0 requires a{'n' if index else ''} {kind} header to open with "
+        f"{opening}, in this order, so {key} as card {position + 1}, where this header has {there}",
+    )
+
+
+def _integer_card(header: Header, index: int, position: int, key: str, free: list[str]) -> int:
+    card = _mandatory_card(header, index, position, key)
+    value = parse_value(card[9:])
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _nonstandard(index, f"{key} = {_value_text(card[9:])}: FITS 4.0 requires an integer")
+    # Fixed format: right-justified in bytes 11-30, nothing but a space or a comment after.
+    if not (card[9] == " " and card[29].isdigit() and card[30:31] in ("", " ", "/")):
+        free.append(key)
+    return value
+
+
+def _primary_first_card(header: Header, free: list[str]) -> None:
+    card = header.text[:CARD]
+    if card[:8] != "SIMPLE  " and "SIMPLE" not in header:
+        raise FitsProblem("NOT_FITS", "the file does not start with a FITS primary header (SIMPLE)")
+    card = _mandatory_card(header, 0, 0, "SIMPLE")
+    value = parse_value(card[9:])
+    if value is False:
+        raise _nonstandard(
+            0,
+            "SIMPLE = F: the file says it does not conform to the FITS standard; "
+            "FITS 4.0 requires SIMPLE = T",
+        )
+    if value is not True:
+        raise _nonstandard(0, f"SIMPLE = {_value_text(card[9:])}: FITS 4.0 requires the logical value T")
+    if not (card[9] == " " and card[29] == "T" and not card[10:29].strip()):
+        free.append("SIMPLE")
+
+
+def _extension_first_card(header: Header, index: int, free: list[str]) -> str:
+    card = _mandatory_card(header, index, 0, "XTENSION")
+    value = parse_value(card[9:])
+    if not isinstance(value, str) or not value.strip():
+        raise _nonstandard(
+            index,
+            f"XTENSION = {_value_text(card[9:])}: "
+            "FITS 4.0 requires a character string naming the extension type",
+        )
+    # Fixed format: the quote in byte 11, the string padded to 8 characters.
+    if not (card[9:11] == " '" and len(_value_text(card[9:])) >= 10):
+        free.append("XTENSION")
+    return value.strip().upper()
+
+
+def _check_counts(xtension: str, index: int, bitpix: int, naxis: int, pcount: int, gcount: int) -> None:
+    """The values FITS 4.0 (section 7) requires of the standard extensions' structure keywords."""
+    if xtension == "IMAGE" and (pcount, gcount) != (0, 1):
+        raise _nonstandard(
+            index,
+            f"PCOUNT = {pcount}, GCOUNT = {gcount} in an IMAGE extension: "
+            "FITS 4.0 requires PCOUNT = 0 and GCOUNT = 1",
+        )
+    if xtension in ("TABLE", "BINTABLE"):
+        if (bitpix, naxis) != (8, 2):
+            raise _nonstandard(
+                index,
+                f"BITPIX = {bitpix}, NAXIS = {naxis} in a {xtension} extension: "
+                "FITS 4.0 requires BITPIX = 8 and NAXIS = 2",
+            )
+        if gcount != 1 or pcount < 0 or (xtension == "TABLE" and pcount != 0):
+            required = "PCOUNT = 0" if xtension == "TABLE" else "PCOUNT >= 0"
+            raise _nonstandard(
+                index,
+                f"PCOUNT = {pcount}, GCOUNT = {gcount} in a {xtension} extension: "
+                f"FITS 4.0 requires {required} and GCOUNT = 1",
+            )
+    if pcount < 0 or gcount < 0:
+        raise _nonstandard(
+            index, f"PCOUNT = {pcount}, GCOUNT = {gcount}: FITS 4.0 requires non-negative integers"
+        )
+
+
 def describe_structure(header: Header, index: int, offset: int, data_offset: int) -> HduHeader:
-    """Reads the mandatory keywords and computes the size of the data that follows."""
-    first = header.text[:8].rstrip()
+    """Reads the mandatory keywords (in their places, with the values FITS 4.0 allows) and computes
+    the size of the data that follows."""
+    free: list[str] = []
     if index == 0:
-        if first != "SIMPLE":
-            raise FitsProblem("NOT_FITS", "the file does not start with a FITS primary header (SIMPLE)")
+        _primary_first_card(header, free)
         xtension = ""
     else:
-        xt = header.get("XTENSION")
-        xtension = str(xt).strip().upper() if xt is not None else ""
-        if not xtension:
-            raise FitsProblem("BAD_HEADER", f"HDU {index}: XTENSION has no value", index)
-    bitpix = _int_keyword(header, "BITPIX", index)
+        xtension = _extension_first_card(header, index, free)
+    bitpix = _integer_card(header, index, 1, "BITPIX", free)
     if bitpix not in VALID_BITPIX:
-        raise FitsProblem(
-            "BAD_HEADER", f"HDU {index}: BITPIX = {bitpix} (allowed: 8, 16, 32, 64, -32, -64)", index
-        )
-    naxis = _int_keyword(header, "NAXIS", index)
+        raise _nonstandard(index, f"BITPIX = {bitpix}: FITS 4.0 allows only 8, 16, 32, 64, -32 and -64")
+    naxis = _integer_card(header, index, 2, "NAXIS", free)
     if not 0 <= naxis <= 999:
-        raise FitsProblem("BAD_HEADER", f"HDU {index}: NAXIS = {naxis} (must be 0..999)", index)
+        raise _nonstandard(index, f"NAXIS = {naxis}: FITS 4.0 requires an integer from 0 to 999")
     axes = []
     for n in range(1, naxis + 1):
-        length = _int_keyword(header, f"NAXIS{n}", index)
+        length = _integer_card(header, index, 2 + n, f"NAXIS{n}", free)
         if length < 0:
-            raise FitsProblem("BAD_HEADER", f"HDU {index}: NAXIS{n} = {length} is negative", index)
+            raise _nonstandard(index, f"NAXIS{n} = {length}: FITS 4.0 requires a non-negative integer")
         axes.append(length)
-    pcount = _int_keyword(header, "PCOUNT", index, 0)
-    gcount = _int_keyword(header, "GCOUNT", index, 1)
-    if pcount < 0 or gcount < 0:
-        raise FitsProblem("BAD_HEADER", f"HDU {index}: PCOUNT/GCOUNT must not be negative", index)
+    if index == 0:
+        # PCOUNT and GCOUNT belong to random groups; EXTEND, when present, is logical.
+        pcount = _int_keyword(header, "PCOUNT", index, 0)
+        gcount = _int_keyword(header, "GCOUNT", index, 1)
+        extend = header.raw("EXTEND")
+        if extend is not None and not isinstance(parse_value(extend), bool):
+            raise _nonstandard(
+                0, f"EXTEND = {_value_text(extend)}: FITS 4.0 requires a logical value (T or F)"
+            )
+    else:
+        pcount = _integer_card(header, index, 3 + naxis, "PCOUNT", free)
+        gcount = _integer_card(header, index, 4 + naxis, "GCOUNT", free)
+    _check_counts(xtension, index, bitpix, naxis, pcount, gcount)
     if naxis == 0:
         nbits = 0
     else:
@@ -357,6 +478,7 @@ def describe_structure(header: Header, index: int, offset: int, data_offset: int
         axes=axes,
         pcount=pcount,
         gcount=gcount,
+        free_format=tuple(free),
     )
 
 
@@ -368,13 +490,13 @@ class _HeaderBudget:
     def check_block(self, index: int, cards_in_header: int) -> None:
         if cards_in_header > self.limits.max_header_cards:
             raise FitsProblem(
-                "TOO_MANY_HDUS",
+                "TOO_MANY_CARDS",
                 f"HDU {index}: the header has more than {self.limits.max_header_cards} cards",
                 index,
             )
         if self.total_cards + cards_in_header > self.limits.max_total_header_cards:
             raise FitsProblem(
-                "TOO_MANY_HDUS",
+                "TOO_MANY_CARDS",
                 f"the headers hold more than {self.limits.max_total_header_cards} cards in all",
                 index,
             )
@@ -393,6 +515,32 @@ def _end_card(block: bytes) -> int:
 
 
 _PRINTABLE = bytes(range(0x20, 0x7F))
+
+
+def _card_at(block: bytes, key: bytes) -> int:
+    """The number of the first card of a header block that starts with `key`, or -1 (also when
+    bytes before it are not printable ASCII: then the block is not a header)."""
+    pos = block.find(key)
+    while pos >= 0 and pos % CARD:
+        pos = block.find(key, pos + 1)
+    if pos < 0 or block[:pos].translate(None, _PRINTABLE):
+        return -1
+    return pos // CARD
+
+
+def _misplaced_first(block: bytes, index: int) -> FitsProblem | None:
+    """A header block whose first card is not SIMPLE (primary) or XTENSION (extension) but that
+    has that card further down: a header FITS forbids, not junk."""
+    key = "SIMPLE" if index == 0 else "XTENSION"
+    at = _card_at(block, f"{key:<8}=".encode())
+    if at <= 0:
+        return None
+    first = block[:8].decode("ascii").rstrip()
+    return _nonstandard(
+        index,
+        f"{key} is card {at + 1}, after {first!r}: FITS 4.0 requires {key} as the first card of "
+        f"a{'n' if index else ''} {'extension' if index else 'primary'} header",
+    )
 
 
 def _check_block(block: bytes, index: int, cards_before: int) -> None:
@@ -424,6 +572,9 @@ def _read_header(
         for start in range(0, len(chunk) - BLOCK + 1, BLOCK):
             block = chunk[start : start + BLOCK]
             if index == 0 and nblocks == 0 and not block.startswith(b"SIMPLE"):
+                misplaced = _misplaced_first(block, 0)
+                if misplaced is not None:
+                    raise misplaced
                 raise FitsProblem("NOT_FITS", "the file is not FITS: it does not start with SIMPLE")
             end = _end_card(block)
             head = block if end < 0 else block[: end * CARD]
@@ -447,7 +598,7 @@ def _looks_like_extension(block: bytes) -> bool:
 
 
 def detect_compression(head: bytes) -> str:
-    """ "none", "gzip" or "compress" from the first bytes; raises for what we do not read."""
+    """ "none", "gzip" or "compress" from the first bytes (a block); raises for what we do not read."""
     if head.startswith(GZIP_MAGIC):
         return "gzip"
     if head.startswith(COMPRESS_MAGIC):
@@ -459,8 +610,8 @@ def detect_compression(head: bytes) -> str:
                 f"the file is {name}-compressed; upload FITS, gzip (.fits.gz), Unix compress (.fits.Z) "
                 "or tile-compressed (fpack) FITS",
             )
-    if head.startswith(b"SIMPLE"):
-        return "none"
+    if head.startswith(b"SIMPLE") or _card_at(head[:BLOCK], b"SIMPLE  =") > 0:
+        return "none"  # a SIMPLE card further down is refused by the header walk
     if not head:
         raise FitsProblem("NOT_FITS", "the file is empty")
     raise FitsProblem("NOT_FITS", "the file is not FITS: it does not start with SIMPLE")
@@ -490,6 +641,9 @@ def walk_seekable(f: IO[bytes], limits: Limits, on_header: OnHeader | None = Non
         if index > 0:
             probe = f.read(9)
             if not _looks_like_extension(probe):
+                misplaced = _misplaced_first(probe + f.read(BLOCK - 9), index)
+                if misplaced is not None:
+                    raise misplaced
                 trailing = True  # padding or junk after the last HDU, as astropy tolerates
                 break
             f.seek(offset)
@@ -658,6 +812,9 @@ def walk_stream(
                 if not probe:
                     break
                 if not _looks_like_extension(probe):
+                    misplaced = _misplaced_first(probe, index)
+                    if misplaced is not None:
+                        raise misplaced
                     trailing = True
                     break
                 pending = probe
@@ -729,7 +886,7 @@ def walk(f: IO[bytes], limits: Limits, on_header: OnHeader | None = None) -> Sca
     f.seek(0, 2)
     size = f.tell()
     f.seek(0)
-    head = f.read(8)
+    head = f.read(BLOCK)
     f.seek(0)
     compression = detect_compression(head)
     if compression == "none":

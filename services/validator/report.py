@@ -40,6 +40,8 @@ class Report:
     filter: str = ""
     filter_source: str = ""
     errors: list[Problem] = dataclasses.field(default_factory=list)
+    # What departs from the FITS standard but is accepted (free-format values of mandatory keywords).
+    warnings: list[Problem] = dataclasses.field(default_factory=list)
     hdus: list[HduResult] = dataclasses.field(default_factory=list)
     compression: str = "none"  # "none", "gzip", "compress"
     object_name: str = ""
@@ -51,6 +53,7 @@ class Report:
             "filter": self.filter or None,
             "filter_source": self.filter_source or None,
             "errors": [{"code": e.code, "hdu": e.hdu, "message": e.message} for e in self.errors],
+            "warnings": [{"code": w.code, "hdu": w.hdu, "message": w.message} for w in self.warnings],
             "hdus": [
                 {
                     "index": h.index,
@@ -85,6 +88,10 @@ class Report:
             detail = out.errors.add(code=common_pb2.ErrorCode.Value(e.code), message=e.message)
             if e.hdu is not None:
                 detail.hdu = e.hdu
+        for w in self.warnings:
+            detail = out.warnings.add(code=common_pb2.ErrorCode.Value(w.code), message=w.message)
+            if w.hdu is not None:
+                detail.hdu = w.hdu
         for h in self.hdus:
             hdu = out.hdus.add(
                 index=h.index,

@@ -68,6 +68,7 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
                 "object_key": key,
                 "ok": report.ok,
                 "codes": [e.code for e in report.errors],
+                "warnings": [w.code for w in report.warnings],
                 "compression": report.compression,
                 "hdus": len(report.hdus),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),

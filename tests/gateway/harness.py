@@ -28,6 +28,7 @@ from tests.fitsgen import sky_image, tan_wcs, write_image
 
 MAX_UPLOAD = 6 << 20
 MAX_HDUS = 8
+MAX_HEADER_CARDS = 2000
 SURVEY_CENTRE = (150.0, 2.0)
 SURVEY_NAME = "Test survey (checkerboard)"
 _ob_ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
@@ -59,6 +60,7 @@ def gateway_env(tmp: Path) -> dict[str, str]:
     return {
         "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
         "MAX_HDUS": str(MAX_HDUS),
+        "MAX_HEADER_CARDS": str(MAX_HEADER_CARDS),
         "DEFAULT_SURVEY_DIR": str(build_survey(tmp)),
         "DEFAULT_SURVEY_NAME": SURVEY_NAME,
         "DISPLAY_FLUSH_S": "1",
@@ -212,6 +214,17 @@ def many_hdus(folder: Path, count: int) -> Path:
     return path
 
 
+def many_cards(folder: Path, count: int) -> Path:
+    """A good image whose header holds `count` more cards (ESO-like HIERARCH filler)."""
+    path = field(folder, f"cards{count}.fits", size=32)
+    with fits.open(path) as hdul:
+        header = hdul[0].header
+        for i in range(count):
+            header[f"HIERARCH ESO DET FILL{i:05d}"] = i
+        hdul.writeto(path, overwrite=True)
+    return path
+
+
 def no_wcs(folder: Path) -> Path:
     header = fits.Header([("FILTER", "R"), ("OBJECT", "no wcs")])
     path = folder / "nowcs.fits"
@@ -230,14 +243,38 @@ def table_only(folder: Path) -> Path:
     return path
 
 
+def _rewrite_card(path: Path, start: bytes, new: bytes) -> Path:
+    """Replaces the header card that starts with `start` by `new` (padded to 80 bytes)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(start)
+    assert at % 80 == 0, start
+    data[at : at + 80] = new.ljust(80)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def bad_bitpix(folder: Path) -> Path:
-    good = field(folder, "bitpix.fits", size=32)
-    data = bytearray(good.read_bytes())
-    card = b"BITPIX  =                  -32"
-    at = data.index(card)
-    data[at : at + len(card)] = b"BITPIX  =                    7"
-    good.write_bytes(bytes(data))
-    return good
+    """BITPIX = 7: a value FITS 4.0 forbids (NONSTANDARD_HEADER)."""
+    return _rewrite_card(
+        field(folder, "bitpix.fits", size=32), b"BITPIX  =", b"BITPIX  =                    7"
+    )
+
+
+def simple_false(folder: Path) -> Path:
+    """SIMPLE = F: a file that says it does not conform to FITS (NONSTANDARD_HEADER)."""
+    return _rewrite_card(field(folder, "simple_f.fits", size=32), b"SIMPLE  =", b"SIMPLE  =" + b"F".rjust(21))
+
+
+def non_ascii_header(folder: Path) -> Path:
+    """A Latin-1 byte in a header card: a malformed header (BAD_HEADER)."""
+    return _rewrite_card(field(folder, "latin1.fits", size=32), b"OBJECT  =", b"OBJECT  = 'Ca\xf1on'")
+
+
+def free_format(folder: Path) -> Path:
+    """SIMPLE and BITPIX in free format, as some ESO and Gemini writers put them: accepted."""
+    path = field(folder, "free_format.fits", size=32)
+    _rewrite_card(path, b"SIMPLE  =", b"SIMPLE  = T / free format")
+    return _rewrite_card(path, b"BITPIX  =", b"BITPIX  = -32")
 
 
 def truncated(folder: Path) -> Path:

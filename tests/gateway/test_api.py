@@ -196,7 +196,9 @@ async def test_same_bytes_again_is_the_same_image(
 BAD_FILES: list[tuple[str, Any, dict[str, Any], str]] = [
     ("NOT_FITS", harness.not_fits, {}, "NOT_FITS"),
     ("TRUNCATED", harness.truncated, {}, "TRUNCATED"),
-    ("BAD_HEADER", harness.bad_bitpix, {}, "BAD_HEADER"),
+    ("BAD_HEADER", harness.non_ascii_header, {}, "BAD_HEADER"),
+    ("NONSTANDARD_HEADER", harness.simple_false, {}, "NONSTANDARD_HEADER"),
+    ("NONSTANDARD_HEADER-BITPIX", harness.bad_bitpix, {}, "NONSTANDARD_HEADER"),
     ("NO_IMAGE_HDU", harness.table_only, {}, "NO_IMAGE_HDU"),
     ("INVALID_WCS", harness.no_wcs, {}, "INVALID_WCS"),
     ("TARGET_OUTSIDE_FIELD", lambda d: field(d, ra=10.0, dec=10.0), {}, "TARGET_OUTSIDE_FIELD"),
@@ -205,6 +207,7 @@ BAD_FILES: list[tuple[str, Any, dict[str, Any], str]] = [
     ("BOA_IN_CHIP_GAP", harness.paw_print, {"target": (150.02, 2.0), "boa": (150.0, 2.0)}, "BOA_IN_CHIP_GAP"),
     ("NO_FILTER", lambda d: field(d, filter_name=None), {}, "NO_FILTER"),
     ("TOO_MANY_HDUS", lambda d: harness.many_hdus(d, harness.MAX_HDUS + 2), {}, "TOO_MANY_HDUS"),
+    ("TOO_MANY_CARDS", lambda d: harness.many_cards(d, harness.MAX_HEADER_CARDS), {}, "TOO_MANY_CARDS"),
     ("UNSUPPORTED_COMPRESSION", harness.bzip2, {}, "UNSUPPORTED_COMPRESSION"),
     ("BAD_COMPRESSION", harness.corrupt_gzip, {}, "BAD_COMPRESSION"),
 ]
@@ -232,6 +235,18 @@ async def test_refused_file_changes_nothing(
     assert body["errors"] and body["errors"][0]["code"] == code
     assert all(e["message"] for e in body["errors"])
     assert (await gateway.store_keys(), await gateway.image_rows()) == before
+
+
+async def test_free_format_header_is_accepted(
+    gateway: Gateway, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """SIMPLE and BITPIX in free format (not FITS 4.0's fixed format, but what some ESO and Gemini
+    writers produce): the validator only warns, the upload succeeds."""
+    owner = new_user()
+    run = gateway.new_run(owner)
+    resp, image = await gateway.upload(http, harness.free_format(tmp_path), new_ob(), run, TARGET, owner)
+    assert resp.status == 201, image
+    assert image["filter"] == "R"
 
 
 async def test_size_limit(gateway: Gateway, http: aiohttp.ClientSession, tmp_path: Path) -> None:

@@ -210,3 +210,23 @@ def test_other_compressions_are_named(tmp_path: Path) -> None:
     with open(path, "rb") as f, pytest.raises(FitsProblem) as err:
         walk(f, Limits())
     assert err.value.code == "UNSUPPORTED_COMPRESSION" and "bzip2" in err.value.message
+
+
+@pytest.mark.parametrize("wrap", ["plain", "gzip"])
+def test_too_many_cards_in_one_header_or_in_all(tmp_path: Path, wrap: str) -> None:
+    """Both card limits stop the walk with TOO_MANY_CARDS (not TOO_MANY_HDUS), naming the limit."""
+    primary = fits.Header([(f"KEY{i:05d}", i) for i in range(500)])
+    exts = [fits.ImageHDU(header=fits.Header([(f"KEY{i:05d}", i) for i in range(300)])) for _ in range(3)]
+    path = tmp_path / "cards.fits"
+    fits.HDUList([fits.PrimaryHDU(header=primary), *exts]).writeto(path)
+    target = path if wrap == "plain" else instruments.gzipped(path)
+    with open(target, "rb") as f, pytest.raises(FitsProblem) as err:
+        walk(f, Limits(max_header_cards=400))
+    assert (err.value.code, err.value.hdu) == ("TOO_MANY_CARDS", 0)
+    assert "more than 400 cards" in err.value.message
+    with open(target, "rb") as f, pytest.raises(FitsProblem) as err:
+        walk(f, Limits(max_header_cards=600, max_total_header_cards=1000))
+    assert (err.value.code, err.value.hdu) == ("TOO_MANY_CARDS", 2)
+    assert "more than 1000 cards in all" in err.value.message
+    with open(target, "rb") as f:
+        assert len(walk(f, Limits(max_header_cards=600, max_total_header_cards=2000)).hdus) == 4
