@@ -126,6 +126,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL", exc.reason)
+    except Exception:
+        # Still an answer p2api can read (JSON with `error`), never problem+json.
+        log.exception("unexpected error in p2fc %s %s", request.method, endpoint)
+        return error_response(500, "INTERNAL", "internal error")
 
 
 def error_response(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from services.shared.errors import DOMAIN, ServiceError, title_of
 
@@ -92,3 +93,26 @@ async def problems_middleware(
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return problem_response(500, "INTERNAL", title_of("INTERNAL"), "internal error")
+
+
+class MalformedRequestLog(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line or header over
+    8190 bytes, more than 128 headers) with a 400 of its own and logs an ERROR
+    with a traceback. That is the client's fault: one warning line instead,
+    without the exception's text, which quotes the client's bytes (a token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "refused a malformed HTTP request (%s, %s)"
+            record.args = (type(exc).__name__, exc.code)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Installs MalformedRequestLog on aiohttp's server logger (once)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestLog) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestLog())
