@@ -23,7 +23,14 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 from services.gateway import forms, openapi, representations
 from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.metrics import Metrics
-from services.gateway.operations import ObjectStream, Operations, StagedUpload, check_hash, ob_context
+from services.gateway.operations import (
+    ObjectStream,
+    Operations,
+    StagedUpload,
+    check_hash,
+    decimal_integer,
+    ob_context,
+)
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
 from services.shared.errors import ServiceError, title_of
 from services.shared.settings import GatewaySettings
@@ -71,10 +78,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 def _optional_int(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ServiceError("INVALID_ARGUMENT", f"{name} must be an integer") from None
+    return decimal_integer(value, name)
 
 
 def _context(ob_id: str, fields: Any) -> Any:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import re
 import time
 import uuid
@@ -105,6 +106,32 @@ def check_hash(fits_hash: str) -> str:
     return fits_hash
 
 
+# Numbers as requests may write them: ASCII digits only. float() and int() also read
+# other scripts' digits ("١٥٠" is 150), underscores ("1_50"), spaces, "nan" and "inf".
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+_INTEGER = re.compile(r"[0-9]{1,19}")
+
+
+def decimal_number(value: object, name: str) -> float:
+    """A finite number from a JSON number or ASCII decimal text; INVALID_ARGUMENT otherwise."""
+    number: float | None = None
+    written = isinstance(value, str) and _DECIMAL.fullmatch(value) is not None
+    if written or (isinstance(value, int | float) and not isinstance(value, bool)):
+        number = float(value)  # type: ignore[arg-type]
+    if number is None or not math.isfinite(number):
+        raise ServiceError("INVALID_ARGUMENT", f"{name} must be a decimal number in ASCII digits")
+    return number
+
+
+def decimal_integer(value: object, name: str) -> int:
+    """A non-negative integer from a JSON integer or ASCII digits; INVALID_ARGUMENT otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    raise ServiceError("INVALID_ARGUMENT", f"{name} must be an integer in ASCII digits")
+
+
 def ob_context(
     ob_id: int | str,
     run_id: str,
@@ -114,10 +141,7 @@ def ob_context(
     boa_dec: float | str | None = None,
 ) -> ObContext:
     """Builds and checks an OB context from loosely typed request values."""
-    try:
-        ob = int(ob_id)
-    except (TypeError, ValueError):
-        raise ServiceError("INVALID_ARGUMENT", "ob_id must be an integer") from None
+    ob = decimal_integer(ob_id, "ob_id")
     if ob <= 0 or ob >= 1 << 62:
         raise ServiceError("INVALID_ARGUMENT", "ob_id must be a positive integer")
     if not run_id or len(run_id) > 200 or not run_id.isprintable():
@@ -134,12 +158,7 @@ def sky_position(name: str, ra: float | str | None, dec: float | str | None) -> 
     """A checked ICRS position in degrees."""
     if ra is None or dec is None or ra == "" or dec == "":
         raise ServiceError("INVALID_ARGUMENT", f"{name}_ra and {name}_dec are required (degrees)")
-    try:
-        ra_deg, dec_deg = float(ra), float(dec)
-    except (TypeError, ValueError):
-        raise ServiceError(
-            "INVALID_ARGUMENT", f"{name}_ra and {name}_dec must be numbers (degrees)"
-        ) from None
+    ra_deg, dec_deg = decimal_number(ra, f"{name}_ra"), decimal_number(dec, f"{name}_dec")
     if not (0.0 <= ra_deg < 360.0):
         raise ServiceError("INVALID_ARGUMENT", f"{name}_ra must be in [0, 360) degrees")
     if not (-90.0 <= dec_deg <= 90.0):

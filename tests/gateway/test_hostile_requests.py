@@ -1,18 +1,22 @@
 """Hostile requests over real HTTP against the suite's processes (issue 11): huge
-multipart part headers and top-level headers. Each answers a clean 4xx with a stable
+multipart part headers and top-level headers, numbers in non-ASCII digits,
+JWT numeric claims that are strings. Each answers a clean 4xx with a stable
 code, in the format of the face that was called, logs no traceback, and
 changes nothing (no object, no row)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import pytest
 
-from tests.gateway.harness import Gateway, new_ob, new_user
+from tests.gateway.harness import Gateway, field, new_ob, new_user
 
 TARGET = (150.0, 2.0)
 BOUNDARY = "hostile-7f3a"
@@ -136,3 +140,111 @@ async def test_huge_request_line_and_headers_answer_4xx(
     assert "aaaa" not in logged
     async with http.get(f"{gateway.url}/healthz") as resp:
         assert resp.status == 200  # and the gateway goes on serving
+
+
+# ---- numbers: ASCII decimal only -----------------------------------------------------------------
+
+ARABIC_150 = "\u0661\u0665\u0660"  # "١٥٠", which Python's float() reads as 150
+NOT_ASCII_DECIMAL = [ARABIC_150, "\uff11\uff15\uff10", "1_50", " 150", "150\u00a0", "0x96", "\u0661e2"]
+
+
+@pytest.mark.parametrize("ra", NOT_ASCII_DECIMAL, ids=lambda s: s.encode("unicode_escape").decode())
+async def test_coordinates_in_non_ascii_digits_are_refused(
+    gateway: Gateway, http: aiohttp.ClientSession, tmp_path: Path, ra: str
+) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    ob = new_ob()
+    auth = gateway.auth(owner)
+    url = f"{gateway.url}/api/v1/obs/{ob}/background-images"
+    before = (await gateway.store_keys(), await gateway.image_rows())
+    query = {"run_id": run, "target_ra": ra, "target_dec": "2"}
+    async with http.get(url, params=query, headers=auth) as resp:
+        body = await resp.json(content_type=None)
+    assert resp.status == 400 and body["code"] == "INVALID_ARGUMENT", body
+    assert "target_ra" in body["detail"]
+
+    boa = {"run_id": run, "target_ra": "150", "target_dec": "2", "boa_ra": ra, "boa_dec": "2"}
+    async with http.get(url, params=boa, headers=auth) as resp:
+        body = await resp.json(content_type=None)
+    assert resp.status == 400 and body["code"] == "INVALID_ARGUMENT", body
+
+    # The same in an upload's query string: refused before anything is stored.
+    path = field(tmp_path)
+    params = {"run_id": run, "target_ra": ra, "target_dec": "2"}
+    headers = {**auth, "Content-Type": "application/fits"}
+    async with http.post(url, params=params, data=path.read_bytes(), headers=headers) as resp:
+        body = await resp.json(content_type=None)
+    assert resp.status == 400 and body["code"] == "INVALID_ARGUMENT", body
+    assert (await gateway.store_keys(), await gateway.image_rows()) == before
+
+
+async def test_numbers_in_json_bodies_must_be_numbers(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    put = f"{gateway.url}/api/v1/obs/{new_ob()}/background-image"
+    for ra in [ARABIC_150, True, [150], {"deg": 150}]:
+        body = {"run_id": run, "target_ra": ra, "target_dec": 2, "selection": "default"}
+        async with http.put(put, json=body, headers=gateway.auth(owner)) as resp:
+            answer = await resp.json(content_type=None)
+        assert resp.status == 400 and answer["code"] == "INVALID_ARGUMENT", (ra, answer)
+    body = {"run_id": run, "target_ra": 150, "target_dec": "2.0", "selection": "default"}
+    async with http.put(put, json=body, headers=gateway.auth(owner)) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_ob_ids_in_non_ascii_digits_are_refused(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    auth = gateway.auth(owner)
+    arabic_ob = "\u0661\u0662\u0663"  # "١٢٣", which int() reads as 123
+    query = {"run_id": run, "target_ra": "150", "target_dec": "2"}
+    for ob in [arabic_ob, "1_23", "+123", " 123"]:
+        path_ob = quote(ob)
+        async with http.get(
+            f"{gateway.url}/api/v1/obs/{path_ob}/background-images", params=query, headers=auth
+        ) as resp:
+            body = await resp.json(content_type=None)
+        assert resp.status == 400 and body["code"] == "INVALID_ARGUMENT", (ob, body)
+        async with http.get(
+            f"{gateway.url}/api/v1/obs/{path_ob}/background-image", params={"run_id": run}, headers=auth
+        ) as resp:
+            body = await resp.json(content_type=None)
+        assert resp.status == 400 and body["code"] == "INVALID_ARGUMENT", (ob, body)
+        async with http.get(
+            f"{gateway.url}/api/v1/images/{'0' * 64}/hips", params={"ob_id": ob}, headers=auth
+        ) as resp:
+            body = await resp.json(content_type=None)
+        assert resp.status == 400 and body["code"] == "INVALID_ARGUMENT", (ob, body)
+
+
+# ---- JWT numeric claims ---------------------------------------------------------------------------
+
+
+def _claims_cases() -> list[tuple[str, dict[str, Any]]]:
+    now = int(time.time())
+    return [
+        ("exp as a string", {"exp": str(now + 3600)}),
+        ("exp as a boolean", {"exp": True}),
+        ("iat as a string", {"iat": str(now)}),
+        ("nbf as a string", {"nbf": str(now - 60)}),
+        ("exp as a float string", {"exp": f"{now + 3600}.0"}),
+    ]
+
+
+@pytest.mark.parametrize(("what", "claims"), _claims_cases(), ids=[c[0] for c in _claims_cases()])
+async def test_jwt_numeric_claims_must_be_json_numbers(
+    gateway: Gateway, http: aiohttp.ClientSession, what: str, claims: dict[str, Any]
+) -> None:
+    user = new_user()
+    token = gateway.token(user, **claims)
+    url = f"{gateway.url}/api/v1/images/{'0' * 64}"
+    async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+        body = await resp.json(content_type=None)
+    assert resp.status == 401 and body["code"] == "UNAUTHENTICATED", (what, body)
+    # The same token with numbers is accepted (the image is unknown: 404).
+    fixed: dict[str, Any] = {k: (int(float(v)) if isinstance(v, str) else v) for k, v in claims.items()}
+    fixed.pop("exp", None)
+    token = gateway.token(user, **fixed)
+    async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 404, await resp.text()
