@@ -7,6 +7,7 @@ Handlers are thin: they parse the request, authenticate, make one call to
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import json
@@ -312,14 +313,25 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+STORE_READ_ONLY = (
+    "the object store refuses writes: uploads answer 503 STORE_UNAVAILABLE; "
+    "images, previews and tiles are still served"
+)
+
+
 async def readyz(request: web.Request) -> web.Response:
-    checks = await _ops(request).readiness()
+    """Ready while every dependency answers. A store that refuses only writes keeps the
+    gateway in service (every replica shares the store: taking all out would stop the
+    tiles too) and is told here, and by the metric bgimages_gateway_store_writable."""
+    ops = _ops(request)
+    checks, writable = await asyncio.gather(ops.readiness(), ops.store_writable())
+    extra: dict[str, Any] = {"checks": checks, "store_writable": writable}
+    if not writable:
+        extra["warnings"] = [STORE_READ_ONLY]
     if all(checks.values()):
-        return _json({"status": "ready", "checks": checks})
+        return _json({"status": "ready" if writable else "degraded", **extra})
     failing = ", ".join(k for k, ok in checks.items() if not ok)
-    return problem_response(
-        503, "UNAVAILABLE", title_of("UNAVAILABLE"), f"not ready: {failing}", {"checks": checks}
-    )
+    return problem_response(503, "UNAVAILABLE", title_of("UNAVAILABLE"), f"not ready: {failing}", extra)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -328,6 +340,7 @@ async def metrics(request: web.Request) -> web.Response:
         m.store_usage.usage = await _ops(request).usage()
     except ServiceError:
         m.store_usage.usage = None  # the request metrics are still worth scraping
+    await _ops(request).store_writable()
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 

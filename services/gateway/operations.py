@@ -30,7 +30,7 @@ from services.gateway.metrics import Metrics
 from services.shared.errors import ServiceError
 from services.shared.grpc_edge import WithDeadline, call, channel
 from services.shared.settings import GatewaySettings
-from services.shared.store import ObjectStore, open_store
+from services.shared.store import ObjectStore, can_write, open_store
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +338,10 @@ class Operations:
             await self.store.put_stream(key, hashed(), "application/fits")
         except BaseException as exc:
             await _shielded(self.store.delete(key))
-            if isinstance(exc, ServiceError) and exc.code == "TOO_LARGE":
-                self.metrics.upload_refused("TOO_LARGE")
+            if isinstance(exc, ServiceError):
+                self.metrics.upload_refused(exc.code)
+                if exc.code == "STORE_UNAVAILABLE":
+                    self.metrics.store_writable.set(0)
             raise
         if total == 0:
             await _shielded(self.store.delete(key))
@@ -381,9 +383,7 @@ class Operations:
             t2 = time.perf_counter()
             timings["validate"] = t2 - t1
             if not report.ok:
-                failure = ValidationFailed(report)
-                self.metrics.upload_refused(failure.code)
-                raise failure
+                raise ValidationFailed(report)
             complete = catalog_pb2.CompleteUploadRequest(
                 caller=caller,
                 ob=ob,
@@ -425,7 +425,9 @@ class Operations:
             timings["complete"] = time.perf_counter() - t3
             self.metrics.uploads.labels(outcome="reused" if reused else "processed").inc()
             return UploadOutcome(image=image, reused_content=reused, timings=timings)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, ServiceError):
+                self.metrics.upload_refused(exc.code)
             if lease_id:
                 await _shielded(self._abort(lease_id))
             raise
@@ -604,6 +606,16 @@ class Operations:
         return usage
 
     # ---- health -----------------------------------------------------------------------------
+
+    async def store_writable(self) -> bool:
+        """Whether the store takes a write now (the metric follows). Reads may work
+        when writes do not: that is no reason to stop serving tiles."""
+        try:
+            ok = await asyncio.wait_for(can_write(self.store), 5.0)
+        except TimeoutError:
+            ok = False
+        self.metrics.store_writable.set(1 if ok else 0)
+        return ok
 
     async def readiness(self) -> dict[str, bool]:
         """Whether each dependency answers: the three services (the catalog's

@@ -44,6 +44,7 @@ from services.gateway.operations import (
     parse_selection,
 )
 from services.gateway.p2 import P2Client, P2Context, parse_bases
+from services.gateway.problems import public_message
 from services.shared.errors import ServiceError
 from services.shared.settings import GatewaySettings
 
@@ -119,7 +120,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if err.http_status >= 500:
             log.warning("p2fc %s %s -> %s: %s", request.method, endpoint, err.code, err.message)
         extra = {k: v for k, v in err.details.items() if k not in ("error", "code")}
-        return error_response(err.http_status, err.code, err.message, body_extra=extra)
+        # p2's own failures come as UNAVAILABLE with a message the user needs ("p2 redirected").
+        message = err.message if err.code == "UNAVAILABLE" else public_message(err)
+        return error_response(err.http_status, err.code, message, body_extra=extra)
     except NotSupported as exc:
         return error_response(501, "NOT_SUPPORTED", str(exc))
     except web.HTTPException as exc:

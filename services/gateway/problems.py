@@ -57,13 +57,18 @@ def problem_response(
 # Codes whose messages describe our insides (addresses, call names): logged, not shown.
 _OPAQUE = {
     "UNAVAILABLE": "a service the gateway needs is unavailable; please try again later",
+    "STORE_UNAVAILABLE": "the storage is unavailable; please try again later",
     "INTERNAL": "internal error",
 }
 
 
+def public_message(err: ServiceError) -> str:
+    """What a user is told: the message, but for codes whose messages describe our insides."""
+    return _OPAQUE.get(err.code, err.message)
+
+
 def from_service_error(err: ServiceError) -> web.Response:
-    detail = _OPAQUE.get(err.code, err.message)
-    return problem_response(err.http_status, err.code, err.title, detail, err.details)
+    return problem_response(err.http_status, err.code, err.title, public_message(err), err.details)
 
 
 @web.middleware
