@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from services.shared.errors import DOMAIN, ServiceError, title_of
+from services.shared.errors import DOMAIN, RETRY_AFTER, ServiceError, title_of
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ _HTTP_CODES = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     413: "TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
@@ -51,7 +53,18 @@ def problem_response(
     response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="bgimages"'
+    add_limit_headers(response, code, extra or {})
     return response
+
+
+def add_limit_headers(response: web.StreamResponse, code: str, details: dict[str, Any]) -> None:
+    """Retry-After for a refusal for load; a body cut for its pace also ends the connection
+    (what is left of it will not be read)."""
+    retry = details.get(RETRY_AFTER)
+    if isinstance(retry, int | float) and not isinstance(retry, bool) and retry > 0:
+        response.headers["Retry-After"] = str(math.ceil(retry))
+    if code == "REQUEST_TIMEOUT":
+        response.force_close()
 
 
 # Codes whose messages describe our insides (addresses, call names): logged, not shown.
