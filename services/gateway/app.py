@@ -39,6 +39,7 @@ from services.shared.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
+BODY_LIMITS = web.AppKey("body_limits", forms.BodyLimits)
 OPS = web.AppKey("ops", Operations)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
@@ -128,11 +129,33 @@ async def upload(request: web.Request) -> web.Response:
     """POST /api/v1/obs/{ob_id}/background-images: multipart, or a raw FITS body."""
     principal = _principal(request)
     ops = _ops(request)
+    # A place among the uploads in progress, before a byte of the body is read.
+    async with ops.uploads.slot():
+        with ops.uploaders.slot(principal.user_id):
+            t0 = time.perf_counter()
+            ob, staged, file_name, fields = await _receive_upload(request, ops)
+            staging = time.perf_counter() - t0
+            outcome = await ops.finish_upload(
+                principal.caller, ob, staged, file_name=file_name, bandpass=fields.get("bandpass", "")
+            )
+    outcome.timings["staging"] = staging
+    response = _json(representations.upload_json(outcome), status=201)
+    response.headers["Location"] = f"/api/v1/images/{outcome.image.fits_hash}"
+    response.headers["Server-Timing"] = ", ".join(
+        f"{k};dur={v * 1000:.1f}" for k, v in outcome.timings.items()
+    )
+    return response
+
+
+async def _receive_upload(
+    request: web.Request, ops: Operations
+) -> tuple[Any, StagedUpload, str, dict[str, str]]:
+    """The OB context and the staged body of an upload (multipart or raw), file name, fields."""
     ob_id = request.match_info["ob_id"]
     fields: dict[str, str] = dict(request.query)
     limit = request.app[SETTINGS].max_upload_bytes
+    pace = forms.Pace.of(request, request.app[BODY_LIMITS])
     staged: StagedUpload | None = None
-    t0 = time.perf_counter()
     try:
         if request.content_type.startswith("multipart/"):
             if request.content_length is not None and request.content_length > limit + (1 << 20):
@@ -142,7 +165,7 @@ async def upload(request: web.Request) -> web.Response:
             # Fields sent before the file are checked before a byte of it is stored.
             reader = await forms.multipart(request)
             file_name = ""
-            while (part := await forms.next_part(reader)) is not None:
+            while (part := await forms.next_part(reader, pace)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
                 if part.filename is not None or part.name in ("file", "bkg_image_fits_file"):
@@ -152,15 +175,15 @@ async def upload(request: web.Request) -> web.Response:
                         _context(ob_id, fields)
                     # aiohttp clients percent-encode file names; browsers escape only '"' and CR/LF.
                     file_name = unquote(part.filename or fields.get("file_name", ""))
-                    staged = await ops.stage(forms.part_chunks(part))
+                    staged = await ops.stage(forms.part_chunks(part, pace))
                 elif part.name:
-                    fields[part.name] = await forms.read_field(part)
+                    fields[part.name] = await forms.read_field(part, pace)
             if staged is None:
                 raise ServiceError("INVALID_ARGUMENT", "the upload has no file part")
         elif request.content_type in RAW_TYPES:
             _context(ob_id, fields)
             file_name = fields.get("file_name") or _disposition_name(request)
-            staged = await ops.stage(forms.body_chunks(request), request.content_length)
+            staged = await ops.stage(forms.body_chunks(request, pace), request.content_length)
         else:
             raise ServiceError(
                 "INVALID_ARGUMENT",
@@ -171,17 +194,7 @@ async def upload(request: web.Request) -> web.Response:
         if staged is not None:
             await ops.discard(staged)
         raise
-    staging = time.perf_counter() - t0
-    outcome = await ops.finish_upload(
-        principal.caller, ob, staged, file_name=file_name, bandpass=fields.get("bandpass", "")
-    )
-    outcome.timings["staging"] = staging
-    response = _json(representations.upload_json(outcome), status=201)
-    response.headers["Location"] = f"/api/v1/images/{outcome.image.fits_hash}"
-    response.headers["Server-Timing"] = ", ".join(
-        f"{k};dur={v * 1000:.1f}" for k, v in outcome.timings.items()
-    )
-    return response
+    return ob, staged, file_name, fields
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -297,9 +310,10 @@ async def delete_run(request: web.Request) -> web.Response:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ServiceError("INVALID_ARGUMENT", "the body must be application/json")
+    raw = await forms.read_body(request, forms.Pace.of(request, request.app[BODY_LIMITS]))
     try:
-        body = json.loads(await request.text())
-    except ValueError:
+        body = json.loads(raw.decode(request.charset or "utf-8"))
+    except (ValueError, LookupError):
         raise ServiceError("INVALID_ARGUMENT", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ServiceError("INVALID_ARGUMENT", "the body must be a JSON object")
@@ -423,6 +437,7 @@ def create_app(settings: GatewaySettings, ops: Operations | None = None) -> web.
     app = web.Application(middlewares=[metrics_middleware, problems_middleware], client_max_size=1 << 20)
     operations = ops if ops is not None else Operations.connect(settings)
     app[SETTINGS] = settings
+    app[BODY_LIMITS] = forms.BodyLimits.from_settings(settings)
     app[OPS] = operations
     app[AUTH] = Authenticator(settings)
     app[METRICS] = operations.metrics

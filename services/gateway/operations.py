@@ -27,6 +27,7 @@ from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.gateway.hips_tokens import HipsGrant, HipsTokens
 from services.gateway.metrics import Metrics
+from services.shared.admission import Admission, PerKeyLimit
 from services.shared.errors import ServiceError
 from services.shared.grpc_edge import WithDeadline, call, channel
 from services.shared.settings import GatewaySettings
@@ -247,6 +248,22 @@ class Operations:
         self.catalog: Any = WithDeadline(catalog, settings.catalog_timeout_s)
         self.hips_tokens = hips_tokens
         self.metrics = metrics or Metrics()
+        # Uploads in progress on this gateway: in all (each holds a staging object, buffers
+        # and a connection) and per user. Beyond: BUSY (503) and TOO_MANY_UPLOADS (429).
+        self.uploads = Admission(
+            "the gateway",
+            settings.max_uploads,
+            0,
+            settings.upload_retry_after_s,
+            on_refused=self.metrics.upload_refused,
+        )
+        self.uploaders = PerKeyLimit(
+            settings.max_uploads_per_user,
+            settings.upload_retry_after_s,
+            "TOO_MANY_UPLOADS",
+            "uploads",
+            on_refused=self.metrics.upload_refused,
+        )
         self._channels = list(channels)
         self._displayed: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
