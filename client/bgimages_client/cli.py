@@ -41,6 +41,9 @@ HINTS: dict[str, str] = {
     "STORE_UNAVAILABLE": "The storage is unavailable; try again later.",
     "UNAVAILABLE": "The service is unavailable; try again later.",
     "INTERNAL": "The gateway failed; try again later or contact support.",
+    "REQUEST_TIMEOUT": "The upload was too slow (it stalled or came under the minimum rate): try again.",
+    "TOO_MANY_UPLOADS": "You have as many uploads in progress as allowed: wait for one to finish.",
+    "BUSY": "The service is busy; try again in a little while.",
 }
 
 

@@ -10,6 +10,7 @@ import signal
 from aiohttp import web
 
 from services.gateway.app import create_app
+from services.gateway.problems import quiet_malformed_requests
 from services.shared import logs
 from services.shared.settings import GatewaySettings, load
 
@@ -18,6 +19,7 @@ log = logging.getLogger("services.gateway")
 
 async def serve(settings: GatewaySettings) -> None:
     app = create_app(settings)
+    quiet_malformed_requests()
     # Lingering lets a client that is still sending read an early 413.
     runner = web.AppRunner(
         app, access_log=None, handler_cancellation=False, shutdown_timeout=settings.shutdown_grace_s

@@ -7,6 +7,7 @@ Handlers are thin: they parse the request, authenticate, make one call to
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import json
@@ -23,7 +24,14 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 from services.gateway import forms, openapi, representations
 from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.metrics import Metrics
-from services.gateway.operations import ObjectStream, Operations, StagedUpload, check_hash, ob_context
+from services.gateway.operations import (
+    ObjectStream,
+    Operations,
+    StagedUpload,
+    check_hash,
+    decimal_integer,
+    ob_context,
+)
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
 from services.shared.errors import ServiceError, title_of
 from services.shared.settings import GatewaySettings
@@ -31,6 +39,7 @@ from services.shared.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
+BODY_LIMITS = web.AppKey("body_limits", forms.BodyLimits)
 OPS = web.AppKey("ops", Operations)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
@@ -71,10 +80,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 def _optional_int(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ServiceError("INVALID_ARGUMENT", f"{name} must be an integer") from None
+    return decimal_integer(value, name)
 
 
 def _context(ob_id: str, fields: Any) -> Any:
@@ -123,11 +129,33 @@ async def upload(request: web.Request) -> web.Response:
     """POST /api/v1/obs/{ob_id}/background-images: multipart, or a raw FITS body."""
     principal = _principal(request)
     ops = _ops(request)
+    # A place among the uploads in progress, before a byte of the body is read.
+    async with ops.uploads.slot():
+        with ops.uploaders.slot(principal.user_id):
+            t0 = time.perf_counter()
+            ob, staged, file_name, fields = await _receive_upload(request, ops)
+            staging = time.perf_counter() - t0
+            outcome = await ops.finish_upload(
+                principal.caller, ob, staged, file_name=file_name, bandpass=fields.get("bandpass", "")
+            )
+    outcome.timings["staging"] = staging
+    response = _json(representations.upload_json(outcome), status=201)
+    response.headers["Location"] = f"/api/v1/images/{outcome.image.fits_hash}"
+    response.headers["Server-Timing"] = ", ".join(
+        f"{k};dur={v * 1000:.1f}" for k, v in outcome.timings.items()
+    )
+    return response
+
+
+async def _receive_upload(
+    request: web.Request, ops: Operations
+) -> tuple[Any, StagedUpload, str, dict[str, str]]:
+    """The OB context and the staged body of an upload (multipart or raw), file name, fields."""
     ob_id = request.match_info["ob_id"]
     fields: dict[str, str] = dict(request.query)
     limit = request.app[SETTINGS].max_upload_bytes
+    pace = forms.Pace.of(request, request.app[BODY_LIMITS])
     staged: StagedUpload | None = None
-    t0 = time.perf_counter()
     try:
         if request.content_type.startswith("multipart/"):
             if request.content_length is not None and request.content_length > limit + (1 << 20):
@@ -137,7 +165,7 @@ async def upload(request: web.Request) -> web.Response:
             # Fields sent before the file are checked before a byte of it is stored.
             reader = await forms.multipart(request)
             file_name = ""
-            while (part := await forms.next_part(reader)) is not None:
+            while (part := await forms.next_part(reader, pace)) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
                 if part.filename is not None or part.name in ("file", "bkg_image_fits_file"):
@@ -147,15 +175,15 @@ async def upload(request: web.Request) -> web.Response:
                         _context(ob_id, fields)
                     # aiohttp clients percent-encode file names; browsers escape only '"' and CR/LF.
                     file_name = unquote(part.filename or fields.get("file_name", ""))
-                    staged = await ops.stage(forms.part_chunks(part))
+                    staged = await ops.stage(forms.part_chunks(part, pace))
                 elif part.name:
-                    fields[part.name] = await forms.read_field(part)
+                    fields[part.name] = await forms.read_field(part, pace)
             if staged is None:
                 raise ServiceError("INVALID_ARGUMENT", "the upload has no file part")
         elif request.content_type in RAW_TYPES:
             _context(ob_id, fields)
             file_name = fields.get("file_name") or _disposition_name(request)
-            staged = await ops.stage(forms.body_chunks(request), request.content_length)
+            staged = await ops.stage(forms.body_chunks(request, pace), request.content_length)
         else:
             raise ServiceError(
                 "INVALID_ARGUMENT",
@@ -166,17 +194,7 @@ async def upload(request: web.Request) -> web.Response:
         if staged is not None:
             await ops.discard(staged)
         raise
-    staging = time.perf_counter() - t0
-    outcome = await ops.finish_upload(
-        principal.caller, ob, staged, file_name=file_name, bandpass=fields.get("bandpass", "")
-    )
-    outcome.timings["staging"] = staging
-    response = _json(representations.upload_json(outcome), status=201)
-    response.headers["Location"] = f"/api/v1/images/{outcome.image.fits_hash}"
-    response.headers["Server-Timing"] = ", ".join(
-        f"{k};dur={v * 1000:.1f}" for k, v in outcome.timings.items()
-    )
-    return response
+    return ob, staged, file_name, fields
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -292,9 +310,10 @@ async def delete_run(request: web.Request) -> web.Response:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ServiceError("INVALID_ARGUMENT", "the body must be application/json")
+    raw = await forms.read_body(request, forms.Pace.of(request, request.app[BODY_LIMITS]))
     try:
-        body = json.loads(await request.text())
-    except ValueError:
+        body = json.loads(raw.decode(request.charset or "utf-8"))
+    except (ValueError, LookupError):
         raise ServiceError("INVALID_ARGUMENT", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ServiceError("INVALID_ARGUMENT", "the body must be a JSON object")
@@ -308,14 +327,25 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+STORE_READ_ONLY = (
+    "the object store refuses writes: uploads answer 503 STORE_UNAVAILABLE; "
+    "images, previews and tiles are still served"
+)
+
+
 async def readyz(request: web.Request) -> web.Response:
-    checks = await _ops(request).readiness()
+    """Ready while every dependency answers. A store that refuses only writes keeps the
+    gateway in service (every replica shares the store: taking all out would stop the
+    tiles too) and is told here, and by the metric bgimages_gateway_store_writable."""
+    ops = _ops(request)
+    checks, writable = await asyncio.gather(ops.readiness(), ops.store_writable())
+    extra: dict[str, Any] = {"checks": checks, "store_writable": writable}
+    if not writable:
+        extra["warnings"] = [STORE_READ_ONLY]
     if all(checks.values()):
-        return _json({"status": "ready", "checks": checks})
+        return _json({"status": "ready" if writable else "degraded", **extra})
     failing = ", ".join(k for k, ok in checks.items() if not ok)
-    return problem_response(
-        503, "UNAVAILABLE", title_of("UNAVAILABLE"), f"not ready: {failing}", {"checks": checks}
-    )
+    return problem_response(503, "UNAVAILABLE", title_of("UNAVAILABLE"), f"not ready: {failing}", extra)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -324,6 +354,7 @@ async def metrics(request: web.Request) -> web.Response:
         m.store_usage.usage = await _ops(request).usage()
     except ServiceError:
         m.store_usage.usage = None  # the request metrics are still worth scraping
+    await _ops(request).store_writable()
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 
@@ -406,6 +437,7 @@ def create_app(settings: GatewaySettings, ops: Operations | None = None) -> web.
     app = web.Application(middlewares=[metrics_middleware, problems_middleware], client_max_size=1 << 20)
     operations = ops if ops is not None else Operations.connect(settings)
     app[SETTINGS] = settings
+    app[BODY_LIMITS] = forms.BodyLimits.from_settings(settings)
     app[OPS] = operations
     app[AUTH] = Authenticator(settings)
     app[METRICS] = operations.metrics

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 
@@ -26,6 +27,8 @@ DEV_KID = "dev"
 # Only for local development (DEV_MODE with JWT_KEYS empty).
 DEV_SECRET = "bgimages-development-jwt-secret-not-for-production"
 _ALGORITHMS = ("HS256", "RS256")
+# NumericDate claims (RFC 7519): JSON numbers. PyJWT also takes "1767225600" (a string).
+_NUMERIC_CLAIMS = ("exp", "iat", "nbf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,11 @@ class Authenticator:
         if key is None:
             raise _unauthenticated("unknown signing key (kid)")
         try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise _unauthenticated("malformed token") from None
+        _check_numeric_dates(unverified)
+        try:
             claims = jwt.decode(
                 token,
                 key,  # type: ignore[arg-type]
@@ -124,10 +132,21 @@ class Authenticator:
             raise _unauthenticated(f"the token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError:
             raise _unauthenticated("invalid token signature") from None
+        _check_numeric_dates(claims)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 200 or not sub.isprintable():
             raise _unauthenticated("the token's sub must name the user")
         return Principal(sub, frozenset(_scopes(claims)))
+
+
+def _check_numeric_dates(claims: Mapping[str, object]) -> None:
+    """exp, iat and nbf, when present, are finite JSON numbers (not strings, not booleans)."""
+    for name in _NUMERIC_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise _unauthenticated(f"the token's {name!r} claim must be a number (seconds since the epoch)")
 
 
 def _scopes(claims: Mapping[str, object]) -> Iterable[str]:

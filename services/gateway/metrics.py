@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -44,6 +44,13 @@ class Metrics:
             "HiPS requests answered 410 because the image was culled or deleted",
             registry=self.registry,
         )
+        self.store_writable = Gauge(
+            "bgimages_gateway_store_writable",
+            "1 when the object store took the gateway's last write probe, 0 when it refused it"
+            " (uploads then answer 503 STORE_UNAVAILABLE; reads and tiles may still work)",
+            registry=self.registry,
+        )
+        self.store_writable.set(1)
         self.store_usage = _StoreUsage()
         self.registry.register(self.store_usage)
 

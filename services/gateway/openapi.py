@@ -36,6 +36,10 @@ ERROR_CODES = [
     "UNAVAILABLE",
     "INTERNAL",
     "METHOD_NOT_ALLOWED",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "REQUEST_TIMEOUT",
+    "TOO_MANY_UPLOADS",
+    "BUSY",
 ]
 
 
@@ -75,6 +79,21 @@ DISPLAY_OB = _param(
 AUTH_ERRORS = {
     "401": _problem("UNAUTHENTICATED: missing, expired or invalid token"),
     "503": _problem("UNAVAILABLE / STORE_UNAVAILABLE: an internal service is down"),
+}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "schema": _STRING}}
+UPLOAD_LIMITS = {
+    "408": _problem("REQUEST_TIMEOUT: the body stalled or came slower than the minimum rate"),
+    "429": {
+        **_problem("TOO_MANY_UPLOADS: the caller's uploads in progress are at the limit"),
+        "headers": RETRY_AFTER,
+    },
+    "503": {
+        **_problem(
+            "BUSY: the gateway's uploads or a service's queue are at their limit (Retry-After); "
+            "UNAVAILABLE / STORE_UNAVAILABLE: an internal service or the store is down"
+        ),
+        "headers": RETRY_AFTER,
+    },
 }
 
 
@@ -263,9 +282,12 @@ def _p2fc_paths(prefix: str) -> dict[str, Any]:
                 "responses": {
                     "200": answer,
                     "201": answer,
+                    "408": error,
                     "413": error,
                     "422": error,
+                    "429": {**error, "headers": RETRY_AFTER},
                     "501": error,
+                    "503": {**error, "headers": RETRY_AFTER},
                     **errors,
                 },
             }
@@ -346,6 +368,7 @@ def document(settings: GatewaySettings) -> dict[str, Any]:
                     "422": _problem("the file was refused (code per failed check, findings in errors)"),
                     "500": _problem("PROCESSING_FAILED or INTERNAL"),
                     **AUTH_ERRORS,
+                    **UPLOAD_LIMITS,
                 },
             },
             "get": {

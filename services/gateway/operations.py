@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import re
 import time
 import uuid
@@ -26,11 +27,12 @@ from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.gateway.hips_tokens import HipsGrant, HipsTokens
 from services.gateway.metrics import Metrics
+from services.shared.admission import Admission, PerKeyLimit
 from services.shared.errors import ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.grpc_edge import WithDeadline, call, channel
 from services.shared.settings import GatewaySettings
-from services.shared.store import ObjectStore, open_store
+from services.shared.store import ObjectStore, can_write, open_store
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,32 @@ def check_hash(fits_hash: str) -> str:
     return fits_hash
 
 
+# Numbers as requests may write them: ASCII digits only. float() and int() also read
+# other scripts' digits ("١٥٠" is 150), underscores ("1_50"), spaces, "nan" and "inf".
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+_INTEGER = re.compile(r"[0-9]{1,19}")
+
+
+def decimal_number(value: object, name: str) -> float:
+    """A finite number from a JSON number or ASCII decimal text; INVALID_ARGUMENT otherwise."""
+    number: float | None = None
+    written = isinstance(value, str) and _DECIMAL.fullmatch(value) is not None
+    if written or (isinstance(value, int | float) and not isinstance(value, bool)):
+        number = float(value)  # type: ignore[arg-type]
+    if number is None or not math.isfinite(number):
+        raise ServiceError("INVALID_ARGUMENT", f"{name} must be a decimal number in ASCII digits")
+    return number
+
+
+def decimal_integer(value: object, name: str) -> int:
+    """A non-negative integer from a JSON integer or ASCII digits; INVALID_ARGUMENT otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    raise ServiceError("INVALID_ARGUMENT", f"{name} must be an integer in ASCII digits")
+
+
 def ob_context(
     ob_id: int | str,
     run_id: str,
@@ -116,10 +144,7 @@ def ob_context(
     boa_dec: float | str | None = None,
 ) -> ObContext:
     """Builds and checks an OB context from loosely typed request values."""
-    try:
-        ob = int(ob_id)
-    except (TypeError, ValueError):
-        raise ServiceError("INVALID_ARGUMENT", "ob_id must be an integer") from None
+    ob = decimal_integer(ob_id, "ob_id")
     if ob <= 0 or ob >= 1 << 62:
         raise ServiceError("INVALID_ARGUMENT", "ob_id must be a positive integer")
     if not run_id or len(run_id) > 200 or not run_id.isprintable():
@@ -136,12 +161,7 @@ def sky_position(name: str, ra: float | str | None, dec: float | str | None) -> 
     """A checked ICRS position in degrees."""
     if ra is None or dec is None or ra == "" or dec == "":
         raise ServiceError("INVALID_ARGUMENT", f"{name}_ra and {name}_dec are required (degrees)")
-    try:
-        ra_deg, dec_deg = float(ra), float(dec)
-    except (TypeError, ValueError):
-        raise ServiceError(
-            "INVALID_ARGUMENT", f"{name}_ra and {name}_dec must be numbers (degrees)"
-        ) from None
+    ra_deg, dec_deg = decimal_number(ra, f"{name}_ra"), decimal_number(dec, f"{name}_dec")
     if not (0.0 <= ra_deg < 360.0):
         raise ServiceError("INVALID_ARGUMENT", f"{name}_ra must be in [0, 360) degrees")
     if not (-90.0 <= dec_deg <= 90.0):
@@ -230,6 +250,22 @@ class Operations:
         self.catalog: Any = WithDeadline(catalog, settings.catalog_timeout_s)
         self.hips_tokens = hips_tokens
         self.metrics = metrics or Metrics()
+        # Uploads in progress on this gateway: in all (each holds a staging object, buffers
+        # and a connection) and per user. Beyond: BUSY (503) and TOO_MANY_UPLOADS (429).
+        self.uploads = Admission(
+            "the gateway",
+            settings.max_uploads,
+            0,
+            settings.upload_retry_after_s,
+            on_refused=self.metrics.upload_refused,
+        )
+        self.uploaders = PerKeyLimit(
+            settings.max_uploads_per_user,
+            settings.upload_retry_after_s,
+            "TOO_MANY_UPLOADS",
+            "uploads",
+            on_refused=self.metrics.upload_refused,
+        )
         self._channels = list(channels)
         self._displayed: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -326,8 +362,10 @@ class Operations:
             await self.store.put_stream(key, hashed(), "application/fits")
         except BaseException as exc:
             await _shielded(self.store.delete(key))
-            if isinstance(exc, ServiceError) and exc.code == "TOO_LARGE":
-                self.metrics.upload_refused("TOO_LARGE")
+            if isinstance(exc, ServiceError):
+                self.metrics.upload_refused(exc.code)
+                if exc.code == "STORE_UNAVAILABLE":
+                    self.metrics.store_writable.set(0)
             raise
         if total == 0:
             await _shielded(self.store.delete(key))
@@ -375,9 +413,7 @@ class Operations:
             t2 = time.perf_counter()
             timings["validate"] = t2 - t1
             if not report.ok:
-                failure = ValidationFailed(report)
-                self.metrics.upload_refused(failure.code)
-                raise failure
+                raise ValidationFailed(report)
             complete = catalog_pb2.CompleteUploadRequest(
                 caller=caller,
                 ob=ob,
@@ -419,9 +455,11 @@ class Operations:
             timings["complete"] = time.perf_counter() - t3
             self.metrics.uploads.labels(outcome="reused" if reused else "processed").inc()
             return UploadOutcome(image=image, reused_content=reused, timings=timings)
-        except BaseException:
+        except BaseException as exc:
             if heartbeat is not None:
                 heartbeat.cancel()
+            if isinstance(exc, ServiceError):
+                self.metrics.upload_refused(exc.code)
             if lease_id:
                 await _shielded(self._abort(lease_id))
             raise
@@ -639,6 +677,16 @@ class Operations:
         return usage
 
     # ---- health -----------------------------------------------------------------------------
+
+    async def store_writable(self) -> bool:
+        """Whether the store takes a write now (the metric follows). Reads may work
+        when writes do not: that is no reason to stop serving tiles."""
+        try:
+            ok = await asyncio.wait_for(can_write(self.store), 5.0)
+        except TimeoutError:
+            ok = False
+        self.metrics.store_writable.set(1 if ok else 0)
+        return ok
 
     async def readiness(self) -> dict[str, bool]:
         """Whether each dependency answers: the three services (the catalog's

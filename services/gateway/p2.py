@@ -227,8 +227,12 @@ def parse_dec(text: Any) -> float:
     return -value if negative else value
 
 
+# ASCII digits only: \d would take any script's digits, which float() reads too.
+_SEXAGESIMAL = re.compile(r"\s*[+-]?[0-9]{1,3}:[0-9]{1,2}:[0-9]{1,2}(\.[0-9]*)?\s*")
+
+
 def _sexagesimal(text: Any, what: str) -> tuple[float, float, float]:
-    if not isinstance(text, str) or not re.fullmatch(r"\s*[+-]?\d{1,3}:\d{1,2}:\d{1,2}(\.\d*)?\s*", text):
+    if not isinstance(text, str) or not _SEXAGESIMAL.fullmatch(text):
         raise ServiceError("INVALID_ARGUMENT", f"OB target {what} {text!r} is not sexagesimal (DD:MM:SS.s)")
     a, b, c = text.strip().split(":")
     return float(a), float(b), float(c)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from aiohttp import BodyPartReader, web
 
@@ -44,6 +44,7 @@ from services.gateway.operations import (
     parse_selection,
 )
 from services.gateway.p2 import P2Client, P2Context, parse_bases
+from services.gateway.problems import add_limit_headers, public_message
 from services.shared.errors import ServiceError
 from services.shared.settings import GatewaySettings
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 P2FC_OPS = web.AppKey("p2fc_ops", Operations)
 P2FC_CLIENT = web.AppKey("p2fc_p2", P2Client)
 P2FC_SETTINGS = web.AppKey("p2fc_settings", GatewaySettings)
+P2FC_BODY_LIMITS = web.AppKey("p2fc_body_limits", forms.BodyLimits)
 
 FILE_FIELD = "bkg_image_fits_file"
 API = "/api/v1"
@@ -78,6 +80,7 @@ def setup(app: web.Application, settings: GatewaySettings, ops: Operations) -> N
     app[P2FC_OPS] = ops
     app[P2FC_CLIENT] = client
     app[P2FC_SETTINGS] = settings
+    app[P2FC_BODY_LIMITS] = forms.BodyLimits.from_settings(settings)
     # One catch-all under the prefix: the client's doubled slash ("/p2fc//bkg_image")
     # and the bare prefix ("/p2fc") reach the same dispatcher, and anything else
     # under the prefix gets a JSON error the client can show.
@@ -119,13 +122,19 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if err.http_status >= 500:
             log.warning("p2fc %s %s -> %s: %s", request.method, endpoint, err.code, err.message)
         extra = {k: v for k, v in err.details.items() if k not in ("error", "code")}
-        return error_response(err.http_status, err.code, err.message, body_extra=extra)
+        # p2's own failures come as UNAVAILABLE with a message the user needs ("p2 redirected").
+        message = err.message if err.code == "UNAVAILABLE" else public_message(err)
+        return error_response(err.http_status, err.code, message, body_extra=extra)
     except NotSupported as exc:
         return error_response(501, "NOT_SUPPORTED", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return error_response(exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL", exc.reason)
+    except Exception:
+        # Still an answer p2api can read (JSON with `error`), never problem+json.
+        log.exception("unexpected error in p2fc %s %s", request.method, endpoint)
+        return error_response(500, "INTERNAL", "internal error")
 
 
 def error_response(
@@ -137,7 +146,9 @@ def error_response(
 ) -> web.Response:
     body: dict[str, Any] = {"error": message, "code": code, "status": status}
     body.update(body_extra or {})
-    return web.json_response(body, status=status, headers=headers)
+    response = web.json_response(body, status=status, headers=headers)
+    add_limit_headers(response, code, body)
+    return response
 
 
 # ---- the endpoints ----------------------------------------------------------------------------------
@@ -175,11 +186,13 @@ async def bkg_image_delete(request: web.Request) -> web.Response:
 
 async def post_root(request: web.Request) -> web.Response:
     """POST to the prefix root: set_ob_info (a form) or upload_bkg_image (multipart)."""
+    pace = forms.Pace.of(request, request.app[P2FC_BODY_LIMITS])
     if request.content_type.startswith("multipart/"):
-        return await _multipart(request)
+        return await _multipart(request, pace)
     if request.content_type in ("application/x-www-form-urlencoded", ""):
-        form = await request.post()
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        body = await forms.read_body(request, pace)
+        text = body.rstrip().decode(request.charset or "utf-8", errors="replace")
+        fields = dict(parse_qsl(text, keep_blank_values=True))
         mode = fields.get("mode", "")
         if mode == "set_ob_info":
             return await _set_ob_info(request, fields)
@@ -211,14 +224,14 @@ async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Resp
     return web.json_response(await ob_info(request, ctx, selection))
 
 
-async def _multipart(request: web.Request) -> web.Response:
+async def _multipart(request: web.Request, pace: forms.Pace) -> web.Response:
     settings = request.app[P2FC_SETTINGS]
     limit = settings.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + (1 << 20):
         raise ServiceError("TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit)
     reader = await forms.multipart(request)
     fields: dict[str, str] = {}
-    while (part := await forms.next_part(reader)) is not None:
+    while (part := await forms.next_part(reader, pace)) is not None:
         if not isinstance(part, BodyPartReader):
             raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
         if part.name == FILE_FIELD or part.filename is not None:
@@ -235,9 +248,11 @@ async def _multipart(request: web.Request) -> web.Response:
                 raise ServiceError(
                     "INVALID_ARGUMENT", f"unknown mode {mode[:40]!r} for a file: use upload_bkg_image"
                 )
-            return await _upload(request, part, fields)
+            # A place among the uploads in progress, before p2 is asked or the file read.
+            async with request.app[P2FC_OPS].uploads.slot():
+                return await _upload(request, part, fields, pace)
         if part.name:
-            fields[part.name] = await forms.read_field(part)
+            fields[part.name] = await forms.read_field(part, pace)
     if fields.get("mode") == "set_ob_info":
         return await _set_ob_info(request, fields)
     if not fields.get("mode"):
@@ -245,16 +260,20 @@ async def _multipart(request: web.Request) -> web.Response:
     raise ServiceError("INVALID_ARGUMENT", f"the request has no {FILE_FIELD} part")
 
 
-async def _upload(request: web.Request, part: BodyPartReader, fields: dict[str, str]) -> web.Response:
+async def _upload(
+    request: web.Request, part: BodyPartReader, fields: dict[str, str], pace: forms.Pace
+) -> web.Response:
     # Who and which OB before a byte of the file is stored.
     ctx = await _resolve(request, fields)
-    outcome = await request.app[P2FC_OPS].upload(
-        caller_of(ctx),
-        ob_of(ctx),
-        forms.part_chunks(part),
-        file_name=part.filename or "",
-        bandpass=fields.get("bkg_lam", ""),
-    )
+    ops = request.app[P2FC_OPS]
+    with ops.uploaders.slot(ctx.user_id):
+        outcome = await ops.upload(
+            caller_of(ctx),
+            ob_of(ctx),
+            forms.part_chunks(part, pace),
+            file_name=part.filename or "",
+            bandpass=fields.get("bkg_lam", ""),
+        )
     log.info(
         "p2fc upload",
         extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": outcome.image.fits_hash},

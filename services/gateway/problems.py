@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from services.shared.errors import DOMAIN, ServiceError, title_of
+from services.shared.errors import DOMAIN, RETRY_AFTER, ServiceError, title_of
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ _HTTP_CODES = {
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     413: "TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
@@ -50,19 +53,35 @@ def problem_response(
     response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="bgimages"'
+    add_limit_headers(response, code, extra or {})
     return response
+
+
+def add_limit_headers(response: web.StreamResponse, code: str, details: dict[str, Any]) -> None:
+    """Retry-After for a refusal for load; a body cut for its pace also ends the connection
+    (what is left of it will not be read)."""
+    retry = details.get(RETRY_AFTER)
+    if isinstance(retry, int | float) and not isinstance(retry, bool) and retry > 0:
+        response.headers["Retry-After"] = str(math.ceil(retry))
+    if code == "REQUEST_TIMEOUT":
+        response.force_close()
 
 
 # Codes whose messages describe our insides (addresses, call names): logged, not shown.
 _OPAQUE = {
     "UNAVAILABLE": "a service the gateway needs is unavailable; please try again later",
+    "STORE_UNAVAILABLE": "the storage is unavailable; please try again later",
     "INTERNAL": "internal error",
 }
 
 
+def public_message(err: ServiceError) -> str:
+    """What a user is told: the message, but for codes whose messages describe our insides."""
+    return _OPAQUE.get(err.code, err.message)
+
+
 def from_service_error(err: ServiceError) -> web.Response:
-    detail = _OPAQUE.get(err.code, err.message)
-    return problem_response(err.http_status, err.code, err.title, detail, err.details)
+    return problem_response(err.http_status, err.code, err.title, public_message(err), err.details)
 
 
 @web.middleware
@@ -92,3 +111,26 @@ async def problems_middleware(
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return problem_response(500, "INTERNAL", title_of("INTERNAL"), "internal error")
+
+
+class MalformedRequestLog(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line or header over
+    8190 bytes, more than 128 headers) with a 400 of its own and logs an ERROR
+    with a traceback. That is the client's fault: one warning line instead,
+    without the exception's text, which quotes the client's bytes (a token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "refused a malformed HTTP request (%s, %s)"
+            record.args = (type(exc).__name__, exc.code)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Installs MalformedRequestLog on aiohttp's server logger (once)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestLog) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestLog())

@@ -4,7 +4,9 @@ Reads the staged object into a private scratch folder (uncompressing gzip
 and .Z), decides from the validator's report between the single image and a
 SWarp mosaic of the displayable chips, builds HiPS and preview, and writes
 everything under the output prefix, tiles concurrently. On any failure it
-removes what it wrote and raises PROCESSING_FAILED.
+removes what it wrote and raises PROCESSING_FAILED, or STORE_UNAVAILABLE when
+the store failed it (the user should try again later, nothing is wrong with
+the file).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ JOB_FOLDER_PREFIX = "process-"  # a job's private folder in the scratch folder
 CREATOR = "ivo://eso.org/bgimages"
 # Encoded files waiting for the store at most (back-pressure on the tile threads).
 MAX_IN_FLIGHT = 32
+# Failures reported as they are; any other becomes PROCESSING_FAILED. A store that
+# cannot be written is a 503 to the user (try later), not a broken file (500).
+PASSED_THROUGH = ("PROCESSING_FAILED", "STORE_UNAVAILABLE")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,14 +179,16 @@ class Processor:
             except BaseException as exc:
                 with contextlib.suppress(BaseException):
                     await _settled(self.store.delete_prefix(job.output_prefix))
-                if isinstance(exc, ServiceError) and exc.code == "PROCESSING_FAILED":
+                if isinstance(exc, ServiceError) and exc.code in PASSED_THROUGH:
                     raise
                 if isinstance(exc, ServiceError):
                     raise ServiceError("PROCESSING_FAILED", f"processing failed: {exc.message}") from exc
                 if isinstance(exc, Exception):
                     log.exception("processing %s failed", job.source_key)
+                    # An OS error's text names paths and errnos of the pod: the log has it.
+                    text = "" if isinstance(exc, OSError) else f": {exc}"
                     raise ServiceError(
-                        "PROCESSING_FAILED", f"processing failed: {type(exc).__name__}: {exc}"
+                        "PROCESSING_FAILED", f"processing failed: {type(exc).__name__}{text}"
                     ) from exc
                 raise
             finally:
@@ -193,6 +200,8 @@ class Processor:
         try:
             await _settled(self.store.download(job.source_key, upload))
         except ServiceError as err:
+            if err.code == "STORE_UNAVAILABLE":
+                raise
             raise ServiceError("PROCESSING_FAILED", f"cannot read the upload: {err.message}") from err
         original_key = prefix + ORIGINAL
         stored = await _settled(self.store.put_file(original_key, upload, "application/fits"))

@@ -11,6 +11,7 @@ import grpc
 from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from services.processor.processing import Processor, job_from_request
 from services.shared import logs
+from services.shared.admission import Admission
 from services.shared.errors import ServiceError
 from services.shared.grpc_edge import GrpcServer, follow_health, serve_until_signalled, servicer_errors
 from services.shared.settings import ProcessorSettings
@@ -25,6 +26,12 @@ STORE_CHECK_INTERVAL_S = 10.0
 class ProcessorServicer(processor_pb2_grpc.ProcessorServiceServicer):
     def __init__(self, processor: Processor) -> None:
         self.processor = processor
+        # Jobs run PROCESSOR_MAX_JOBS at a time; at most PROCESSOR_MAX_QUEUED wait for a
+        # turn, one more is refused at once (BUSY: the gateway answers 503 with Retry-After).
+        settings = processor.settings
+        self.admission = Admission(
+            "the processor", settings.max_jobs, settings.max_queued, settings.retry_after_s
+        )
 
     @servicer_errors
     async def Process(  # noqa: N802 - the contract's name
@@ -34,7 +41,8 @@ class ProcessorServicer(processor_pb2_grpc.ProcessorServiceServicer):
         if not request.output_prefix.endswith("/"):
             raise ServiceError("INVALID_ARGUMENT", "output_prefix must end with '/'", field="output_prefix")
         check_key(request.output_prefix.rstrip("/"))
-        outcome = await self.processor.process(job_from_request(request))
+        async with self.admission.slot():
+            outcome = await self.processor.process(job_from_request(request))
         log.info(
             "processed",
             extra={

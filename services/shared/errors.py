@@ -42,9 +42,15 @@ _CODES: dict[str, tuple[grpc.StatusCode, int, str]] = {
     "STORE_UNAVAILABLE": (grpc.StatusCode.UNAVAILABLE, 503, "Storage unavailable"),
     "INTERNAL": (grpc.StatusCode.INTERNAL, 500, "Internal error"),
     "UNAVAILABLE": (grpc.StatusCode.UNAVAILABLE, 503, "Service unavailable"),
+    "REQUEST_TIMEOUT": (grpc.StatusCode.DEADLINE_EXCEEDED, 408, "Request body too slow"),
+    "TOO_MANY_UPLOADS": (grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "Too many uploads in progress"),
+    "BUSY": (grpc.StatusCode.RESOURCE_EXHAUSTED, 503, "Too busy, try again later"),
 }
 
 DOMAIN = "bgimages.eso.org"
+# The detail a refusal for load carries (TOO_MANY_UPLOADS, BUSY): seconds to wait before
+# trying again, which the gateway sends as Retry-After.
+RETRY_AFTER = "retry_after_s"
 
 
 class ServiceError(Exception):

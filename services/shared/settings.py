@@ -93,6 +93,14 @@ class ValidatorSettings(Common):
     )
     health_interval_s: float = env("VALIDATOR_HEALTH_INTERVAL_S", 10.0, "seconds between object-store probes")
     max_concurrent: int = env("VALIDATOR_MAX_CONCURRENT", 4, "validations run at once (more wait their turn)")
+    max_queued: int = env(
+        "VALIDATOR_MAX_QUEUED",
+        16,
+        "validations waiting for a turn at most; one more is refused at once (BUSY, gateway 503)",
+    )
+    retry_after_s: int = env(
+        "VALIDATOR_RETRY_AFTER_S", 10, "Retry-After (seconds) of a validation refused for a full queue"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +111,14 @@ class ProcessorSettings(Common):
     scratch_dir: str = env("SCRATCH_DIR", "", "scratch folder for jobs (empty: system temp)")
     hips_workers: int = env("HIPS_WORKERS", 2, "threads building HiPS tiles (one per core)")
     max_jobs: int = env("PROCESSOR_MAX_JOBS", 1, "Process jobs run at once (each uses HIPS_WORKERS cores)")
+    max_queued: int = env(
+        "PROCESSOR_MAX_QUEUED",
+        2,
+        "Process jobs waiting for a turn at most; one more is refused at once (BUSY, gateway 503)",
+    )
+    retry_after_s: int = env(
+        "PROCESSOR_RETRY_AFTER_S", 60, "Retry-After (seconds) of a job refused for a full queue"
+    )
     swarp_mem_mb: int = env("SWARP_MEM_MB", 512, "RAM SWarp may use (its MEM_MAX); the rest goes to disk")
 
 
@@ -172,6 +188,26 @@ class GatewaySettings(Common):
     )
     process_timeout_s: float = env(
         "PROCESS_TIMEOUT_S", 1800.0, "deadline of processing (SWarp, HiPS, preview) of one upload"
+    )
+    body_idle_timeout_s: float = env(
+        "BODY_IDLE_TIMEOUT_S", 20.0, "seconds a request body may send nothing before it is cut (408)"
+    )
+    body_min_bytes_per_s: int = env(
+        "BODY_MIN_BYTES_PER_S",
+        32 << 10,
+        "slowest average rate of a request body, over each BODY_RATE_WINDOW_S spent waiting for it (408)",
+    )
+    body_rate_window_s: float = env(
+        "BODY_RATE_WINDOW_S", 30.0, "seconds over which BODY_MIN_BYTES_PER_S is measured"
+    )
+    max_uploads_per_user: int = env(
+        "MAX_UPLOADS_PER_USER", 2, "uploads one user may have in progress on a gateway (more: 429)"
+    )
+    max_uploads: int = env(
+        "MAX_UPLOADS", 16, "uploads in progress on a gateway in all (more: 503 BUSY); each may hold ~26 MB"
+    )
+    upload_retry_after_s: int = env(
+        "UPLOAD_RETRY_AFTER_S", 30, "Retry-After (seconds) of an upload refused by MAX_UPLOADS(_PER_USER)"
     )
 
 

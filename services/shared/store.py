@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 import queue
 import re
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from services.shared.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
 
@@ -63,6 +66,35 @@ def _not_found(key: str) -> ServiceError:
     return ServiceError("NOT_FOUND", f"no object {key!r}")
 
 
+def unavailable(action: str, key: str, exc: BaseException) -> ServiceError:
+    """STORE_UNAVAILABLE for an OS or network error. Its text (an errno, a host) goes to
+    the log for the SRE; the error carries only what failed, so no caller can show it."""
+    log.warning("object store: could not %s %r: %s: %s", action, key, type(exc).__name__, exc)
+    return ServiceError("STORE_UNAVAILABLE", f"the object store could not {action} an object")
+
+
+@contextlib.contextmanager
+def _os_errors(action: str, key: str) -> Iterator[None]:
+    """OSError -> STORE_UNAVAILABLE around the store's own file operations."""
+    try:
+        yield
+    except OSError as exc:
+        raise unavailable(action, key, exc) from None
+
+
+# Written (and overwritten) by `can_write`; nothing reads it.
+WRITE_PROBE_KEY = "health/write-probe"
+
+
+async def can_write(store: ObjectStore) -> bool:
+    """Whether the store takes a write now (reads may work when writes do not)."""
+    try:
+        await store.put_bytes(WRITE_PROBE_KEY, b"ok\n", "text/plain")
+    except Exception:
+        return False
+    return True
+
+
 class LocalStore:
     """Objects as files under one folder; writes are atomic renames."""
 
@@ -86,24 +118,36 @@ class LocalStore:
                 if attempt == 2:
                     raise
 
-    def _tempfile(self) -> tuple[int, str]:
-        return tempfile.mkstemp(dir=self._tmp)
+    def _tempfile(self, key: str) -> tuple[int, str]:
+        with _os_errors("write", key):
+            return tempfile.mkstemp(dir=self._tmp)
+
+    @staticmethod
+    def _drop(tmp: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], content_type: str = "application/octet-stream"
     ) -> int:
         check_key(key)
-        fd, tmp = self._tempfile()
+        fd, tmp = self._tempfile(key)
+        out = os.fdopen(fd, "wb")
         total = 0
         try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
+            # Only the store's own writes map to STORE_UNAVAILABLE: what the chunks raise
+            # (the client went away, the body is too large) passes through as it is.
+            async for chunk in chunks:
+                with _os_errors("write", key):
                     await asyncio.to_thread(out.write, chunk)
-                    total += len(chunk)
-            self._commit(tmp, key)
+                total += len(chunk)
+            with _os_errors("write", key):
+                out.close()
+                self._commit(tmp, key)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                out.close()
+            self._drop(tmp)
             raise
         return total
 
@@ -112,29 +156,41 @@ class LocalStore:
 
     def put_bytes_sync(self, key: str, data: bytes) -> None:
         check_key(key)
-        fd, tmp = self._tempfile()
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        self._commit(tmp, key)
+        fd, tmp = self._tempfile(key)
+        try:
+            with _os_errors("write", key):
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                self._commit(tmp, key)
+        except BaseException:
+            self._drop(tmp)
+            raise
 
     async def put_file(
         self, key: str, path: str | Path, content_type: str = "application/octet-stream"
     ) -> int:
         def copy() -> int:
             check_key(key)
-            fd, tmp = self._tempfile()
+            fd, tmp = self._tempfile(key)
             os.close(fd)
-            shutil.copyfile(path, tmp)
-            self._commit(tmp, key)
-            return os.path.getsize(self._path(key))
+            try:
+                with _os_errors("write", key):
+                    shutil.copyfile(path, tmp)
+                    self._commit(tmp, key)
+                    return os.path.getsize(self._path(key))
+            except BaseException:
+                self._drop(tmp)
+                raise
 
         return await asyncio.to_thread(copy)
 
     async def get_bytes(self, key: str) -> bytes:
         try:
             return await asyncio.to_thread(self._path(key).read_bytes)
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise _not_found(key) from None
+        except OSError as exc:
+            raise unavailable("read", key, exc) from None
 
     async def get_range(self, key: str, offset: int, length: int) -> bytes:
         def read() -> bytes:
@@ -144,16 +200,24 @@ class LocalStore:
 
         try:
             return await asyncio.to_thread(read)
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise _not_found(key) from None
+        except OSError as exc:
+            raise unavailable("read", key, exc) from None
 
     async def stream(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         try:
             f = open(self._path(key), "rb")  # noqa: SIM115 - closed below
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise _not_found(key) from None
+        except OSError as exc:
+            raise unavailable("read", key, exc) from None
         try:
-            while chunk := await asyncio.to_thread(f.read, chunk_size):
+            while True:
+                with _os_errors("read", key):
+                    chunk = await asyncio.to_thread(f.read, chunk_size)
+                if not chunk:
+                    break
                 yield chunk
         finally:
             f.close()
@@ -161,14 +225,18 @@ class LocalStore:
     async def download(self, key: str, path: str | Path) -> None:
         try:
             await asyncio.to_thread(shutil.copyfile, self._path(key), path)
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise _not_found(key) from None
+        except OSError as exc:
+            raise unavailable("read", key, exc) from None
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise unavailable("read", key, exc) from None
         if not os.path.isfile(self._path(key)):
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime)
@@ -178,8 +246,12 @@ class LocalStore:
 
     def _delete(self, key: str) -> None:
         path = self._path(key)
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        try:
             os.unlink(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            raise unavailable("remove", key, exc) from None
         # Folders exist only for their objects: drop the ones left empty.
         parent = path.parent
         while parent != self.root:
@@ -210,19 +282,25 @@ class LocalStore:
                 full = Path(dirpath) / name
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    st = full.stat()
+                    try:
+                        st = full.stat()
+                    except FileNotFoundError:  # removed while listing
+                        continue
                     yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        infos = await asyncio.to_thread(lambda: list(self._walk(prefix)))
+        with _os_errors("list", prefix):
+            infos = await asyncio.to_thread(lambda: list(self._walk(prefix)))
         for info in infos:
             yield info
 
     def open_reader(self, key: str) -> IO[bytes]:
         try:
             return open(self._path(key), "rb")
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise _not_found(key) from None
+        except OSError as exc:
+            raise unavailable("read", key, exc) from None
 
     async def ping(self) -> bool:
         return self.root.is_dir()
@@ -375,12 +453,14 @@ class S3Store:
             with contextlib.suppress(Exception):
                 self.client.make_bucket(self.bucket)
 
-    def _err(self, exc: Exception, key: str) -> ServiceError:
+    def _err(self, exc: BaseException, key: str, action: str = "read") -> ServiceError:
         from minio.error import S3Error
 
+        if isinstance(exc, ServiceError):
+            return exc
         if isinstance(exc, S3Error) and exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
             return _not_found(key)
-        return ServiceError("STORE_UNAVAILABLE", f"object store error: {type(exc).__name__}")
+        return unavailable(action, key, exc)
 
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], content_type: str = "application/octet-stream"
@@ -401,11 +481,16 @@ class S3Store:
             )
         )
 
+        def failure() -> ServiceError:
+            exc = upload.exception() if not upload.cancelled() else None
+            if exc is None:
+                return ServiceError("STORE_UNAVAILABLE", "the object store could not write an object")
+            return self._err(exc, key, "write")
+
         async def feed(item: bytes | None) -> None:
             while True:
                 if upload.done():
-                    upload.result()  # raises the upload's error
-                    raise ServiceError("STORE_UNAVAILABLE", "upload to the object store stopped")
+                    raise failure()  # the upload ended before its body did: it failed
                 try:
                     q.put_nowait(item)
                     return
@@ -417,7 +502,9 @@ class S3Store:
                 total += len(chunk)
                 await feed(chunk)
             await feed(None)
-            await upload
+            await asyncio.wait([upload])
+            if upload.exception() is not None:
+                raise failure()
         except BaseException:
             # Unblock the reader so the thread ends, and drop the partial object.
             with contextlib.suppress(Exception):
@@ -426,7 +513,8 @@ class S3Store:
             q.put(None)
             with contextlib.suppress(BaseException):
                 await upload
-            await self.delete(key)
+            with contextlib.suppress(ServiceError):  # the store is down: the sweep removes it
+                await self.delete(key)
             raise
         return total
 
@@ -435,15 +523,21 @@ class S3Store:
         await asyncio.to_thread(self.put_bytes_sync, key, data, content_type)
 
     def put_bytes_sync(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type)
+        try:
+            self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type)
+        except Exception as exc:
+            raise self._err(exc, key, "write") from None
 
     async def put_file(
         self, key: str, path: str | Path, content_type: str = "application/octet-stream"
     ) -> int:
         check_key(key)
-        await asyncio.to_thread(
-            self.client.fput_object, self.bucket, key, str(path), content_type, part_size=self.PART_SIZE
-        )
+        try:
+            await asyncio.to_thread(
+                self.client.fput_object, self.bucket, key, str(path), content_type, part_size=self.PART_SIZE
+            )
+        except Exception as exc:
+            raise self._err(exc, key, "write") from None
         return os.path.getsize(path)
 
     async def get_bytes(self, key: str) -> bytes:
@@ -472,7 +566,13 @@ class S3Store:
         except Exception as exc:
             raise self._err(exc, key) from None
         try:
-            while chunk := await asyncio.to_thread(resp.read, chunk_size):
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(resp.read, chunk_size)
+                except Exception as exc:
+                    raise self._err(exc, key) from None
+                if not chunk:
+                    break
                 yield chunk
         finally:
             resp.close()
@@ -499,7 +599,10 @@ class S3Store:
 
     async def delete(self, key: str) -> None:
         check_key(key)
-        await asyncio.to_thread(self.client.remove_object, self.bucket, key)
+        try:
+            await asyncio.to_thread(self.client.remove_object, self.bucket, key)
+        except Exception as exc:
+            raise self._err(exc, key, "remove") from None
 
     async def delete_prefix(self, prefix: str) -> tuple[int, int]:
         from minio.deleteobjects import DeleteObject
@@ -512,7 +615,10 @@ class S3Store:
                 if errors:
                     raise ServiceError("STORE_UNAVAILABLE", f"could not remove {len(errors)} objects")
 
-            await asyncio.to_thread(remove)
+            try:
+                await asyncio.to_thread(remove)
+            except Exception as exc:
+                raise self._err(exc, prefix, "remove") from None
         return len(infos), sum(i.size for i in infos)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
@@ -523,7 +629,11 @@ class S3Store:
                 out.append(ObjectInfo(obj.object_name or "", obj.size or 0, modified))
             return out
 
-        for info in await asyncio.to_thread(collect):
+        try:
+            infos = await asyncio.to_thread(collect)
+        except Exception as exc:
+            raise self._err(exc, prefix, "list") from None
+        for info in infos:
             yield info
 
     def open_reader(self, key: str) -> IO[bytes]:
@@ -576,4 +686,13 @@ def open_store(settings: Any) -> LocalStore | S3Store:
     return LocalStore(settings.store_dir)
 
 
-__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "S3Store", "check_key", "open_store"]
+__all__ = [
+    "LocalStore",
+    "ObjectInfo",
+    "ObjectStore",
+    "S3Store",
+    "can_write",
+    "check_key",
+    "open_store",
+    "unavailable",
+]

@@ -30,7 +30,7 @@ async def serve(cfg: ValidatorSettings) -> None:
 
     store = open_store(cfg)
     server = GrpcServer(cfg.bind_host, cfg.port, cfg.service_token, grace_s=cfg.shutdown_grace_s)
-    add_to(server, store, limits_of(cfg), cfg.max_concurrent)
+    add_to(server, store, limits_of(cfg), cfg.max_concurrent, cfg.max_queued, cfg.retry_after_s)
     await server.start()
     log.info("validator listening", extra={"port": server.port})
     watcher = asyncio.create_task(follow_health(server, store.ping, cfg.health_interval_s, "object store"))

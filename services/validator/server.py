@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
+from services.shared.admission import Admission
 from services.shared.errors import ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.grpc_edge import GrpcServer, servicer_errors
@@ -44,11 +45,19 @@ def target_of(request: validator_pb2.ValidateRequest) -> Target:
 
 
 class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
-    def __init__(self, store: Any, limits: Limits, max_concurrent: int = 4) -> None:
+    def __init__(
+        self,
+        store: Any,
+        limits: Limits,
+        max_concurrent: int = 4,
+        max_queued: int = 16,
+        retry_after_s: float = 10,
+    ) -> None:
         self.store = store
         self.limits = limits
-        # Each validation is a thread (and, for a compressed file, a gzip process): bound them.
-        self._slots = asyncio.Semaphore(max(1, max_concurrent))
+        # Each validation is a thread (and, for a compressed file, a gzip process): bound
+        # them, and the calls waiting for one (BUSY beyond: the gateway answers 503).
+        self.admission = Admission("the validator", max_concurrent, max_queued, retry_after_s)
 
     @servicer_errors
     async def Validate(  # noqa: N802 - the contract's name
@@ -56,7 +65,7 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
     ) -> validator_pb2.ValidateResponse:
         key = check_key(request.object_key)
         where = target_of(request)
-        async with self._slots:
+        async with self.admission.slot():
             started = time.perf_counter()
             report = await asyncio.to_thread(
                 validate_object, self.store, key, where, request.bandpass, self.limits
@@ -77,7 +86,14 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
         return validator_pb2.ValidateResponse(report=report.to_proto())
 
 
-def add_to(server: GrpcServer, store: Any, limits: Limits, max_concurrent: int = 4) -> ValidatorServicer:
-    servicer = ValidatorServicer(store, limits, max_concurrent)
+def add_to(
+    server: GrpcServer,
+    store: Any,
+    limits: Limits,
+    max_concurrent: int = 4,
+    max_queued: int = 16,
+    retry_after_s: float = 10,
+) -> ValidatorServicer:
+    servicer = ValidatorServicer(store, limits, max_concurrent, max_queued, retry_after_s)
     server.add(validator_pb2_grpc.add_ValidatorServiceServicer_to_server, servicer, SERVICE_NAME)
     return servicer

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from services.shared.errors import ServiceError
-from services.shared.store import LocalStore, S3Store, check_key
+from services.shared.store import LocalStore, S3Store, can_write, check_key
 
 Store = LocalStore | S3Store
 
@@ -80,3 +82,44 @@ def test_keys_cannot_leave_the_namespace(key: str) -> None:
     with pytest.raises(ServiceError) as err:
         check_key(key)
     assert err.value.code == "INVALID_ARGUMENT"
+
+
+def chattr(flag: str, folder: Path) -> None:
+    """+i: the folder refuses writes even to root (as a read-only volume does); -i undoes it."""
+    subprocess.run(["chattr", "-R", flag, str(folder)], check=True)
+
+
+async def test_a_store_that_refuses_writes_says_store_unavailable(tmp_path: Path) -> None:
+    """The store maps OS errors itself, so every service answers 503, never the OS's text."""
+    store = LocalStore(tmp_path / "store")
+    await store.put_bytes("content/a/x.txt", b"kept")
+    chattr("+i", store.root)
+    try:
+        for write in (
+            store.put_bytes("content/a/y.txt", b"no"),
+            store.put_stream("staging/s", chunks(b"no" * 100, 10)),
+            store.put_file("content/b/z.txt", tmp_path / "store" / "content" / "a" / "x.txt"),
+            store.delete("content/a/x.txt"),
+        ):
+            with pytest.raises(ServiceError) as err:
+                await write
+            assert err.value.code == "STORE_UNAVAILABLE"
+            assert "Errno" not in err.value.message and str(tmp_path) not in err.value.message
+        assert await store.get_bytes("content/a/x.txt") == b"kept"  # reads still work
+        assert not await can_write(store)
+    finally:
+        chattr("-i", store.root)
+    assert os.listdir(store.root / ".tmp") == []
+    assert await can_write(store)
+
+
+async def test_an_s3_server_that_is_down_says_store_unavailable() -> None:
+    from tests.conftest import free_port
+
+    store = S3Store(f"127.0.0.1:{free_port()}", "testing", "testing", "b-nobody", False, "us-east-1")
+    # (minio retries for some seconds each: two calls, a write and a read)
+    for call in (store.put_stream("staging/k", chunks(b"x" * 10, 5)), store.get_bytes("k")):
+        with pytest.raises(ServiceError) as err:
+            await call
+        assert err.value.code == "STORE_UNAVAILABLE"
+        assert "127.0.0.1" not in err.value.message and "Retry" not in err.value.message
