@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import grpc
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -111,6 +112,20 @@ class Gateway:
             return count
         finally:
             await conn.close()
+
+    def sweep_and_check(self) -> None:
+        """What an SRE runs after a fault: one sweep (min-age 0), then the
+        consistency check, which must find nothing either way."""
+        from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+        with grpc.insecure_channel(self.suite.address("catalog")) as ch:
+            stub = catalog_pb2_grpc.CatalogServiceStub(ch)
+            metadata = (("x-service-token", self.suite.env["SERVICE_TOKEN"]),)
+            stub.Sweep(catalog_pb2.SweepRequest(min_age_seconds=0), metadata=metadata, timeout=60)
+            found = stub.CheckConsistency(
+                catalog_pb2.CheckConsistencyRequest(min_age_seconds=0), metadata=metadata, timeout=60
+            )
+        assert list(found.unheld_objects) == [] and list(found.missing_objects) == [], found
 
     async def upload(
         self,

@@ -132,6 +132,7 @@ async def test_a_store_that_refuses_writes(
     assert await metric(http, gw, "bgimages_gateway_store_writable") == 1
     resp, body = await gw.upload(http, field(tmp_path, "after.fits"), new_ob(), run, TARGET, owner)
     assert resp.status == 201, body
+    gw.sweep_and_check()
 
 
 async def test_a_processor_that_cannot_write_answers_503(
@@ -153,6 +154,7 @@ async def test_a_processor_that_cannot_write_answers_503(
     assert_store_unavailable(resp.status, body)
     assert (await gw.store_keys(), await gw.image_rows()) == before
     assert temp_files(gw) == []
+    gw.sweep_and_check()
 
 
 # ---- S3 stopped mid-upload ------------------------------------------------------------------------
@@ -257,3 +259,4 @@ async def test_s3_stopped_mid_upload_answers_503(
     await wait_ready(http, gw)
     resp, answer = await gw.upload(http, field(tmp_path), new_ob(), run, TARGET, owner)
     assert resp.status == 201, answer
+    gw.sweep_and_check()
