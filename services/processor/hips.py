@@ -32,13 +32,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.processor import display, sampling
+from services.processor import display, preview, sampling
 from services.processor.display import Cut, Statistics
+from services.processor.observation import Observation
 from services.processor.sampling import SkyImage
 
 TILE = 512
 TILE_BITS = 9
-MIN_ORDER = 3
+MIN_ORDER = 3  # the deepest order is at least the Allsky's
+# Tiles go down to order 0, as Hipsgen's do: Hipsgen's LINT reports an error
+# for a hierarchy that stops above order 0 (a tile or two per order here).
+PYRAMID_MIN_ORDER = 0
 MAX_ORDER = 20  # cells of order 29, HEALPix's deepest
 # Angular size of a tile pixel at order 0: the side of a cell of order 9.
 ORDER0_PIXEL_ARCSEC = math.degrees(math.sqrt(4 * math.pi / 12)) / TILE * 3600.0  # 412.2"
@@ -49,6 +53,7 @@ ALLSKY_TILE = 64
 # the measured interpolation error is too large.
 FIRST_STEP = 64
 MOC_EXTRA_DEPTH = 3  # MOC cells: 64x64-pixel blocks of the deepest tiles
+PREVIEW = "preview.jpg"
 
 
 def _spread_bits(n: int) -> np.ndarray:
@@ -325,17 +330,17 @@ def build_hips(
     image: SkyImage,
     sink: TileSink,
     *,
-    title: str,
     creator_did: str,
+    observation: Observation | Callable[[], Observation] | None = None,
     order: int | None = None,
-    filter_name: str = "",
     resampling: str = sampling.BILINEAR,
     workers: int = 2,
     stats: Statistics | None = None,
     pixel_scale_arcsec: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> HipsResult:
-    """Writes a complete HiPS of `image` to `sink`."""
+    """Writes a complete HiPS of `image` to `sink`; `observation` gives the
+    properties' band, time and provenance."""
     start = time.perf_counter()
     # mocpy takes a while to import; let that happen while the tiles are made.
     preload = threading.Thread(target=importlib.import_module, args=("mocpy",), daemon=True)
@@ -402,7 +407,7 @@ def build_hips(
         lap("deepest")
         if progress:
             progress(f"order {k}: {len(level)} tiles")
-        for o in range(k - 1, MIN_ORDER - 1, -1):
+        for o in range(k - 1, PYRAMID_MIN_ORDER - 1, -1):
             groups: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
             for child, quarter in level.items():
                 groups[child >> 2][child] = quarter
@@ -418,11 +423,16 @@ def build_hips(
             grey = display.to_grey(sky, stats.cut)
             sink.put(f"Norder{ALLSKY_ORDER}/Allsky.png", display.png_bytes(grey), "image/png")
 
-        # The Allsky files and the MOC are independent: make them side by side.
-        pending = [pool.submit(allsky_fits), pool.submit(allsky_png)] if pool is not None else []
+        def preview_jpg() -> None:
+            jpeg = preview.hips_preview_jpeg(image, stats.cut, pixel_scale_arcsec=scale)
+            sink.put(PREVIEW, jpeg, "image/jpeg")
+
+        # The Allsky files, the preview and the MOC are independent: make them side by side.
+        extras = [allsky_fits, allsky_png, preview_jpg]
+        pending = [pool.submit(job) for job in extras] if pool is not None else []
         if pool is None:
-            allsky_fits()
-            allsky_png()
+            for job in extras:
+                job()
         moc_bytes, fraction = _moc(np.concatenate(moc_cells) if moc_cells else np.zeros(0, np.uint64), k)
         sink.put("Moc.fits", moc_bytes, "application/fits")
         for future in pending:
@@ -432,10 +442,13 @@ def build_hips(
     ny, nx = shape
     ra0, dec0 = image.pixel_to_world(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))
     fov = max(nx, ny) * scale / 3600.0 * 1.2
+    # A callable is asked only now: the command line hashes the file meanwhile.
+    observation = observation() if callable(observation) else observation or Observation()
+    bitpix = image.header.get("BITPIX") if image.header is not None else None
     props = {
         "creator_did": creator_did,
-        "obs_title": title.replace("\n", " ") or "User background image",
-        "obs_description": f"User background image{f' ({filter_name})' if filter_name else ''}",
+        "obs_title": observation.title(),
+        "obs_description": observation.title(),
         "dataproduct_type": "image",
         "hips_builder": "bgimages processor",
         "hips_version": "1.4",
@@ -445,10 +458,10 @@ def build_hips(
         "hips_tile_format": "fits png",
         "hips_tile_width": str(TILE),
         "hips_order": str(k),
-        "hips_order_min": str(MIN_ORDER),
+        "hips_order_min": str(PYRAMID_MIN_ORDER),
         "hips_frame": "equatorial",
         "hips_pixel_bitpix": "-32",
-        "data_pixel_bitpix": "-32",
+        "data_pixel_bitpix": str(bitpix if bitpix in (8, 16, 32, 64, -32, -64) else -32),
         "hips_pixel_cut": f"{stats.cut.low:.6g} {stats.cut.high:.6g}",
         "hips_data_range": f"{stats.data_min:.6g} {stats.data_max:.6g}",
         "hips_sampling": "nearest" if resampling == sampling.NEAREST else "bilinear",
@@ -459,13 +472,13 @@ def build_hips(
         "hips_initial_fov": f"{fov:.6g}",
         "moc_sky_fraction": f"{fraction:.6g}",
         "hips_estsize": str(sum(writer.count.values()) * 600),
+        **observation.properties(),
     }
-    if filter_name:
-        props["obs_filter"] = filter_name
     sink.put("properties", properties_text(props).encode(), "text/plain")
     files = writer.files + [
         f"Norder{ALLSKY_ORDER}/Allsky.fits",
         f"Norder{ALLSKY_ORDER}/Allsky.png",
+        PREVIEW,
         "Moc.fits",
         "properties",
     ]

@@ -13,6 +13,7 @@ from PIL import Image
 
 from services.processor import display, hips, sampling, source
 from services.processor.hips import DirectorySink, build_hips, choose_order
+from services.processor.observation import Observation
 from tests.fitsgen import tan_wcs
 from tests.processor.skyfiles import DEC, RA, centroid, header_of, sip_wcs, write_sky
 
@@ -33,9 +34,8 @@ def _build(path: Path, out: Path, **kw: object) -> hips.HipsResult:
         return build_hips(
             image,
             DirectorySink(out),
-            title="test",
             creator_did="ivo://test/hips",
-            filter_name="R",
+            observation=Observation.of("R", [hdul[0].header], "sha256:" + "0" * 64),
             **kw,  # type: ignore[arg-type]
         )
 
@@ -74,8 +74,10 @@ def test_every_file_properties_names_exists_and_paths_follow_the_standard(
     low, high = (float(v) for v in props["hips_pixel_cut"].split())
     assert 90 < low < 100 < high < 120
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert {"properties", "Moc.fits", "Norder3/Allsky.fits", "Norder3/Allsky.png"} <= files
-    tiles = files - {"properties", "Moc.fits", "Norder3/Allsky.fits", "Norder3/Allsky.png"}
+    others = {"properties", "Moc.fits", "Norder3/Allsky.fits", "Norder3/Allsky.png", "preview.jpg"}
+    assert others <= files
+    assert set(result.files) == files
+    tiles = files - others
     assert len(tiles) == result.tile_count
     orders = set()
     for name in tiles:
@@ -86,7 +88,7 @@ def test_every_file_properties_names_exists_and_paths_follow_the_standard(
         orders.add(order)
         assert (out / f"Norder{order}/Dir{d}/Npix{npix}.fits").exists()
         assert (out / f"Norder{order}/Dir{d}/Npix{npix}.png").exists()
-    assert orders == set(range(3, result.order + 1))
+    assert orders == set(range(0, result.order + 1))
     for name in sorted(tiles)[:6]:
         if name.endswith(".fits"):
             with fits.open(out / name) as f:
