@@ -1,5 +1,8 @@
 """HiPS 1.0 generation from one sky image: FITS and PNG tiles of every order
-from 3 to the one matching the image's pixel scale, Allsky, MOC, properties.
+from 0 to the one matching the image's pixel scale, Allsky, MOC, preview,
+properties. FITS tiles hold 16-bit integers with one BSCALE/BZERO for the
+whole HiPS (`display.quantisation`), BLANK where no data: half the bytes of
+float32, which Aladin Lite reads with hips_pixel_bitpix = 16.
 
 Only the deepest order is resampled from the image; each lower order is
 built from its four children. Tile pixel (row r, column c) of tile N at order
@@ -277,9 +280,10 @@ def _tile_cards(order: int, npix: int) -> dict[str, object]:
 class _Writer:
     """Encodes a tile in both formats and hands it to the sink."""
 
-    def __init__(self, sink: TileSink, cut: Cut) -> None:
+    def __init__(self, sink: TileSink, cut: Cut, quantised: display.Quantisation) -> None:
         self.sink = sink
         self.cut = cut
+        self.quantised = quantised
         self.lock = threading.Lock()
         self.count: dict[int, int] = defaultdict(int)
         self.files: list[str] = []
@@ -287,7 +291,8 @@ class _Writer:
     def write(self, order: int, npix: int, data: np.ndarray) -> None:
         fits_path = tile_path(order, npix, "fits")
         png_path = tile_path(order, npix, "png")
-        self.sink.put(fits_path, display.fits_bytes(data, _tile_cards(order, npix)), "application/fits")
+        tile = display.fits_bytes(data, _tile_cards(order, npix), self.quantised)
+        self.sink.put(fits_path, tile, "application/fits")
         self.sink.put(png_path, display.png_bytes(display.to_grey(data[::-1], self.cut)), "image/png")
         with self.lock:
             self.count[order] += 2
@@ -357,7 +362,8 @@ def build_hips(
     k = order if order is not None else choose_order(scale)
     k = int(min(MAX_ORDER, max(MIN_ORDER, k)))
     stats = stats or display.statistics(image.data)
-    writer = _Writer(sink, stats.cut)
+    quantised = display.quantisation(stats)
+    writer = _Writer(sink, stats.cut, quantised)
     mapper = TileMapper(image, k, scale)
     tiles = candidate_tiles(image, k)
     grids = mapper.grids(tiles)
@@ -417,7 +423,8 @@ def build_hips(
         sky = allsky(thumbs)
 
         def allsky_fits() -> None:
-            sink.put(f"Norder{ALLSKY_ORDER}/Allsky.fits", display.fits_bytes(sky[::-1]), "application/fits")
+            data = display.fits_bytes(sky[::-1], quantised=quantised)
+            sink.put(f"Norder{ALLSKY_ORDER}/Allsky.fits", data, "application/fits")
 
         def allsky_png() -> None:
             grey = display.to_grey(sky, stats.cut)
@@ -460,7 +467,7 @@ def build_hips(
         "hips_order": str(k),
         "hips_order_min": str(PYRAMID_MIN_ORDER),
         "hips_frame": "equatorial",
-        "hips_pixel_bitpix": "-32",
+        "hips_pixel_bitpix": "16",
         "data_pixel_bitpix": str(bitpix if bitpix in (8, 16, 32, 64, -32, -64) else -32),
         "hips_pixel_cut": f"{stats.cut.low:.6g} {stats.cut.high:.6g}",
         "hips_data_range": f"{stats.data_min:.6g} {stats.data_max:.6g}",
