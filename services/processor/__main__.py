@@ -133,8 +133,8 @@ def exit_now(code: int) -> None:
 
     Every output is written and closed by then (the commands return only
     after their `with` blocks and thread pools have ended); what teardown
-    would add is freeing a few hundred thousand objects of numpy, astropy
-    and mocpy that the OS reclaims anyway: measured 0.05 s after a mosaic,
+    would add is freeing a few hundred thousand objects of numpy and astropy
+    that the OS reclaims anyway: measured 0.05 s after a mosaic,
     0.11 s after a HiPS.
     """
     import logging

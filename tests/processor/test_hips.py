@@ -370,3 +370,54 @@ def test_stars_land_right_at_the_pole_across_ra_0_and_in_galactic_frames(where: 
         assert np.hypot(c - y, r - (511 - x)) * hips.tile_pixel_arcsec(result.order) / scale < 0.1
         found += 1
     assert found >= 2
+
+
+@pytest.mark.parametrize(
+    ("depth", "cells"),
+    [
+        (14, np.arange(100, 180, dtype=np.uint64)),  # runs merge into ranges
+        (14, np.random.default_rng(1).integers(0, 12 * 4**14, 5000).astype(np.uint64)),
+        (14, (np.uint64(123) << np.uint64(6)) + np.arange(64, dtype=np.uint64)),  # a whole parent cell
+        (3, np.arange(12 * 4**3, dtype=np.uint64)),  # the whole sky
+        (29, np.random.default_rng(2).integers(0, 12 * 4**29, 50, dtype=np.uint64)),
+        (10, np.zeros(0, np.uint64)),  # empty
+    ],
+)
+def test_moc_fits_is_what_mocpy_writes(depth: int, cells: np.ndarray) -> None:
+    """Our Moc.fits is mocpy's, byte for byte, but for the tool's name."""
+    import io
+
+    from mocpy import MOC
+
+    moc = MOC.from_healpix_cells(cells, np.full(cells.shape, depth, dtype=np.uint8), depth)
+    buf = io.BytesIO()
+    moc.serialize(format="fits").writeto(buf)
+    theirs = buf.getvalue().replace(
+        b"MOCTOOL = 'CDS MOC Rust lib'".ljust(80), f"MOCTOOL = '{hips.MOC_TOOL}'".ljust(80).encode()
+    )
+    ours, fraction = hips.moc_fits(cells, depth)
+    assert ours == theirs
+    # mocpy rounds a tiny fraction to 0 (50 cells of order 29: 1.4e-17).
+    assert fraction == pytest.approx(moc.sky_fraction, rel=1e-12, abs=1e-15)
+    back = MOC.from_fits(io.BytesIO(ours))
+    assert back == moc
+
+
+def test_the_command_line_hips_imports_neither_mocpy_nor_networkx(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    shape = (200, 200)
+    path = write_sky(tmp_path / "img.fits", tan_wcs(RA, DEC, 0.4, shape), shape)
+    root = Path(__file__).resolve().parents[2]
+    command = ["-X", "importtime", "-m", "services.processor", "hips", str(path), str(tmp_path / "h")]
+    proc = subprocess.run(
+        [sys.executable, *command], capture_output=True, text=True, cwd=root, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {
+        line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")
+    }
+    assert "services.processor.hips" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("mocpy", "networkx", "grpc")}
+    assert (tmp_path / "h" / "Moc.fits").exists()
