@@ -22,6 +22,7 @@ from services.processor.sampling import SkyImage
 
 MAX_SIZE = 1024
 HIPS_PREVIEW_SIZE = 256
+BLOCK_SAMPLES = 4
 NODE_STEP = 32
 EDGE_SAMPLES = 65
 
@@ -127,10 +128,17 @@ def _view(
     px, py = image.world_to_pixel(nlon, nlat)
     # Average blocks of the image when a preview pixel spans several.
     factor = max(1, int(step * 3600.0 / scale))
-    source = sampling.block_mean(image.data, factor) if factor > 1 else image.data
+    # Past BLOCK_SAMPLES pixels a side, a block is averaged from every
+    # `stride`-th pixel (still 16 or more samples): smooth to the eye, and a
+    # small view of a big image reads a stride^2-th of it (the HiPS's
+    # preview.jpg: 0.37 -> 0.03 s at 4096^2, 0.32 -> 0.02 s at 8192^2).
+    stride = max(1, factor // BLOCK_SAMPLES)
+    block = factor // stride
+    data = image.data[::stride, ::stride] if stride > 1 else image.data
+    source = sampling.block_mean(data, block) if block > 1 else data
     if factor > 1:
-        px = (px - (factor - 1) / 2) / factor
-        py = (py - (factor - 1) / 2) / factor
+        px = (px - stride * (block - 1) / 2) / (stride * block)
+        py = (py - stride * (block - 1) / 2) / (stride * block)
     wr = sampling.spline_weights(rows, tuple(range(height)))
     wc = sampling.spline_weights(cols, tuple(range(width)))
     fx = (wr @ np.nan_to_num(px, nan=-1e9) @ wc.T).astype(np.float32)
