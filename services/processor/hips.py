@@ -285,14 +285,17 @@ class _Writer:
         self.lock = threading.Lock()
         self.count: dict[int, int] = defaultdict(int)
         self.files: list[str] = []
+        self.bytes = 0  # of the tiles written
 
     def write(self, order: int, npix: int, data: np.ndarray) -> None:
         fits_path = tile_path(order, npix, "fits")
         png_path = tile_path(order, npix, "png")
         tile = display.fits_bytes(data, _tile_cards(order, npix), self.quantised)
         self.sink.put(fits_path, tile, "application/fits")
-        self.sink.put(png_path, display.png_bytes(display.to_grey(data[::-1], self.cut)), "image/png")
+        png = display.png_bytes(display.to_grey(data[::-1], self.cut))
+        self.sink.put(png_path, png, "image/png")
         with self.lock:
+            self.bytes += len(tile) + len(png)
             self.count[order] += 2
             self.files += [fits_path, png_path]
 
@@ -473,7 +476,7 @@ def build_hips(
         "hips_initial_dec": f"{float(dec0[0]):.8f}",
         "hips_initial_fov": f"{fov:.6g}",
         "moc_sky_fraction": f"{fraction:.6g}",
-        "hips_estsize": str(sum(writer.count.values()) * 600),
+        "hips_estsize": str(-(-writer.bytes // 1024)),  # KB, the tiles written
         **observation.properties(),
     }
     sink.put("properties", properties_text(props).encode(), "text/plain")
