@@ -1,13 +1,19 @@
-"""HiPS section: our generator against Hipsgen and astropy reproject's
-`reproject_to_hips` on the same images, at the same order, one after the
-other in the same run.
+"""HiPS section: our generator against Hipsgen 12.001 (and, on request,
+astropy reproject's `reproject_to_hips`) on the same images, at the same
+order: the median of BENCH_HIPS_RUNS (5) runs of each, alternating ours and
+theirs, so that the machine's load falls on both alike.
 
 Each tool runs as its own process (whole-process wall time, the ratio the
 goal speaks of; peak memory from /usr/bin/time). Ours writes FITS and PNG
 tiles; Hipsgen is asked for FITS and PNG tiles too; reproject writes FITS
 tiles only (it has no PNG output), with threads=True, its fastest setting.
+Goals (issue 20): >= 12x Hipsgen for 4096^2 TAN and TAN-SIP and 8192^2 TAN,
+>= 8x for 2048^2, where the interpreter's start dominates. One more row
+shows the command's imports (`python -X importtime`): what they cost, the
+largest packages, and that mocpy/networkx are not among them.
 
-Environment: BENCH_HIPS_SIZES=4096,8192 (default), BENCH_HIPS_SKIP=reproject,hipsgen,
+Environment: BENCH_HIPS_SIZES=2048,4096,8192 (default), BENCH_HIPS_RUNS=5,
+BENCH_HIPS_SKIP=hipsgen, BENCH_HIPS_REPROJECT=1 (one reproject run per case),
 BENCH_DIR (default: <tmp>/bgimages-bench) for the images and outputs.
 """
 
@@ -33,7 +39,12 @@ BENCH_DIR = Path(os.environ.get("BENCH_DIR", Path(tempfile.gettempdir()) / "bgim
 WORK = BENCH_DIR / "hips"
 HIPSGEN_JAR = "/usr/share/java/aladin.jar"
 SCALE = 0.2  # arcsec per pixel: order 11
-GOAL = 0.1  # ours / theirs
+# Speed-up over Hipsgen asked for (issue 20): the small image's run is mostly start-up.
+GOAL_SPEEDUP = 12.0
+GOAL_SPEEDUP_SMALL = 8.0
+SMALL = 2048
+# Not to be imported by the HiPS command (mocpy pulls in networkx: 0.7 s).
+UNWANTED_IMPORTS = ("mocpy", "networkx", "grpc")
 
 
 @dataclass
@@ -46,9 +57,13 @@ class Run:
 
 
 def make_image(path: Path, size: int, sip: bool) -> Path:
-    """A float32 TAN (or TAN-SIP, forward terms only) image with stars and noise."""
+    """A float32 TAN (or TAN-SIP, forward terms only) image with stars and noise,
+    dated (DATE-OBS, EXPTIME) as an observation is."""
     if path.exists():
-        return path
+        from astropy.io import fits
+
+        if "DATE-OBS" in fits.getheader(path):
+            return path
     from astropy.io import fits
     from astropy.wcs import WCS
 
@@ -82,6 +97,8 @@ def make_image(path: Path, size: int, sip: bool) -> Path:
         header["B_0_3"] = -1.2 / half**3
     header["FILTER"] = "Ks"
     header["OBJECT"] = "bench"
+    header["DATE-OBS"] = "2024-03-01T01:02:03.000"
+    header["EXPTIME"] = 60.0
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.PrimaryHDU(data, header).writeto(path, overwrite=True)
     return path
@@ -179,51 +196,121 @@ def reproject(image: Path, out: Path, order: int) -> Run:
     return Run(wall, peak, count_tiles(out, order), output=output)
 
 
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def import_row(image: Path, order: int) -> Row:
+    """What the HiPS command imports, from `python -X importtime`: the total
+    (self times summed), the largest top-level packages, and the unwanted."""
+    out = WORK / "out-imports"
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "services.processor", "hips", str(image), str(out),
+         "--order", str(order)],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
+    per_package: dict[str, float] = {}
+    total = 0.0
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, _, name = (part.strip() for part in line[len("import time:") :].split("|"))
+        top = name.split(".")[0]
+        per_package[top] = per_package.get(top, 0.0) + float(self_us) / 1e6
+        total += float(self_us) / 1e6
+    largest = sorted(per_package.items(), key=lambda kv: -kv[1])[:5]
+    unwanted = [m for m in UNWANTED_IMPORTS if m in per_package]
+    return Row(
+        section="hips",
+        case="HiPS command: imports (-X importtime, self times summed)",
+        ours=total,
+        reference=None,
+        unit="s",
+        goal="no " + "/".join(UNWANTED_IMPORTS),
+        met=not unwanted,
+        note=", ".join(f"{k} {v:.2f}" for k, v in largest) + (f"; imported: {unwanted}" if unwanted else ""),
+    )
+
+
 def run() -> list[Row]:
     from services.processor.hips import choose_order
 
-    sizes = [int(s) for s in os.environ.get("BENCH_HIPS_SIZES", "4096,8192").split(",")]
+    sizes = [int(s) for s in os.environ.get("BENCH_HIPS_SIZES", "2048,4096,8192").split(",")]
+    runs = int(os.environ.get("BENCH_HIPS_RUNS", "5"))
     skip = set(os.environ.get("BENCH_HIPS_SKIP", "").split(","))
-    cases: list[tuple[str, Path]] = []
+    with_reproject = os.environ.get("BENCH_HIPS_REPROJECT", "") == "1"
+    cases: list[tuple[int, str, Path]] = []
     for size in sizes:
-        cases.append((f"{size}x{size} TAN", make_image(WORK / f"tan{size}.fits", size, sip=False)))
+        cases.append((size, f"{size}x{size} TAN", make_image(WORK / f"tan{size}.fits", size, sip=False)))
         if size == 4096:
-            cases.append((f"{size}x{size} TAN-SIP", make_image(WORK / f"sip{size}.fits", size, sip=True)))
+            cases.append(
+                (size, f"{size}x{size} TAN-SIP", make_image(WORK / f"sip{size}.fits", size, sip=True))
+            )
     order = choose_order(SCALE)
     compile_ours()
-    rows: list[Row] = []
-    for name, image in cases:
+    rows: list[Row] = [import_row(cases[0][2], order)]
+    use_hipsgen = "hipsgen" not in skip and Path(HIPSGEN_JAR).exists()
+    for size, name, image in cases:
         case = f"{name}, order {order}"
-        print(f"[bench] hips {case}: ours", file=sys.stderr, flush=True)
-        mine = ours(image, WORK / "out-ours", order)
-        refs: dict[str, Run] = {}
-        if "hipsgen" not in skip and Path(HIPSGEN_JAR).exists():
-            print(f"[bench] hips {case}: Hipsgen", file=sys.stderr, flush=True)
-            refs["Hipsgen"] = hipsgen(image, WORK / "out-hipsgen", order)
-        if "reproject" not in skip:
-            print(f"[bench] hips {case}: reproject_to_hips", file=sys.stderr, flush=True)
-            refs["reproject_to_hips"] = reproject(image, WORK / "out-reproject", order)
-        for ref_name, ref in refs.items():
-            ratio = mine.wall / ref.wall
+        mine: list[Run] = []
+        theirs: list[Run] = []
+        for n in range(runs):
+            print(f"[bench] hips {case}: ours ({n + 1}/{runs})", file=sys.stderr, flush=True)
+            mine.append(ours(image, WORK / "out-ours", order))
+            if use_hipsgen:
+                print(f"[bench] hips {case}: Hipsgen ({n + 1}/{runs})", file=sys.stderr, flush=True)
+                theirs.append(hipsgen(image, WORK / "out-hipsgen", order))
+        ours_wall = median([r.wall for r in mine])
+        inner = median([r.inner for r in mine if r.inner is not None] or [float("nan")])
+        spread = f"ours {min(r.wall for r in mine):.2f}-{max(r.wall for r in mine):.2f} s"
+        goal = GOAL_SPEEDUP_SMALL if size <= SMALL else GOAL_SPEEDUP
+        if theirs:
+            ref_wall = median([r.wall for r in theirs])
+            speedup = ref_wall / ours_wall
+            spread += f", Hipsgen {min(r.wall for r in theirs):.1f}-{max(r.wall for r in theirs):.1f} s"
             rows.append(
                 Row(
                     section="hips",
-                    case=f"{case}: whole process",
-                    ours=mine.wall,
-                    reference=ref.wall,
+                    case=f"{case}: whole process, median of {runs}",
+                    ours=ours_wall,
+                    reference=ref_wall,
                     unit="s",
-                    reference_name=ref_name,
-                    goal=f"ratio <= {GOAL}",
-                    met=ratio <= GOAL,
+                    reference_name="Hipsgen 12.001",
+                    goal=f"speed-up >= {goal:g}x",
+                    met=speedup >= goal,
                     note=(
-                        f"speed-up {1 / ratio:.1f}x; ours in-process {mine.inner or float('nan'):.2f} s; "
-                        f"tiles {mine.tiles} vs {ref.tiles}; peak {mine.peak_mb:.0f} vs {ref.peak_mb:.0f} MB"
+                        f"speed-up {speedup:.1f}x; {spread}; ours in-process {inner:.2f} s; "
+                        f"tiles {mine[-1].tiles} vs {theirs[-1].tiles}; "
+                        f"peak {mine[-1].peak_mb:.0f} vs {theirs[-1].peak_mb:.0f} MB"
                     ),
                 )
             )
-        if not refs:
+        else:
             rows.append(
-                Row("hips", f"{case}: whole process", mine.wall, None, "s", note=f"in-process {mine.inner} s")
+                Row(
+                    "hips",
+                    f"{case}: whole process",
+                    ours_wall,
+                    None,
+                    "s",
+                    note=f"{spread}; in-process {inner} s",
+                )
+            )
+        if with_reproject:
+            print(f"[bench] hips {case}: reproject_to_hips", file=sys.stderr, flush=True)
+            ref = reproject(image, WORK / "out-reproject", order)
+            rows.append(
+                Row(
+                    section="hips",
+                    case=f"{case}: whole process, one run",
+                    ours=ours_wall,
+                    reference=ref.wall,
+                    unit="s",
+                    reference_name="reproject_to_hips",
+                    note=f"speed-up {ref.wall / ours_wall:.1f}x (FITS tiles only for reproject)",
+                )
             )
         shutil.rmtree(WORK / "out-ours", ignore_errors=True)
         shutil.rmtree(WORK / "out-hipsgen", ignore_errors=True)

@@ -1,5 +1,8 @@
 """HiPS 1.0 generation from one sky image: FITS and PNG tiles of every order
-from 3 to the one matching the image's pixel scale, Allsky, MOC, properties.
+from 0 to the one matching the image's pixel scale, Allsky, MOC, preview,
+properties. FITS tiles hold 16-bit integers with one BSCALE/BZERO for the
+whole HiPS (`display.quantisation`), BLANK where no data: half the bytes of
+float32, which Aladin Lite reads with hips_pixel_bitpix = 16.
 
 Only the deepest order is resampled from the image; each lower order is
 built from its four children. Tile pixel (row r, column c) of tile N at order
@@ -18,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib
-import io
 import math
 import threading
 import time
@@ -32,13 +33,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.processor import display, sampling
+from services.processor import display, preview, sampling
 from services.processor.display import Cut, Statistics
+from services.processor.observation import Observation
 from services.processor.sampling import SkyImage
 
 TILE = 512
 TILE_BITS = 9
-MIN_ORDER = 3
+MIN_ORDER = 3  # the deepest order is at least the Allsky's
+# Tiles go down to order 0, as Hipsgen's do: Hipsgen's LINT reports an error
+# for a hierarchy that stops above order 0 (a tile or two per order here).
+PYRAMID_MIN_ORDER = 0
 MAX_ORDER = 20  # cells of order 29, HEALPix's deepest
 # Angular size of a tile pixel at order 0: the side of a cell of order 9.
 ORDER0_PIXEL_ARCSEC = math.degrees(math.sqrt(4 * math.pi / 12)) / TILE * 3600.0  # 412.2"
@@ -49,6 +54,7 @@ ALLSKY_TILE = 64
 # the measured interpolation error is too large.
 FIRST_STEP = 64
 MOC_EXTRA_DEPTH = 3  # MOC cells: 64x64-pixel blocks of the deepest tiles
+PREVIEW = "preview.jpg"
 
 
 def _spread_bits(n: int) -> np.ndarray:
@@ -272,19 +278,24 @@ def _tile_cards(order: int, npix: int) -> dict[str, object]:
 class _Writer:
     """Encodes a tile in both formats and hands it to the sink."""
 
-    def __init__(self, sink: TileSink, cut: Cut) -> None:
+    def __init__(self, sink: TileSink, cut: Cut, quantised: display.Quantisation) -> None:
         self.sink = sink
         self.cut = cut
+        self.quantised = quantised
         self.lock = threading.Lock()
         self.count: dict[int, int] = defaultdict(int)
         self.files: list[str] = []
+        self.bytes = 0  # of the tiles written
 
     def write(self, order: int, npix: int, data: np.ndarray) -> None:
         fits_path = tile_path(order, npix, "fits")
         png_path = tile_path(order, npix, "png")
-        self.sink.put(fits_path, display.fits_bytes(data, _tile_cards(order, npix)), "application/fits")
-        self.sink.put(png_path, display.png_bytes(display.to_grey(data[::-1], self.cut)), "image/png")
+        tile = display.fits_bytes(data, _tile_cards(order, npix), self.quantised)
+        self.sink.put(fits_path, tile, "application/fits")
+        png = display.png_bytes(display.to_grey(data[::-1], self.cut))
+        self.sink.put(png_path, png, "image/png")
         with self.lock:
+            self.bytes += len(tile) + len(png)
             self.count[order] += 2
             self.files += [fits_path, png_path]
 
@@ -325,21 +336,18 @@ def build_hips(
     image: SkyImage,
     sink: TileSink,
     *,
-    title: str,
     creator_did: str,
+    observation: Observation | Callable[[], Observation] | None = None,
     order: int | None = None,
-    filter_name: str = "",
     resampling: str = sampling.BILINEAR,
     workers: int = 2,
     stats: Statistics | None = None,
     pixel_scale_arcsec: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> HipsResult:
-    """Writes a complete HiPS of `image` to `sink`."""
+    """Writes a complete HiPS of `image` to `sink`; `observation` gives the
+    properties' band, time and provenance."""
     start = time.perf_counter()
-    # mocpy takes a while to import; let that happen while the tiles are made.
-    preload = threading.Thread(target=importlib.import_module, args=("mocpy",), daemon=True)
-    preload.start()
     phases: dict[str, float] = {}
     clock = [start]
 
@@ -352,7 +360,8 @@ def build_hips(
     k = order if order is not None else choose_order(scale)
     k = int(min(MAX_ORDER, max(MIN_ORDER, k)))
     stats = stats or display.statistics(image.data)
-    writer = _Writer(sink, stats.cut)
+    quantised = display.quantisation(stats)
+    writer = _Writer(sink, stats.cut, quantised)
     mapper = TileMapper(image, k, scale)
     tiles = candidate_tiles(image, k)
     grids = mapper.grids(tiles)
@@ -402,7 +411,7 @@ def build_hips(
         lap("deepest")
         if progress:
             progress(f"order {k}: {len(level)} tiles")
-        for o in range(k - 1, MIN_ORDER - 1, -1):
+        for o in range(k - 1, PYRAMID_MIN_ORDER - 1, -1):
             groups: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
             for child, quarter in level.items():
                 groups[child >> 2][child] = quarter
@@ -412,17 +421,23 @@ def build_hips(
         sky = allsky(thumbs)
 
         def allsky_fits() -> None:
-            sink.put(f"Norder{ALLSKY_ORDER}/Allsky.fits", display.fits_bytes(sky[::-1]), "application/fits")
+            data = display.fits_bytes(sky[::-1], quantised=quantised)
+            sink.put(f"Norder{ALLSKY_ORDER}/Allsky.fits", data, "application/fits")
 
         def allsky_png() -> None:
             grey = display.to_grey(sky, stats.cut)
             sink.put(f"Norder{ALLSKY_ORDER}/Allsky.png", display.png_bytes(grey), "image/png")
 
-        # The Allsky files and the MOC are independent: make them side by side.
-        pending = [pool.submit(allsky_fits), pool.submit(allsky_png)] if pool is not None else []
+        def preview_jpg() -> None:
+            jpeg = preview.hips_preview_jpeg(image, stats.cut, pixel_scale_arcsec=scale)
+            sink.put(PREVIEW, jpeg, "image/jpeg")
+
+        # The Allsky files, the preview and the MOC are independent: make them side by side.
+        extras = [allsky_fits, allsky_png, preview_jpg]
+        pending = [pool.submit(job) for job in extras] if pool is not None else []
         if pool is None:
-            allsky_fits()
-            allsky_png()
+            for job in extras:
+                job()
         moc_bytes, fraction = _moc(np.concatenate(moc_cells) if moc_cells else np.zeros(0, np.uint64), k)
         sink.put("Moc.fits", moc_bytes, "application/fits")
         for future in pending:
@@ -432,10 +447,13 @@ def build_hips(
     ny, nx = shape
     ra0, dec0 = image.pixel_to_world(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))
     fov = max(nx, ny) * scale / 3600.0 * 1.2
+    # A callable is asked only now: the command line hashes the file meanwhile.
+    observation = observation() if callable(observation) else observation or Observation()
+    bitpix = image.header.get("BITPIX") if image.header is not None else None
     props = {
         "creator_did": creator_did,
-        "obs_title": title.replace("\n", " ") or "User background image",
-        "obs_description": f"User background image{f' ({filter_name})' if filter_name else ''}",
+        "obs_title": observation.title(),
+        "obs_description": observation.title(),
         "dataproduct_type": "image",
         "hips_builder": "bgimages processor",
         "hips_version": "1.4",
@@ -445,10 +463,10 @@ def build_hips(
         "hips_tile_format": "fits png",
         "hips_tile_width": str(TILE),
         "hips_order": str(k),
-        "hips_order_min": str(MIN_ORDER),
+        "hips_order_min": str(PYRAMID_MIN_ORDER),
         "hips_frame": "equatorial",
-        "hips_pixel_bitpix": "-32",
-        "data_pixel_bitpix": "-32",
+        "hips_pixel_bitpix": "16",
+        "data_pixel_bitpix": str(bitpix if bitpix in (8, 16, 32, 64, -32, -64) else -32),
         "hips_pixel_cut": f"{stats.cut.low:.6g} {stats.cut.high:.6g}",
         "hips_data_range": f"{stats.data_min:.6g} {stats.data_max:.6g}",
         "hips_sampling": "nearest" if resampling == sampling.NEAREST else "bilinear",
@@ -458,14 +476,14 @@ def build_hips(
         "hips_initial_dec": f"{float(dec0[0]):.8f}",
         "hips_initial_fov": f"{fov:.6g}",
         "moc_sky_fraction": f"{fraction:.6g}",
-        "hips_estsize": str(sum(writer.count.values()) * 600),
+        "hips_estsize": str(-(-writer.bytes // 1024)),  # KB, the tiles written
+        **observation.properties(),
     }
-    if filter_name:
-        props["obs_filter"] = filter_name
     sink.put("properties", properties_text(props).encode(), "text/plain")
     files = writer.files + [
         f"Norder{ALLSKY_ORDER}/Allsky.fits",
         f"Norder{ALLSKY_ORDER}/Allsky.png",
+        PREVIEW,
         "Moc.fits",
         "properties",
     ]
@@ -486,14 +504,81 @@ def build_hips(
     )
 
 
-def _moc(cells: np.ndarray, order: int) -> tuple[bytes, float]:
-    """Moc.fits bytes (mocpy) of the data-holding cells, and its sky fraction."""
-    from mocpy import MOC
+MOC_DEPTH_MAX = 29  # HEALPix's deepest order: MOC 2.0 ranges are cells of this order
+MOC_TOOL = "bgimages processor"
 
-    depth = min(29, order + MOC_EXTRA_DEPTH)
+
+def moc_ranges(cells: np.ndarray, depth: int) -> np.ndarray:
+    """The MOC 2.0 ranges (half-open, cells of order 29, sorted, disjoint and
+    not touching) of a set of cells of order `depth`: the canonical form of
+    the set, the one mocpy (the CDS MOC Rust library) writes."""
+    shift = np.uint64(2 * (MOC_DEPTH_MAX - depth))
     cells = np.unique(cells.astype(np.uint64))
-    moc = MOC.from_healpix_cells(cells, np.full(cells.shape, depth, dtype=np.uint8), depth)
-    hdul = moc.serialize(format="fits")
-    buf = io.BytesIO()
-    hdul.writeto(buf)
-    return buf.getvalue(), float(moc.sky_fraction)
+    if cells.size == 0:
+        return np.zeros((0, 2), np.uint64)
+    # Runs of consecutive cells become one range each.
+    breaks = np.flatnonzero(np.diff(cells) != 1) + 1
+    first = cells[np.concatenate(([0], breaks))]
+    last = cells[np.concatenate((breaks - 1, [cells.size - 1]))]
+    return np.stack([first << shift, (last + np.uint64(1)) << shift], axis=1)
+
+
+def _card(key: str, value: str | int | bool, free: bool = False) -> bytes:
+    """One FITS card: fixed format, or free format (strings unpadded, numbers
+    left-aligned) as the MOC library writes its own keywords."""
+    if isinstance(value, bool):
+        text = f"{'T' if value else 'F':>20}"
+    elif isinstance(value, int):
+        text = str(value) if free else f"{value:>20}"
+    else:
+        quoted = value.replace("'", "''")
+        text = f"'{quoted if free else quoted.ljust(8)}'"
+    return f"{key:<8}= {text}".ljust(80).encode("ascii")
+
+
+def _fits_block(raw: bytes, fill: bytes) -> bytes:
+    return raw + fill * (-len(raw) % 2880)
+
+
+def moc_fits(cells: np.ndarray, depth: int) -> tuple[bytes, float]:
+    """Moc.fits (IVOA MOC 2.0, RANGE ordering: the layout mocpy writes, card
+    for card) of a set of cells of order `depth`, and its sky fraction.
+
+    Written here rather than by mocpy: importing mocpy (networkx, astropy
+    coordinates and tables, its plotting) takes 0.8 s of CPU, taken from the
+    tile building even in a thread of its own; tests check the bytes against
+    mocpy's own."""
+    ranges = moc_ranges(cells, depth)
+    end = b"END".ljust(80)
+    primary = _card("SIMPLE", True) + _card("BITPIX", 8) + _card("NAXIS", 0) + _card("EXTEND", True) + end
+    rows = int(ranges.size)
+    table = b"".join(
+        [
+            _card("XTENSION", "BINTABLE"),
+            _card("BITPIX", 8),
+            _card("NAXIS", 2),
+            _card("NAXIS1", 8),
+            _card("NAXIS2", rows),
+            _card("PCOUNT", 0),
+            _card("GCOUNT", 1),
+            _card("TFIELDS", 1),
+            _card("MOCVERS", "2.0", free=True),
+            _card("MOCDIM", "SPACE", free=True),
+            _card("ORDERING", "RANGE", free=True),
+            _card("COORDSYS", "C", free=True),
+            _card("MOCTOOL", MOC_TOOL, free=True),
+            _card("MOCORD_S", depth, free=True),
+            _card("TFORM1", "1K", free=True),
+            _card("TTYPE1", "RANGE", free=True),
+            end,
+        ]
+    )
+    data = ranges.astype(">i8").tobytes()
+    out = _fits_block(primary, b" ") + _fits_block(table, b" ") + _fits_block(data, b"\0")
+    covered = int(np.sum(ranges[:, 1] - ranges[:, 0], dtype=np.uint64)) if rows else 0
+    return out, covered / float(12 * 4**MOC_DEPTH_MAX)
+
+
+def _moc(cells: np.ndarray, order: int) -> tuple[bytes, float]:
+    """Moc.fits bytes of the data-holding cells, and its sky fraction."""
+    return moc_fits(cells, min(MOC_DEPTH_MAX, order + MOC_EXTRA_DEPTH))

@@ -1,5 +1,6 @@
 """The preview: a PNG of at most 1024 pixels a side, north up and east left,
-with the HiPS's cut, for the selector's right-hand panel.
+with the HiPS's cut, for the selector's right-hand panel; the HiPS's own
+256x256 `preview.jpg`, the same view.
 
 The image is resampled onto a gnomonic (TAN) grid centred on the image,
 north up, east left, with the same coarse-grid transform as the HiPS tiles;
@@ -10,6 +11,7 @@ averaged in blocks, so noise does not alias.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 
 import numpy as np
@@ -19,6 +21,8 @@ from services.processor.display import Cut
 from services.processor.sampling import SkyImage
 
 MAX_SIZE = 1024
+HIPS_PREVIEW_SIZE = 256
+BLOCK_SAMPLES = 4
 NODE_STEP = 32
 EDGE_SAMPLES = 65
 
@@ -69,6 +73,33 @@ def _inverse_gnomonic(
 def make_preview(
     image: SkyImage, cut: Cut, max_size: int = MAX_SIZE, pixel_scale_arcsec: float | None = None
 ) -> Preview:
+    grey, geometry = _view(image, cut, max_size, pixel_scale_arcsec)
+    height, width = grey.shape
+    return Preview(display.png_bytes(grey), width, height, *geometry)
+
+
+def hips_preview_jpeg(
+    image: SkyImage, cut: Cut, size: int = HIPS_PREVIEW_SIZE, pixel_scale_arcsec: float | None = None
+) -> bytes:
+    """The HiPS's `preview.jpg`: the same view, `size` pixels square (the
+    image centred on black), for HiPS lists and Hipsgen's LINT."""
+    from PIL import Image  # 16 ms, in the thread that writes the Allsky
+
+    grey, _ = _view(image, cut, size, pixel_scale_arcsec)
+    h, w = grey.shape
+    square = np.zeros((size, size), np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    square[top : top + h, left : left + w] = grey
+    buf = io.BytesIO()
+    Image.fromarray(square, "L").save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _view(
+    image: SkyImage, cut: Cut, max_size: int, pixel_scale_arcsec: float | None
+) -> tuple[np.ndarray, tuple[float, float, float, float, float]]:
+    """Grey levels of the north-up view (at most `max_size` a side), and its
+    geometry: centre RA and Dec, pixel size (arcsec), left and top edges."""
     ny, nx = image.shape
     scale = pixel_scale_arcsec or image.pixel_scale_arcsec()
     lon0, lat0 = image.pixel_to_world(np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))
@@ -97,14 +128,20 @@ def make_preview(
     px, py = image.world_to_pixel(nlon, nlat)
     # Average blocks of the image when a preview pixel spans several.
     factor = max(1, int(step * 3600.0 / scale))
-    source = sampling.block_mean(image.data, factor) if factor > 1 else image.data
+    # Past BLOCK_SAMPLES pixels a side, a block is averaged from every
+    # `stride`-th pixel (still 16 or more samples): smooth to the eye, and a
+    # small view of a big image reads a stride^2-th of it (the HiPS's
+    # preview.jpg: 0.37 -> 0.03 s at 4096^2, 0.32 -> 0.02 s at 8192^2).
+    stride = max(1, factor // BLOCK_SAMPLES)
+    block = factor // stride
+    data = image.data[::stride, ::stride] if stride > 1 else image.data
+    source = sampling.block_mean(data, block) if block > 1 else data
     if factor > 1:
-        px = (px - (factor - 1) / 2) / factor
-        py = (py - (factor - 1) / 2) / factor
+        px = (px - stride * (block - 1) / 2) / (stride * block)
+        py = (py - stride * (block - 1) / 2) / (stride * block)
     wr = sampling.spline_weights(rows, tuple(range(height)))
     wc = sampling.spline_weights(cols, tuple(range(width)))
     fx = (wr @ np.nan_to_num(px, nan=-1e9) @ wc.T).astype(np.float32)
     fy = (wr @ np.nan_to_num(py, nan=-1e9) @ wc.T).astype(np.float32)
     values = sampling.sample(source, fx, fy)
-    png = display.png_bytes(display.to_grey(values, cut))
-    return Preview(png, width, height, ra0, dec0, step * 3600.0, x_min, y_max)
+    return display.to_grey(values, cut), (ra0, dec0, step * 3600.0, x_min, y_max)

@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from services.processor import display, hips, mosaic, preview, sampling, source
+from services.processor.observation import Observation
 from services.shared.errors import ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.settings import ProcessorSettings
@@ -38,6 +40,7 @@ PREVIEW = "preview.png"
 HIPS = "hips/"
 JOB_FOLDER_PREFIX = "process-"  # a job's private folder in the scratch folder
 CREATOR = "ivo://eso.org/bgimages"
+_CONTENT_HASH = re.compile(r"(?:^|/)([0-9a-f]{64})(?:/|$)")
 # Encoded files waiting for the store at most (back-pressure on the tile threads).
 MAX_IN_FLIGHT = 32
 # Failures reported as they are; any other becomes PROCESSING_FAILED. A store that
@@ -58,7 +61,7 @@ class HduChoice:
 class Job:
     source_key: str
     output_prefix: str
-    title: str
+    title: str  # the user's file name or OBJECT: never written into the HiPS
     hdus: list[HduChoice]
     filter_name: str = ""
     object_name: str = ""
@@ -269,12 +272,12 @@ class Processor:
                 scale = shown[0].pixel_scale_arcsec
             image, hdul, stats = source.open_image_stats(plain, index)
         with hdul:
+            headers = [hdul[0].header, image.header] if image.header is not None else [hdul[0].header]
             result = hips.build_hips(
                 image,
                 sink,
-                title=job.title or job.object_name or "User background image",
                 creator_did=f"{CREATOR}?{job.output_prefix.rstrip('/')}",
-                filter_name=job.filter_name,
+                observation=Observation.of(job.filter_name, headers, progenitor_of(job.output_prefix)),
                 resampling=job.resampling,
                 workers=self.settings.hips_workers,
                 stats=stats,
@@ -282,6 +285,13 @@ class Processor:
             )
             shot = preview.make_preview(image, stats.cut, pixel_scale_arcsec=scale)
         return result, shot.png, mosaic_path
+
+
+def progenitor_of(output_prefix: str) -> str:
+    """The HiPS's prov_progenitor: the uploaded file's SHA-256, which the
+    output prefix names (`content/<sha256>/g<n>/`); never the file's name."""
+    found = _CONTENT_HASH.search(output_prefix)
+    return f"sha256:{found[1]} (uploaded file)" if found else ""
 
 
 def job_from_request(request: Any) -> Job:

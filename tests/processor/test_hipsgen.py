@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from PIL import Image
 
 from services.processor import hips, source
+from services.processor.observation import Observation
 from tests.fitsgen import tan_wcs
 from tests.processor.skyfiles import DEC, RA, centroid, write_sky
 
@@ -47,7 +49,7 @@ def test_deepest_tiles_agree_with_hipsgen(need_hipsgen: None, tmp_path: Path) ->
     ours = tmp_path / "ours"
     image, hdul = source.open_image(path)
     with hdul:
-        hips.build_hips(image, hips.DirectorySink(ours), title="t", creator_did="ivo://test/ours")
+        hips.build_hips(image, hips.DirectorySink(ours), creator_did="ivo://test/ours")
     theirs = tmp_path / "hipsgen"
     proc = subprocess.run(
         [
@@ -105,3 +107,46 @@ def test_deepest_tiles_agree_with_hipsgen(need_hipsgen: None, tmp_path: Path) ->
     assert len(star_offsets) >= 5
     # Hipsgen puts the stars where we do (measured: within 1e-4 pixel).
     assert max(star_offsets) < 0.02, star_offsets
+
+
+def hipsgen_lint(root: Path) -> str:
+    proc = subprocess.run(
+        ["java", "-jar", str(HIPSGEN_JAR), "-hipsgen", f"out={root}", "LINT"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout + proc.stderr
+
+
+def test_hipsgen_lint_finds_our_hips_fully_compatible(need_hipsgen: None, tmp_path: Path) -> None:
+    """Hipsgen's own check of the IVOA HiPS 1.0 standard: no error, no warning
+    (every recommended keyword, preview.jpg, tiles down to order 0)."""
+    shape = (600, 600)
+    wcs = tan_wcs(RA, DEC, 0.2, shape, rotation_deg=5.0)
+    path = write_sky(
+        tmp_path / "field.fits", wcs, shape, stars=[(RA, DEC, 3000.0)],
+        extra={"FILTER": "Ks", "DATE-OBS": "2024-03-01T01:02:03.5", "EXPTIME": 120.0},
+    )  # fmt: skip
+    out = tmp_path / "hips"
+    image, hdul = source.open_image(path)
+    with hdul:
+        observation = Observation.of("Ks", [hdul[0].header], "sha256:" + "ab" * 32)
+        hips.build_hips(
+            image, hips.DirectorySink(out), creator_did="ivo://test/lint", observation=observation
+        )
+    props = dict(line.split(" = ", 1) for line in (out / "properties").read_text().splitlines())
+    props = {k.strip(): v for k, v in props.items()}
+    text = (out / "properties").read_text()
+    assert "Processor test" not in text and "field.fits" not in text  # OBJECT, file name
+    assert props["obs_regime"] == "Infrared"
+    assert float(props["em_min"]) == pytest.approx(1.99e-6) and float(props["em_max"]) == pytest.approx(
+        2.31e-6
+    )
+    assert float(props["t_max"]) - float(props["t_min"]) == pytest.approx(120 / 86400, rel=1e-3)
+    assert props["prov_progenitor"] == "sha256:" + "ab" * 32
+    with Image.open(out / "preview.jpg") as im:
+        assert im.format == "JPEG" and im.size == (256, 256)
+    report = hipsgen_lint(out)
+    problems = [line for line in report.splitlines() if "WARN" in line or "ERROR" in line]
+    assert not problems, report
+    assert "fully IVOA HiPS 1.0 compatible" in report, report

@@ -90,6 +90,55 @@ def test_png_encoder_matches_pillow_and_fits_encoder_matches_astropy() -> None:
         np.testing.assert_array_equal(hdul[0].data, data)
 
 
+def _half_step(q: display.Quantisation) -> float:
+    """Half a step, and float32's rounding (encoder and astropy's reader) at the range's ends."""
+    return 0.5 * q.bscale + 1e-6 * max(abs(q.low), abs(q.high))
+
+
+def test_16_bit_fits_keeps_values_within_half_a_step_and_nan_as_blank() -> None:
+    rng = np.random.default_rng(3)
+    data = rng.normal(100, 3, (64, 96)).astype(np.float32)
+    data[0, 0] = 5000.0  # a star's peak: within the range kept
+    data[5:9, 10:20] = np.nan
+    stats = display.statistics(data)
+    q = display.quantisation(stats)
+    # The whole range (to a rounding of BZERO): nothing clipped.
+    assert q.low <= stats.data_min + q.bscale / 2 and q.high >= stats.data_max - q.bscale / 2
+    width = stats.cut.high - stats.cut.low
+    assert q.bscale <= width / display.STEPS_PER_CUT
+    raw = display.fits_bytes(data, {"ORDER": 5}, q)
+    assert len(raw) % 2880 == 0 and len(raw) < 64 * 96 * 2 + 2 * 2880
+    with fits.open(io.BytesIO(bytes(raw))) as hdul:
+        hdul.verify("exception")
+        header = hdul[0].header
+        assert header["BITPIX"] == 16 and header["BLANK"] == -32768
+        assert (header["BSCALE"], header["BZERO"]) == (q.bscale, q.bzero)
+        back = hdul[0].data
+    assert np.array_equal(np.isnan(back), np.isnan(data))
+    finite = np.isfinite(data)
+    assert np.abs(back[finite] - data[finite]).max() <= _half_step(q)
+
+
+def test_16_bit_window_clips_only_far_outside_the_cut() -> None:
+    rng = np.random.default_rng(4)
+    data = rng.normal(100, 3, (200, 200)).astype(np.float32)
+    data[10, 10] = 1e30  # a hot pixel far above: the window, not the range
+    data[20, 20] = -1e6
+    stats = display.statistics(data)
+    q = display.quantisation(stats)
+    width = stats.cut.high - stats.cut.low
+    assert q.bscale == pytest.approx(width / display.STEPS_PER_CUT, rel=1e-9)
+    assert q.low == pytest.approx(stats.cut.low - display.WINDOW_BELOW * width, abs=q.bscale)
+    assert q.high > stats.cut.high + 600 * width
+    with fits.open(io.BytesIO(bytes(display.fits_bytes(data, quantised=q)))) as hdul:
+        back = hdul[0].data
+    assert back[10, 10] == pytest.approx(q.high, abs=q.bscale)
+    assert back[20, 20] == pytest.approx(q.low, abs=q.bscale)
+    sky = np.ones(data.shape, bool)
+    sky[10, 10] = sky[20, 20] = False
+    assert np.abs(back[sky] - data[sky]).max() <= _half_step(q)
+
+
 def test_command_line_hips_and_mosaic(tmp_path: Path) -> None:
     from tests.processor.skyfiles import paw_print
 

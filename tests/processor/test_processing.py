@@ -25,7 +25,8 @@ from services.shared.store import LocalStore, S3Store
 from tests.fitsgen import tan_wcs
 from tests.processor.skyfiles import DEC, RA, paw_print, write_sky
 
-PREFIX = "content/abc123/g1/"
+CONTENT_HASH = "ab12" * 16
+PREFIX = f"content/{CONTENT_HASH}/g1/"
 TOKEN = "processor-test-token"
 
 
@@ -92,7 +93,11 @@ async def test_single_image_is_stored_with_hips_and_preview(
     tiles = [k for k in stored if "/Npix" in k]
     assert outcome.tile_count == len(tiles) > 0
     props = (await store.get_bytes(PREFIX + "hips/properties")).decode()
-    assert "obs_title" in props and "my image" in props
+    # The user's title (file name) and OBJECT stay out; the content's hash names the source.
+    assert "obs_title" in props and "my image" not in props and "Test field" not in props
+    assert f"sha256:{CONTENT_HASH}" in props
+    assert "obs_filter" in props and "obs_regime" in props and "em_min" in props
+    assert PREFIX + "hips/preview.jpg" in stored
     for name in ("Moc.fits", "Norder3/Allsky.fits", "Norder3/Allsky.png"):
         assert PREFIX + "hips/" + name in stored
     with Image.open(io.BytesIO(await store.get_bytes(outcome.preview_key))) as im:
@@ -152,7 +157,10 @@ async def test_mef_with_several_chips_becomes_one_swarp_mosaic(
     assert header["FILTER"] == "R"  # the report's filter, the file has no FILTER keyword
     assert np.isnan(mosaic[0].data).any()  # the gaps are blank
     props = (await store.get_bytes(PREFIX + "hips/properties")).decode()
-    assert "Test field" in props  # the title falls back on OBJECT
+    assert "Test field" not in props and "Paw-print field" not in props  # OBJECT stays out
+    values = dict((k.strip(), v.strip()) for k, v in (line.split("=", 1) for line in props.splitlines()))
+    assert values["obs_filter"] == "R" and values["obs_regime"] == "Optical"
+    assert float(values["t_min"]) == pytest.approx(60370.043, abs=1e-3)  # the primary's DATE-OBS
     stored = await keys(store, PREFIX)
     assert outcome.stored_bytes == sum(stored.values())
     processor.close()
