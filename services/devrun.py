@@ -295,8 +295,6 @@ def build_demo_survey(workdir: Path) -> Path:
                 str(out),
                 "--order",
                 "6",
-                "--title",
-                "Demo survey (local)",
             ],
             check=True,
             stdout=subprocess.DEVNULL,
