@@ -34,11 +34,12 @@ node_modules/.installed: package.json package-lock.json
 
 protos: $(PROTO_STAMP)
 
-$(PROTO_STAMP): $(PROTO_SRC) | $(VENV)/.installed
+$(PROTO_STAMP): $(PROTO_SRC) protos/gen_codes.py | $(VENV)/.installed
 	rm -rf bgimages
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
 		--mypy_out=. --mypy_grpc_out=. $(PROTO_SRC)
 	find bgimages -type d -exec touch {}/__init__.py \;
+	PYTHONPATH=$(CURDIR) $(BIN)/python protos/gen_codes.py bgimages/common/v1/codes.py
 	touch $@
 
 run: setup

@@ -44,6 +44,9 @@ HINTS: dict[str, str] = {
     "REQUEST_TIMEOUT": "The upload was too slow (it stalled or came under the minimum rate): try again.",
     "TOO_MANY_UPLOADS": "You have as many uploads in progress as allowed: wait for one to finish.",
     "BUSY": "The service is busy; try again in a little while.",
+    "METHOD_NOT_ALLOWED": "The gateway does not take this method on this route (an older or newer client?).",
+    "UNSUPPORTED_MEDIA_TYPE": "The gateway does not take this kind of body here.",
+    "NOT_SUPPORTED": "The gateway does not offer this call.",
 }
 
 
