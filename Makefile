@@ -51,6 +51,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check services tests bench client deploy
 	$(BIN)/mypy services tests bench client/bgimages_client deploy/k8s/catalog_admin.py
+	$(BIN)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=10 --score=n services
 
 bench: setup
 	$(BIN)/python -m bench
