@@ -422,12 +422,12 @@ def _field_problem(
     if not single and footprint.in_convex_hull([fp.corners for fp in insp.footprints.values()], pos):
         return Problem(
             f"{prefix}_IN_CHIP_GAP",
-            f"{what} falls in a gap between the chips: {off.arcsec:.1f} arcsec {off.direction} of "
+            f"{what} falls in a gap between the chips: {off.distance} {off.direction} of "
             f"{where}, the nearest chip",
         )
     return Problem(
         f"{prefix}_OUTSIDE_FIELD",
-        f"{what} is outside the field: {off.arcsec:.1f} arcsec {off.direction} of {where}"
+        f"{what} is outside the field: {off.distance} {off.direction} of {where}"
         + ("" if single else ", the nearest chip"),
     )
 

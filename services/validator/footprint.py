@@ -330,9 +330,19 @@ class Offset:
     arcsec: float
     direction: str  # compass direction of the position as seen from the footprint
 
+    @property
+    def distance(self) -> str:
+        """The distance in the unit a person reads best: arcsec, arcmin, or degrees."""
+        if self.arcsec < 120.0:
+            return f"{self.arcsec:.1f} arcsec"
+        if self.arcsec < 7200.0:
+            return f"{self.arcsec / 60.0:.1f} arcmin"
+        return f"{self.arcsec / 3600.0:.1f} deg"
+
 
 def offset_from(corners: Sequence[Sky], pos: Sky) -> Offset:
-    """Distance from the footprint polygon to pos, and pos's direction from its nearest edge."""
+    """Great-circle distance from the footprint polygon to pos, and pos's direction from its
+    nearest edge."""
     plane = [tangent(pos, c) for c in corners]
     if any(p is None for p in plane):
         # Far away: the nearest corner gives distance and direction well enough.
@@ -344,7 +354,9 @@ def offset_from(corners: Sequence[Sky], pos: Sky) -> Offset:
         (_segment_nearest(pts[i], pts[(i + 1) % len(pts)]) for i in range(len(pts))),
         key=lambda q: q[0] ** 2 + q[1] ** 2,
     )
-    dist = math.hypot(*best) * 3600.0
+    # The gnomonic projection maps great circles to straight lines, so the nearest point of an
+    # edge is the nearest in the plane too; its distance r from the origin is tan(separation).
+    dist = math.degrees(math.atan(math.radians(math.hypot(*best)))) * 3600.0
     # The position is at the origin; it lies in the direction -best from the footprint.
     pa = math.degrees(math.atan2(-best[0], -best[1]))
     return Offset(dist, compass(pa))
