@@ -159,8 +159,12 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
                 print(f"  {mark(image.selection)} {_describe(image)}")
             if not images:
                 print("  (none)")
-        if listing.selected.kind not in ("default", "user_image"):
-            print(f"(*) {selected}")
+        listed = {"default"} | {i.selection for i in listing.own + listing.shared}
+        if selected not in listed:
+            # Another source (gaia, a survey, an archive image), or a user image the caller may
+            # display in this OB but not list (a delegate of a delegate): still the OB's choice.
+            image = listing.selected.image
+            print(f"(*) selected: {_describe(image) if image else selected}")
         for t in listing.tombstones:
             print(f"  removed: {t.file_name!r} {t.reason} on {t.removed_at}, please upload again")
         return 0

@@ -131,3 +131,21 @@ async def test_command_line(gateway: Gateway, tmp_path: Path) -> None:
         _cli, gateway, new_user(), "upload", str(field(tmp_path, "s.fits")), *ob_args, "--no-progress"
     )
     assert stranger.returncode == 1 and "error FORBIDDEN" in stranger.stderr
+
+
+async def test_list_marks_the_image_a_delegate_of_a_delegate_sees_selected(gateway: Gateway, tmp_path: Path) -> None:
+    # The seed's D2: a delegate of run X only. D1 selected the owner's image for an OB of X;
+    # D2 may not list the image, but the OB displays it, and `list` says so.
+    owner, d1, d2 = new_user(), new_user(), new_user()
+    run_r = gateway.new_run(owner, (d1,))
+    run_x = gateway.new_run(new_user(), (d1, d2))
+    image = _client(gateway, owner).upload(field(tmp_path, "owner's.fits"), new_ob(), run_r, TARGET)
+    ob_x = new_ob()
+    _client(gateway, d1).select(ob_x, run_x, TARGET, image.selection)
+    out = await asyncio.to_thread(
+        _cli, gateway, d2, "list", "--ob", str(ob_x), "--run", run_x, "--target", "150", "2"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "( ) default:" in out.stdout
+    marked = [line for line in out.stdout.splitlines() if line.startswith("(*)")]
+    assert marked == [f"(*) selected: {image.fits_hash}  \"owner's.fits\"  filter=R  (shared by {owner})"]
