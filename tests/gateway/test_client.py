@@ -133,7 +133,7 @@ async def test_command_line(gateway: Gateway, tmp_path: Path) -> None:
     assert stranger.returncode == 1 and "error FORBIDDEN" in stranger.stderr
 
 
-async def test_list_marks_the_image_a_delegate_of_a_delegate_sees_selected(gateway: Gateway, tmp_path: Path) -> None:
+async def test_list_marks_what_a_delegate_of_a_delegate_sees(gateway: Gateway, tmp_path: Path) -> None:
     # The seed's D2: a delegate of run X only. D1 selected the owner's image for an OB of X;
     # D2 may not list the image, but the OB displays it, and `list` says so.
     owner, d1, d2 = new_user(), new_user(), new_user()
