@@ -87,10 +87,16 @@ def compatible_ctes(gate: str) -> str:
     )"""
 
 
+# A removed image would have fitted: the footprints its tombstone keeps hold a point.
+TOMBSTONE_HOLDS = """EXISTS (SELECT 1 FROM tombstone_footprints f WHERE f.tombstone_id = t.tombstone_id
+    AND f.cells && {keys}::bigint[] AND footprint_holds(f.xyz, {x}, {y}, {z}))"""
+
+
 # What the selector shows for one OB, in one round trip: the caller's access to
 # the named run ($13) and the OB's pin and selection ($15, $12), the compatible
 # images (looked up only when the caller may see the OB), the selected image,
-# and the caller's tombstones since $14.
+# and the caller's tombstones since $14 of images that would fit the OB and whose
+# bytes the caller has not uploaded again since.
 LISTING = f"""WITH {MY_RUNS},
     ob AS (SELECT * FROM obs WHERE p2_instance = $15 AND ob_id = $12),
     ctx AS (
@@ -108,9 +114,14 @@ LISTING = f"""WITH {MY_RUNS},
         (SELECT row_to_json(s) FROM (
             SELECT {IMAGE_COLUMNS} FROM images i JOIN contents c ON c.content_id = i.content_id
             WHERE i.image_id = ctx.sel_image_id AND ctx.has_access) s) AS selected,
-        (SELECT json_agg(t) FROM (
-            SELECT fits_hash, owner_id, file_name, removed_at, reason FROM tombstones
-            WHERE owner_id = $1 AND removed_at >= $14 ORDER BY removed_at DESC LIMIT 50) t) AS tombstones
+        (SELECT json_agg(t ORDER BY t.removed_at DESC) FROM (
+            SELECT DISTINCT ON (t.fits_hash) t.fits_hash, t.owner_id, t.file_name, t.removed_at, t.reason
+            FROM tombstones t
+            WHERE t.owner_id = $1 AND t.removed_at >= $14 AND ctx.has_access
+              AND NOT EXISTS (SELECT 1 FROM images i WHERE i.owner_id = t.owner_id AND i.fits_hash = t.fits_hash)
+              AND {TOMBSTONE_HOLDS.format(keys="$3", x="$4", y="$5", z="$6")}
+              AND ($8::bigint[] IS NULL OR {TOMBSTONE_HOLDS.format(keys="$8", x="$9", y="$10", z="$11")})
+            ORDER BY t.fits_hash, t.removed_at DESC LIMIT 50) t) AS tombstones
     FROM ctx"""
 
 
@@ -715,6 +726,15 @@ class Repository:
                RETURNING *""",
             ids,
             int(reason),
+        )
+        await conn.execute(
+            """INSERT INTO tombstone_footprints (tombstone_id, hdu, xyz, cells)
+               SELECT t.tombstone_id, f.hdu, f.xyz, f.cells
+               FROM tombstones t
+               JOIN images i ON i.owner_id = t.owner_id AND i.fits_hash = t.fits_hash
+               JOIN footprints f ON f.content_id = i.content_id
+               WHERE t.tombstone_id = ANY($1::bigint[])""",
+            [r["tombstone_id"] for r in rows],
         )
         await conn.execute(
             """UPDATE obs SET sel_kind = $2, sel_value = '', sel_image_id = NULL, updated_at = now()
