@@ -21,7 +21,8 @@ async def _tombstones(
 
 
 async def _delete(catalog: Harness, owner: str, fits_hash: str) -> None:
-    await catalog.call("DeleteImage", catalog_pb2.DeleteImageRequest(caller=caller(owner), fits_hash=fits_hash))
+    request = catalog_pb2.DeleteImageRequest(caller=caller(owner), fits_hash=fits_hash)
+    await catalog.call("DeleteImage", request)
 
 
 async def test_a_tombstone_shows_only_where_the_image_would_fit(catalog: Harness) -> None:
