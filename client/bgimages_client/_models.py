@@ -21,7 +21,8 @@ class Image:
     filter: str
     owner_id: str
     owned_by_caller: bool
-    size_bytes: int
+    file_bytes: int  # the file as uploaded
+    stored_bytes: int  # everything stored for it (file, mosaic, HiPS, preview)
     hips_order: int
     footprints: list[Footprint]
     run_ids: list[str]
@@ -43,7 +44,8 @@ class Image:
             filter=data.get("filter", ""),
             owner_id=data.get("owner_id", ""),
             owned_by_caller=bool(data.get("owned_by_caller", False)),
-            size_bytes=int(data.get("size_bytes", 0)),
+            file_bytes=int(data.get("file_bytes", 0)),
+            stored_bytes=int(data.get("stored_bytes", 0)),
             hips_order=int(data.get("hips_order", 0)),
             footprints=[
                 Footprint(

@@ -133,7 +133,8 @@ class ImageView:
     file_name: str
     filter: str
     object_name: str
-    size_bytes: int
+    file_bytes: int  # the file as uploaded
+    stored_bytes: int  # everything stored for its content
     footprints: tuple[FootprintOut, ...]
     hips_order: int
     cut_low: float

@@ -48,7 +48,7 @@ LISTABLE = """(i.owner_id = $1 OR EXISTS (
 
 IMAGE_COLUMNS = """
     i.image_id, i.fits_hash, i.owner_id, i.file_name, i.filter, i.object_name,
-    c.stored_bytes, c.hips_order, c.cut_low, c.cut_high, i.created_at, i.last_used_at,
+    c.file_bytes, c.stored_bytes, c.hips_order, c.cut_low, c.cut_high, i.created_at, i.last_used_at,
     c.fits_key, c.preview_key, c.hips_prefix, c.content_id,
     ARRAY(SELECT ir2.run_id FROM image_runs ir2
           WHERE ir2.image_id = i.image_id ORDER BY ir2.run_id) AS run_ids,
@@ -157,7 +157,8 @@ def image_view(row: Mapping[str, Any], user_id: str) -> ImageView:
         file_name=row["file_name"],
         filter=row["filter"],
         object_name=row["object_name"],
-        size_bytes=row["stored_bytes"],
+        file_bytes=row["file_bytes"],
+        stored_bytes=row["stored_bytes"],
         footprints=tuple(
             FootprintOut(
                 hdu=hdu,
@@ -555,13 +556,14 @@ class Repository:
         content_id: int | None,
         ttl_s: int,
         staging_key: str = "",
+        file_bytes: int = 0,
     ) -> uuid.UUID:
         lease_id = uuid.uuid4()
         await conn.execute(
             """INSERT INTO upload_leases (lease_id, fits_hash, owner_id, ob_id, run_id, generation, prefix,
-                                        content_id, reuse, expires_at, staging_key)
+                                        content_id, reuse, expires_at, staging_key, file_bytes)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::bigint, $8::bigint IS NOT NULL,
-                       now() + make_interval(secs => $9), nullif($10, ''))""",
+                       now() + make_interval(secs => $9), nullif($10, ''), $11)""",
             lease_id,
             fits_hash,
             owner_id,
@@ -572,6 +574,7 @@ class Repository:
             content_id,
             float(ttl_s),
             staging_key,
+            file_bytes,
         )
         return lease_id
 
@@ -615,12 +618,13 @@ class Repository:
         cut_low: float,
         cut_high: float,
         stored_bytes: int,
+        file_bytes: int,
     ) -> int | None:
         """Inserts a content row; None when one exists for fits_hash already."""
         content_id: int | None = await conn.fetchval(
             """INSERT INTO contents (fits_hash, generation, prefix, fits_key, preview_key, hips_prefix,
-                                     hips_order, cut_low, cut_high, stored_bytes, last_used_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, clock_timestamp())
+                                     hips_order, cut_low, cut_high, stored_bytes, file_bytes, last_used_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, clock_timestamp())
                ON CONFLICT (fits_hash) DO NOTHING RETURNING content_id""",
             fits_hash,
             generation,
@@ -632,6 +636,7 @@ class Repository:
             cut_low,
             cut_high,
             stored_bytes,
+            file_bytes,
         )
         return content_id
 

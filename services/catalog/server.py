@@ -83,7 +83,8 @@ def image_pb(i: ImageView) -> catalog_pb2.Image:
         file_name=i.file_name,
         filter=i.filter,
         object_name=i.object_name,
-        size_bytes=i.size_bytes,
+        file_bytes=i.file_bytes,
+        stored_bytes=i.stored_bytes,
         footprints=[
             catalog_pb2.Footprint(
                 hdu=f.hdu,

@@ -112,6 +112,7 @@ class Uploads:
                     content_id=content["content_id"],
                     ttl_s=self.lease_ttl_s,
                     staging_key=staging_key,
+                    file_bytes=size_bytes,
                 )
                 existing = await self.repo.own_image(conn, caller.user_id, fits_hash)
                 return Begun(
@@ -135,6 +136,7 @@ class Uploads:
                 content_id=None,
                 ttl_s=self.lease_ttl_s,
                 staging_key=staging_key,
+                file_bytes=size_bytes,
             )
             return Begun(Action.PROCESS, str(lease), prefix, generation, None, self.lease_ttl_s)
 
@@ -206,6 +208,7 @@ class Uploads:
                     cut_low=processed.cut_low,
                     cut_high=processed.cut_high,
                     stored_bytes=processed.stored_bytes,
+                    file_bytes=lease["file_bytes"],
                 )
                 if new_id is None:
                     # The same bytes were completed by another upload first:

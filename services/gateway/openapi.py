@@ -152,7 +152,11 @@ def _schemas() -> dict[str, Any]:
                 "filter": _STRING,
                 "owner_id": _STRING,
                 "owned_by_caller": {"type": "boolean"},
-                "size_bytes": {"type": "integer"},
+                "file_bytes": {"type": "integer", "description": "the file as uploaded (0: not recorded)"},
+                "stored_bytes": {
+                    "type": "integer",
+                    "description": "everything stored for it: the file, mosaic, HiPS and preview",
+                },
                 "hips_order": {"type": "integer"},
                 "pixel_cut": {"type": "array", "items": _NUMBER},
                 "footprints": {"type": "array", "items": _ref("Footprint")},

@@ -35,7 +35,8 @@ def image_json(image: catalog_pb2.Image) -> dict[str, Any]:
         "filter": image.filter,
         "owner_id": image.owner_id,
         "owned_by_caller": image.owned_by_caller,
-        "size_bytes": image.size_bytes,
+        "file_bytes": image.file_bytes,
+        "stored_bytes": image.stored_bytes,
         "hips_order": image.hips_order,
         "pixel_cut": [image.cut_low, image.cut_high],
         "footprints": [

@@ -53,7 +53,7 @@ async def test_culling_goes_strictly_by_last_use(small: Harness) -> None:
         images[label] = await small.upload(
             OWNER, obs[label], RUN, f"img-{label}", [square(50.0 + n, 0.0, 0.1)]
         )
-    sizes = {i.size_bytes for i in images.values()}
+    sizes = {i.stored_bytes for i in images.values()}
     assert len(sizes) == 1 and sizes.pop() == S
     usage = await small.call("GetUsage", catalog_pb2.GetUsageRequest())
     assert usage.used_bytes == 5 * S > usage.high_water_bytes  # over the high mark

@@ -25,7 +25,8 @@ async def test_upload_is_recorded_selected_and_listed(catalog: Harness) -> None:
         "/original.fits"
     )
     sizes = [info.size async for info in catalog.store.list("content/")]
-    assert image.size_bytes == sum(sizes)
+    assert image.stored_bytes == sum(sizes)
+    assert image.file_bytes == 1000  # the size BeginUpload was told: the file as uploaded
     assert len(image.footprints) == 1 and len(image.footprints[0].corners) == 4
 
     listing = await catalog.call(
@@ -48,7 +49,7 @@ async def test_upload_is_recorded_selected_and_listed(catalog: Harness) -> None:
     )
     assert got.fits_hash == image.fits_hash and got.owned_by_caller
     usage = await catalog.call("GetUsage", catalog_pb2.GetUsageRequest())
-    assert (usage.used_bytes, usage.image_count, usage.content_count) == (image.size_bytes, 1, 1)
+    assert (usage.used_bytes, usage.image_count, usage.content_count) == (image.stored_bytes, 1, 1)
     assert await catalog.scalar("SELECT count(*) FROM upload_leases") == 0
 
 
@@ -136,7 +137,7 @@ async def test_two_owners_share_one_stored_content(catalog: Harness) -> None:
     assert b.owner_id == other and b.fits_key == a.fits_key
     assert await catalog.keys() == keys_before  # nothing stored twice
     usage = await catalog.call("GetUsage", catalog_pb2.GetUsageRequest())
-    assert (usage.used_bytes, usage.image_count, usage.content_count) == (a.size_bytes, 2, 1)
+    assert (usage.used_bytes, usage.image_count, usage.content_count) == (a.stored_bytes, 2, 1)
 
     # The first owner deletes: the content stays for the other.
     await catalog.call(

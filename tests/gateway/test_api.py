@@ -73,6 +73,9 @@ async def test_upload_list_display_select_delete(
     assert image["run_ids"] == [run]
     assert image["footprints"] and len(image["footprints"][0]["corners"]) >= 4
     assert "fits_key" not in image and "hips_prefix" not in image  # store keys stay inside
+    # The file's own size, and apart from it all that is kept for it (mosaic, HiPS, preview too).
+    assert image["file_bytes"] == path.stat().st_size
+    assert image["stored_bytes"] > image["file_bytes"] and "size_bytes" not in image
 
     listing = await gateway.listing(http, ob, run, TARGET, owner)
     assert [i["fits_hash"] for i in listing["own"]] == [fits_hash]

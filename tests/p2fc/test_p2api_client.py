@@ -140,6 +140,8 @@ def test_upload_list_select_read_back_delete(gw: Suite, p2: P2StandIn, tmp_path:
     assert listing[first]["fits_hash"] == fits_hash
     assert listing[first]["owned_by_you"] is True
     assert listing[first]["selected"] is True
+    assert listing[first]["file_bytes"] == fits.stat().st_size
+    assert listing[first]["stored_bytes"] > listing[first]["file_bytes"]
 
     assert api.bkg_image_set_ob_info(OB_FLOW, "default")["bkg_image"] == "default"
     assert api.bkg_image_get_ob_info(OB_FLOW)["bkg_image"] == "default"

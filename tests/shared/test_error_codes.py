@@ -26,9 +26,8 @@ CONTRACT = [name for name in common_pb2.ErrorCode.keys() if name != "ERROR_CODE_
 def test_the_generated_catalogue_is_the_contracts(tmp_path: Path) -> None:
     # The committed generator, run on the compiled proto, writes what the services import.
     out = tmp_path / "codes.py"
-    subprocess.run(
-        [sys.executable, str(ROOT / "protos/gen_codes.py"), str(out)], check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}
-    )
+    generator = [sys.executable, str(ROOT / "protos/gen_codes.py"), str(out)]
+    subprocess.run(generator, check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
     assert out.read_text() == (ROOT / "bgimages/common/v1/codes.py").read_text(), "run make protos"
     assert [c.value for c in Code] == CONTRACT
     assert set(CATALOGUE) == set(Code)
