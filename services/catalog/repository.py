@@ -118,7 +118,8 @@ LISTING = f"""WITH {MY_RUNS},
             SELECT DISTINCT ON (t.fits_hash) t.fits_hash, t.owner_id, t.file_name, t.removed_at, t.reason
             FROM tombstones t
             WHERE t.owner_id = $1 AND t.removed_at >= $14 AND ctx.has_access
-              AND NOT EXISTS (SELECT 1 FROM images i WHERE i.owner_id = t.owner_id AND i.fits_hash = t.fits_hash)
+              AND NOT EXISTS (SELECT 1 FROM images i
+                              WHERE i.owner_id = t.owner_id AND i.fits_hash = t.fits_hash)
               AND {TOMBSTONE_HOLDS.format(keys="$3", x="$4", y="$5", z="$6")}
               AND ($8::bigint[] IS NULL OR {TOMBSTONE_HOLDS.format(keys="$8", x="$9", y="$10", z="$11")})
             ORDER BY t.fits_hash, t.removed_at DESC LIMIT 50) t) AS tombstones

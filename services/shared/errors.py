@@ -16,7 +16,16 @@ import grpc
 
 from bgimages.common.v1.codes import CATALOGUE, Code, CodeSpec
 
-__all__ = ["CATALOGUE", "Code", "CodeSpec", "DOMAIN", "RETRY_AFTER", "ServiceError", "http_status_of", "title_of"]
+__all__ = [
+    "CATALOGUE",
+    "DOMAIN",
+    "RETRY_AFTER",
+    "Code",
+    "CodeSpec",
+    "ServiceError",
+    "http_status_of",
+    "title_of",
+]
 
 DOMAIN = "bgimages.eso.org"
 # The detail a refusal for load carries (TOO_MANY_UPLOADS, BUSY): seconds to wait before
