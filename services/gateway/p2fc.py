@@ -313,7 +313,8 @@ def raw_query(request: web.Request) -> dict[str, str]:
     """The query as sent. p2api does not percent-encode its values, so a "+" in a
     token is a "+", not a space; encoded values are decoded all the same."""
     out: dict[str, str] = {}
-    for pair in request.query_string.split("&"):
+    # rel_url.raw_query_string, not query_string: aiohttp's decoded form has made "+" a space.
+    for pair in request.rel_url.raw_query_string.split("&"):
         key, _, value = pair.partition("=")
         if key and key not in out:
             out[unquote(key)] = unquote(value)

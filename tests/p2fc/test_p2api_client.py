@@ -31,11 +31,13 @@ from tests.p2fc.p2_standin import P2StandIn, Trap
 pytestmark = pytest.mark.e2e
 
 PI, PX, D1, D2, STRANGER = 70001, 70002, 70003, 70004, 70005
+# Tokens as p2 may issue them: base64 with "+", "/" and "=", a JWT with dots. p2api puts them
+# unencoded into the query of its GET and DELETE calls, so "+" must stay a "+".
 TOKENS = {
-    PI: "p2tok-pi-5b1f0c",
-    PX: "p2tok-px-77aa01",
-    D1: "p2tok-d1-93e2bb",
-    D2: "p2tok-d2-0c4d5e",
+    PI: "p2tok+pi/5b1f0c+w==",
+    PX: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3MDAwMiJ9.c2ln_bmF0dXJl-cHg",
+    D1: "p2tok+d1+93e2bb/Q=",
+    D2: "p2tok-d2-0c4d5e+",
     STRANGER: "p2tok-stranger-f00d",
 }
 R, X, S = 60925201, 60925301, 60925401
