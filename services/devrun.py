@@ -31,8 +31,6 @@ GRPC_SERVICES = {
     "processor": "bgimages.processor.v1.ProcessorService",
     "catalog": "bgimages.catalog.v1.CatalogService",
 }
-DEMO_RUN = "p2:60925201"  # p2 instance "p2", run id 60925201 (as p2 numbers runs)
-DEMO_USER = "p2:demo"
 DEV_JWT_KID = "dev"
 
 
@@ -225,19 +223,7 @@ class Suite:
 
     def token(self, user: str, scope: str = "", ttl: int = 12 * 3600, **claims: Any) -> str:
         """A JWT for `user` signed with the suite's development key."""
-        import jwt
-
-        payload: dict[str, Any] = {
-            "sub": user,
-            "iss": self.env.get("JWT_ISSUER", "https://www.eso.org/p2"),
-            "aud": self.env.get("JWT_AUDIENCE", "bgimages"),
-            "iat": int(time.time()),
-            "exp": int(time.time()) + ttl,
-        }
-        if scope:
-            payload["scope"] = scope
-        payload.update(claims)
-        return jwt.encode(payload, self.jwt_secret, algorithm="HS256", headers={"kid": DEV_JWT_KID})
+        return mint_token(self.jwt_secret, self.env, user, scope, ttl, **claims)
 
     def set_run(self, run_id: str, owner_id: str, delegate_ids: list[str] | tuple[str, ...] = ()) -> None:
         """Pushes a run's owner and delegates to the catalog, as p2 does."""
@@ -250,6 +236,27 @@ class Suite:
                 metadata=(("x-service-token", self.env["SERVICE_TOKEN"]),),
                 timeout=10,
             )
+
+
+def mint_token(
+    secret: str, env: dict[str, str], user: str, scope: str = "", ttl: int = 12 * 3600, **claims: Any
+) -> str:
+    """A JWT for `user` signed with a development key (HS256, kid "dev"): what p2's
+    identity provider issues in production, minted here for local use only."""
+    import jwt
+
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "sub": user,
+        "iss": env.get("JWT_ISSUER", "https://www.eso.org/p2"),
+        "aud": env.get("JWT_AUDIENCE", "bgimages"),
+        "iat": now,
+        "exp": now + ttl,
+    }
+    if scope:
+        payload["scope"] = scope
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm="HS256", headers={"kid": DEV_JWT_KID})
 
 
 def write_sample(
@@ -302,11 +309,113 @@ def build_demo_survey(workdir: Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the suite locally on embedded defaults.")
-    parser.add_argument("--workdir", default="var", help="folder for the store, database and logs")
-    parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
-    args = parser.parse_args(argv)
+SECRETS_FILE = "dev-secrets.json"  # in the work folder: what `token` needs of the running suite
+
+
+def _secrets_path(workdir: Path) -> Path:
+    return workdir / SECRETS_FILE
+
+
+def write_secrets(workdir: Path, suite: Suite, p2_tokens: dict[str, str], sign_in_url: str) -> None:
+    """What `python -m services.devrun token` needs, readable by this user only."""
+    path = _secrets_path(workdir)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(
+        json.dumps(
+            {
+                "jwt_secret": suite.jwt_secret,
+                "jwt_issuer": suite.env.get("JWT_ISSUER", "https://www.eso.org/p2"),
+                "jwt_audience": suite.env.get("JWT_AUDIENCE", "bgimages"),
+                "gateway_url": suite.gateway_url,
+                "sign_in_url": sign_in_url,
+                "p2_tokens": p2_tokens,
+            }
+        )
+    )
+
+
+def token_for(workdir: Path, name: str, admin: bool = False, ttl: int = 12 * 3600) -> str:
+    """A development JWT for a demo user (or any `instance:id` subject) of the running suite."""
+    from services import devworld
+
+    path = _secrets_path(workdir)
+    if not path.exists():
+        raise SystemExit(f"no running suite's secrets in {path}: start it first with `make run`")
+    saved = json.loads(path.read_text())
+    user = devworld.BY_NAME.get(name)
+    if user is None and ":" not in name:
+        known = ", ".join(devworld.BY_NAME)
+        raise SystemExit(f"unknown demo user {name!r}: one of {known} (or a subject such as p2:52052)")
+    env = {"JWT_ISSUER": saved["jwt_issuer"], "JWT_AUDIENCE": saved["jwt_audience"]}
+    subject = user.subject if user else name
+    return mint_token(saved["jwt_secret"], env, subject, "bgimages:admin" if admin else "", ttl)
+
+
+def page_link(gateway_url: str, token: str, ob: Any) -> str:
+    """The gateway's page for one OB, signed in (the page reads its context from the fragment)."""
+    from urllib.parse import urlencode
+
+    context: dict[str, Any] = {"token": token, "ob": ob.ob_id, "run": ob.run.catalog_id}
+    context.update(ra=ob.target[0], dec=ob.target[1])
+    if ob.boa:
+        context.update(boa_ra=ob.boa[0], boa_dec=ob.boa[1])
+    return f"{gateway_url}/#{urlencode(context)}"
+
+
+class SignIn:
+    """The development sign-in: a page on loopback listing the demo users and, for each,
+    the OBs of their runs as links to the gateway's page with a fresh token. It stands for
+    p2's single sign-on; the gateway only links to it (SIGN_IN_URL)."""
+
+    def __init__(self, suite: Suite, port: int = 0) -> None:
+        from aiohttp import web
+
+        from services.devp2 import LoopThread
+
+        self.suite = suite
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        self.server = LoopThread(app, port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}/"
+
+    async def _page(self, request: Any) -> Any:
+        from html import escape
+
+        from aiohttp import web
+
+        from services import devworld
+
+        rows = []
+        for user in devworld.USERS:
+            token = self.suite.token(user.subject)
+            runs = [r for r in devworld.RUNS if user.name == r.pi or user.name in r.delegates]
+            links = [
+                f'<a href="{escape(page_link(self.suite.gateway_url, token, ob))}">'
+                f"OB {ob.ob_id} {escape(ob.name)}</a>"
+                for ob in devworld.OBS
+                if ob.run in runs
+            ]
+            rows.append(
+                f"<li><b>{escape(user.first)} {escape(user.last)}</b> ({escape(user.name)}, "
+                f"{escape(user.role)}): {' &middot; '.join(links) or 'no OBs'}</li>"
+            )
+        body = (
+            "<!doctype html><meta charset=utf-8><title>Development sign-in</title>"
+            "<style>body{font:15px system-ui;margin:2em;max-width:60em}li{margin:.6em 0}</style>"
+            "<h1>Development sign-in</h1><p>Local demo only: pick a user and one of their OBs.</p>"
+            f"<ul>{''.join(rows)}</ul>"
+        )
+        return web.Response(text=body, content_type="text/html")
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from services import devworld
+    from services.devp2 import DevP2
+
     workdir = Path(args.workdir).resolve()
     env: dict[str, str] = {}
     if not os.environ.get("DATABASE_URL"):
@@ -329,28 +438,40 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if os.environ.get(key):
             suite.env[key] = os.environ[key]
+    # The development p2 serves the demo world; the p2api face may contact it only.
+    p2 = DevP2(port=args.p2_port)
+    p2_tokens = devworld.p2_tokens()
+    devworld.load_p2(p2, p2_tokens)
+    p2.start()
+    suite.env["P2_API_BASES"] = f"{devworld.INSTANCE}={p2.url}"
+    sign_in = SignIn(suite, args.sign_in_port)
+    suite.env["SIGN_IN_URL"] = sign_in.url
+    files = devworld.write_files(workdir / "demo")
     print(f"Starting the suite (logs in {workdir}/*.log) ...", flush=True)
     suite.start()
-    suite.set_run(DEMO_RUN, DEMO_USER)
-    sample = write_sample(workdir / "sample.fits")
-    token = suite.token(DEMO_USER)
-    admin = suite.token(DEMO_USER, scope="bgimages:admin")
+    sign_in.server.start()
+    for run in devworld.RUNS:
+        delegates = [devworld.BY_NAME[d].subject for d in run.delegates]
+        suite.set_run(run.catalog_id, devworld.BY_NAME[run.pi].subject, delegates)
+    write_secrets(workdir, suite, p2_tokens, sign_in.url)
+    bob = suite.token(devworld.BY_NAME["bob"].subject)
     print(
         f"""
 The suite is up.
-  Gateway:            {suite.gateway_url}/   (the Background-image page)
-  Demo user / run:    {DEMO_USER} / {DEMO_RUN}
-  Development token:  {token}
-  Admin token:        {admin}
+  Gateway:            {suite.gateway_url}/   (the "Select background image" page)
+  Sign in (demo):     {sign_in.url}
+  Development p2:     {p2.url}   (login {p2.login_url})
 
-Upload the sample image (target inside it) for OB 1001:
-  curl -sS -H 'Authorization: Bearer {token}' \\
-    -F 'file=@{sample}' -F 'run_id={DEMO_RUN}' -F target_ra=150.0 -F target_dec=2.0 \\
-    {suite.gateway_url}/api/v1/obs/1001/background-images
+{devworld.describe(p2_tokens)}
 
-List what fits OB 1001:
-  curl -sS -H 'Authorization: Bearer {token}' \\
-    '{suite.gateway_url}/api/v1/obs/1001/background-images?run_id={DEMO_RUN}&target_ra=150&target_dec=2'
+  Demo files:         {files["sample"]}, {files["nofilter"]}, {files["pawprint"]}
+  A token for a demo user (the gateway's native API, 12 h):
+    python -m services.devrun token --user bob [--admin]
+
+Upload the sample image for OB 1001 as bob:
+  curl -sS -H 'Authorization: Bearer {bob}' \\
+    -F 'file=@{files["sample"]}' -F 'run_id={devworld.RUN_A.catalog_id}' \\
+    -F target_ra=150.0 -F target_dec=2.0 {suite.gateway_url}/api/v1/obs/1001/background-images
 
 Ctrl-C stops everything.""",
         flush=True,
@@ -369,7 +490,36 @@ Ctrl-C stops everything.""",
     finally:
         print("Stopping ...", flush=True)
         suite.stop()
+        sign_in.server.stop()
+        p2.stop()
+        _secrets_path(workdir).unlink(missing_ok=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Run the suite locally on embedded defaults, with a demo world."
+    )
+    parser.add_argument(
+        "--workdir", default="var", help="folder for the store, database, logs and demo files"
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="start the suite (the default)")
+    for p in (parser, run):
+        p.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+        p.add_argument("--p2-port", type=int, default=int(os.environ.get("DEV_P2_PORT", "8091")))
+        p.add_argument("--sign-in-port", type=int, default=int(os.environ.get("DEV_SIGN_IN_PORT", "8092")))
+    tok = sub.add_parser("token", help="print a development token for a demo user of the running suite")
+    tok.add_argument(
+        "--user", required=True, help="a demo user's name (bob, alice, ...) or a subject (p2:52052)"
+    )
+    tok.add_argument("--admin", action="store_true", help="with the bgimages:admin scope")
+    tok.add_argument("--ttl", type=int, default=12 * 3600, help="seconds the token lives")
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        print(token_for(Path(args.workdir).resolve(), args.user, args.admin, args.ttl))
+        return 0
+    return _launch(args)
 
 
 if __name__ == "__main__":
