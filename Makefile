@@ -6,24 +6,35 @@ BIN := $(VENV)/bin
 PROTO_SRC := $(shell find protos -name '*.proto')
 PROTO_STAMP := bgimages/.generated
 
-.PHONY: setup protos run test lint bench k8s-check clean system-deps
+.PHONY: setup run-setup protos run test lint bench k8s-check clean system-deps system-deps-run
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+# What running needs (`make run`): the runtime packages, the protobuf generator and the client.
+$(VENV)/.installed-run: requirements.txt requirements-build.txt client/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt -r requirements-build.txt -e ./client
+	touch $@
+
+# What the tests, lint and benchmarks add (`make test`, `make lint`, `make bench`).
+$(VENV)/.installed: requirements-dev.txt $(VENV)/.installed-run
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-# Debian packages the suite runs: SWarp (mosaics); Hipsgen (reference tool), Chromium (browser test),
-# PostgreSQL's initdb/pg_ctl (the fault suite's own server).
-system-deps:
+# Debian packages the suite runs: SWarp (mosaics), npm (Aladin Lite for the page).
+system-deps-run:
 	@command -v SWarp >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q swarp)
 	@command -v npm >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)
+
+# ... and those the tests add: Hipsgen (reference tool), Chromium (browser test), PostgreSQL's
+# initdb/pg_ctl (the fault suite's own server).
+system-deps: system-deps-run
 	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	@[ -f /usr/share/java/aladin.jar ] || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q aladin)
 	@compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
+
+run-setup: system-deps-run $(VENV)/.installed-run protos node_modules/.installed
 
 setup: system-deps $(VENV)/.installed protos node_modules/.installed
 
@@ -34,7 +45,7 @@ node_modules/.installed: package.json package-lock.json
 
 protos: $(PROTO_STAMP)
 
-$(PROTO_STAMP): $(PROTO_SRC) protos/gen_codes.py | $(VENV)/.installed
+$(PROTO_STAMP): $(PROTO_SRC) protos/gen_codes.py | $(VENV)/.installed-run
 	rm -rf bgimages
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
 		--mypy_out=. --mypy_grpc_out=. $(PROTO_SRC)
@@ -42,7 +53,7 @@ $(PROTO_STAMP): $(PROTO_SRC) protos/gen_codes.py | $(VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(BIN)/python protos/gen_codes.py bgimages/common/v1/codes.py
 	touch $@
 
-run: setup
+run: run-setup
 	$(BIN)/python -m services.devrun
 
 test: setup

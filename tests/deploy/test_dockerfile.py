@@ -147,10 +147,10 @@ def test_protobuf_code_is_generated_inside_like_make_protos() -> None:
     assert "find protos -name '*.proto'" in runs[0]
     assert any(a.startswith("protos/") for a in STAGES["build"].all("COPY"))
     assert any("--from=build /src/bgimages/" in a for a in STAGES["runtime"].all("COPY"))
-    # The generator's pin comes from requirements-dev.txt, so the image generates what `make protos` does.
+    # The generator's pin comes from requirements-build.txt, so the image generates what `make protos` does.
     pins = [
         ln
-        for ln in (REPO / "requirements-dev.txt").read_text().splitlines()
+        for ln in (REPO / "requirements-build.txt").read_text().splitlines()
         if re.match(r"^grpcio-tools==", ln)
     ]
     assert len(pins) == 1
