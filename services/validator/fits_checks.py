@@ -18,9 +18,9 @@ from typing import IO, Any
 import numpy as np
 
 from services.shared.errors import ServiceError
+from services.shared.fits_header import FitsProblem, HduHeader, Limits, walk
 from services.shared.store import ObjectStore
 from services.validator import filters, footprint
-from services.validator.fits_reader import FitsProblem, HduHeader, Limits, walk
 from services.validator.footprint import Sky, SkyFootprint, WcsProblem
 from services.validator.report import HduResult, Problem, Report
 

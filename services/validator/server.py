@@ -13,11 +13,11 @@ from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.shared.admission import Admission
 from services.shared.errors import ServiceError
 from services.shared.failpoints import failpoint
+from services.shared.fits_header import Limits
 from services.shared.grpc_edge import GrpcServer, servicer_errors
 from services.shared.settings import ValidatorSettings
 from services.shared.store import check_key
 from services.validator.fits_checks import Target, check_position, validate_object
-from services.validator.fits_reader import Limits
 
 log = logging.getLogger(__name__)
 
