@@ -31,13 +31,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.shared.fits_header import CARD, CARDS_PER_BLOCK, FitsProblem, Limits, walk_seekable
+
 if TYPE_CHECKING:
     from astropy.io import fits
 
-# Only the standard library at module level: numpy, astropy and gRPC (for the
-# error type) are imported where they are used, so the command-line mosaic
-# starts SWarp within a few tens of milliseconds and reads the headers while
-# SWarp runs.
+# Only the standard library (and the shared header reader, itself standard library
+# only) at module level: numpy, astropy and gRPC (for the error type) are imported
+# where they are used, so the command-line mosaic starts SWarp within a few tens of
+# milliseconds and reads the headers while SWarp runs.
 
 
 def _failed(message: str) -> Exception:
@@ -350,49 +352,37 @@ class HduLayout:
     sip: bool
 
 
+# The layout scan gives up on a header longer than this (the astropy path reads it then).
+LAYOUT_MAX_HEADER_BLOCKS = 1000
+
+
 def scan_layout(path: Path, max_hdus: int = 1000) -> list[HduLayout] | None:
-    """The HDUs of a FITS file from its raw headers, without astropy (fast);
-    None when anything looks unusual (the astropy path handles it then)."""
-    size = path.stat().st_size
-    out: list[HduLayout] = []
-    offset = 0
+    """The HDUs of a FITS file from its raw headers, without astropy (fast), read by the
+    header reader the validator accepted the file with; None when anything looks unusual
+    (the astropy path handles it then)."""
+    limits = Limits(max_hdus=max_hdus, max_header_cards=LAYOUT_MAX_HEADER_BLOCKS * CARDS_PER_BLOCK)
     try:
         with open(path, "rb") as f:
-            while offset < size and len(out) < max_hdus:
-                f.seek(offset)
-                cards: dict[str, str] = {}
-                header_len = 0
-                ended = False
-                while not ended:
-                    block = f.read(2880)
-                    if len(block) < 2880:
-                        return None
-                    header_len += 2880
-                    for i in range(0, 2880, 80):
-                        card = block[i : i + 80].decode("ascii")
-                        key = card[:8].strip()
-                        if key == "END":
-                            ended = True
-                            break
-                        if card[8:10] == "= ":
-                            cards.setdefault(key, card[10:].split("/")[0].strip().strip("'").strip())
-                    if header_len > 2880 * 1000:
-                        return None
-                first = "SIMPLE" if not out else "XTENSION"
-                if first not in cards:
-                    return None
-                bitpix = abs(int(cards["BITPIX"]))
-                naxis = tuple(int(cards[f"NAXIS{k}"]) for k in range(1, int(cards["NAXIS"]) + 1))
-                pcount, gcount = int(cards.get("PCOUNT", "0")), int(cards.get("GCOUNT", "1"))
-                count = math.prod(naxis) if naxis else 0
-                data = bitpix // 8 * gcount * (pcount + count)
-                is_image = not out or cards.get("XTENSION") == "IMAGE"
-                compressed = cards.get("ZIMAGE") == "T"
-                out.append(HduLayout(len(out), naxis if is_image else (), compressed, "A_ORDER" in cards))
-                offset += header_len + -(-data // 2880) * 2880
-    except (ValueError, KeyError, UnicodeDecodeError, OSError):
+            scan = walk_seekable(f, limits)
+    except (FitsProblem, OSError):
         return None
-    return out
+    if scan.trailing_bytes:
+        return None
+    return [
+        HduLayout(
+            hdu.index,
+            tuple(hdu.axes) if hdu.index == 0 or hdu.xtension == "IMAGE" else (),
+            hdu.header.get("ZIMAGE") is True,
+            _declares_sip(hdu.header.wcs_cards),
+        )
+        for hdu in scan.hdus
+    ]
+
+
+def _declares_sip(wcs_cards: str) -> bool:
+    """Whether the primary WCS has an A_ORDER card: from the cards the walk already picked out,
+    faster than indexing the whole header for one keyword."""
+    return any(wcs_cards.startswith("A_ORDER ", i) for i in range(0, len(wcs_cards), CARD))
 
 
 def finish(out: Path, weight: Path, cards: list[tuple[str, object, str]], history: str) -> float:

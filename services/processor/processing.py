@@ -29,7 +29,7 @@ from services.processor.observation import Observation
 from services.shared.errors import ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.settings import ProcessorSettings
-from services.shared.store import ObjectStore
+from services.shared.store import ObjectStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,7 +108,7 @@ class StoreSink:
 
     def put(self, path: str, data: bytes | bytearray, content_type: str) -> None:
         if self.failed is not None:
-            raise ServiceError("STORE_UNAVAILABLE", f"could not store HiPS files: {self.failed}")
+            raise StoreUnavailable(f"could not store HiPS files: {self.failed}")
         self._slots.acquire()
         payload = bytes(data)
         future = asyncio.run_coroutine_threadsafe(
@@ -141,7 +141,7 @@ class StoreSink:
         """Blocks until every write has finished; raises the first failure."""
         self.drain()
         if self.failed is not None:
-            raise ServiceError("STORE_UNAVAILABLE", f"could not store HiPS files: {self.failed}")
+            raise StoreUnavailable(f"could not store HiPS files: {self.failed}")
 
 
 class Processor:
@@ -202,9 +202,9 @@ class Processor:
         upload = workdir / "upload"
         try:
             await _settled(self.store.download(job.source_key, upload))
+        except StoreUnavailable:
+            raise
         except ServiceError as err:
-            if err.code == "STORE_UNAVAILABLE":
-                raise
             raise ServiceError("PROCESSING_FAILED", f"cannot read the upload: {err.message}") from err
         original_key = prefix + ORIGINAL
         stored = await _settled(self.store.put_file(original_key, upload, "application/fits"))

@@ -3,8 +3,13 @@
 Keys are relative, slash-separated paths ("staging/<id>",
 "content/<hash>/g3/hips/Norder3/Dir0/Npix12.png"). Both implementations are
 asyncio-facing; blocking work runs in threads. `open_reader` returns a
-synchronous, seekable file object that reads by ranges, for code (astropy)
-that wants a file.
+synchronous, seekable file object that reads by ranges, for code (astropy,
+the validator's header walk) that wants a file.
+
+Every failure of the store itself is a `StoreError`: `ObjectMissing`
+(NOT_FOUND) or `StoreUnavailable` (STORE_UNAVAILABLE), raised alike by both
+implementations and by their readers, so callers never look at the client
+library's exceptions.
 """
 
 from __future__ import annotations
@@ -45,6 +50,26 @@ class ObjectInfo:
     modified: float  # seconds since the epoch
 
 
+class StoreError(ServiceError):
+    """A failure of the object store (not of the request): the base of the store's errors."""
+
+
+class ObjectMissing(StoreError):
+    """No object under the key (NOT_FOUND)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("NOT_FOUND", f"no object {key!r}")
+        self.key = key
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or refused the operation (STORE_UNAVAILABLE). The message
+    says only what failed: the OS's or the network's text goes to the log (`unavailable`)."""
+
+    def __init__(self, message: str = "the object store is unavailable") -> None:
+        super().__init__("STORE_UNAVAILABLE", message)
+
+
 class ObjectStore(Protocol):
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], content_type: str = ...) -> int: ...
     async def put_bytes(self, key: str, data: bytes, content_type: str = ...) -> None: ...
@@ -57,20 +82,16 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> None: ...
     async def delete_prefix(self, prefix: str) -> tuple[int, int]: ...
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]: ...
-    def open_reader(self, key: str) -> IO[bytes]: ...
+    def open_reader(self, key: str, block: int = ...) -> IO[bytes]: ...
     async def ping(self) -> bool: ...
     async def remove_abandoned_writes(self, older_than_s: float) -> tuple[int, int]: ...
 
 
-def _not_found(key: str) -> ServiceError:
-    return ServiceError("NOT_FOUND", f"no object {key!r}")
-
-
-def unavailable(action: str, key: str, exc: BaseException) -> ServiceError:
+def unavailable(action: str, key: str, exc: BaseException) -> StoreUnavailable:
     """STORE_UNAVAILABLE for an OS or network error. Its text (an errno, a host) goes to
     the log for the SRE; the error carries only what failed, so no caller can show it."""
     log.warning("object store: could not %s %r: %s: %s", action, key, type(exc).__name__, exc)
-    return ServiceError("STORE_UNAVAILABLE", f"the object store could not {action} an object")
+    return StoreUnavailable(f"the object store could not {action} an object")
 
 
 @contextlib.contextmanager
@@ -188,7 +209,7 @@ class LocalStore:
         try:
             return await asyncio.to_thread(self._path(key).read_bytes)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise _not_found(key) from None
+            raise ObjectMissing(key) from None
         except OSError as exc:
             raise unavailable("read", key, exc) from None
 
@@ -201,7 +222,7 @@ class LocalStore:
         try:
             return await asyncio.to_thread(read)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise _not_found(key) from None
+            raise ObjectMissing(key) from None
         except OSError as exc:
             raise unavailable("read", key, exc) from None
 
@@ -209,7 +230,7 @@ class LocalStore:
         try:
             f = open(self._path(key), "rb")  # noqa: SIM115 - closed below
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise _not_found(key) from None
+            raise ObjectMissing(key) from None
         except OSError as exc:
             raise unavailable("read", key, exc) from None
         try:
@@ -226,7 +247,7 @@ class LocalStore:
         try:
             await asyncio.to_thread(shutil.copyfile, self._path(key), path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise _not_found(key) from None
+            raise ObjectMissing(key) from None
         except OSError as exc:
             raise unavailable("read", key, exc) from None
 
@@ -294,11 +315,12 @@ class LocalStore:
         for info in infos:
             yield info
 
-    def open_reader(self, key: str) -> IO[bytes]:
+    def open_reader(self, key: str, block: int = 1 << 20) -> IO[bytes]:
+        """The object's file (`block` is for ranged stores: a local read costs no request)."""
         try:
-            return open(self._path(key), "rb")
+            return io.BufferedReader(_LocalFile(self._path(key), key))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise _not_found(key) from None
+            raise ObjectMissing(key) from None
         except OSError as exc:
             raise unavailable("read", key, exc) from None
 
@@ -320,6 +342,26 @@ class LocalStore:
             return files, size
 
         return await asyncio.to_thread(remove)
+
+
+class _LocalFile(io.FileIO):
+    """An object's file, read-only; a read or seek that fails is StoreUnavailable, as on S3."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        super().__init__(path, "r")
+        self._key = key
+
+    def readinto(self, b: Any) -> int:
+        with _os_errors("read", self._key):
+            return super().readinto(b)
+
+    def readall(self) -> bytes:
+        with _os_errors("read", self._key):
+            return super().readall()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with _os_errors("read", self._key):
+            return super().seek(offset, whence)
 
 
 class _QueueReader(io.RawIOBase):
@@ -373,8 +415,29 @@ class _QueueReader(io.RawIOBase):
         return bytes(out)
 
 
-class RangeReader(io.RawIOBase):
-    """A seekable file object over an S3 object, reading by ranged GETs."""
+def _s3_error(exc: BaseException, key: str, action: str = "read") -> ServiceError:
+    """The store's error for what minio (or urllib3 under it) raised; ours pass through."""
+    from minio.error import S3Error
+
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, S3Error) and exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+        return ObjectMissing(key)
+    return unavailable(action, key, exc)
+
+
+def _get(client: Any, bucket: str, key: str, offset: int, length: int) -> bytes:
+    """One (ranged) GET of an object's bytes; length 0 reads to the end."""
+    resp = client.get_object(bucket, key, offset=offset, length=length)
+    try:
+        return bytes(resp.read())
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+class _RangeReader(io.RawIOBase):
+    """A seekable file object over an S3 object, reading by ranged GETs (failures: StoreError)."""
 
     def __init__(self, client: Any, bucket: str, key: str, size: int, block: int = 1 << 20) -> None:
         self._client, self._bucket, self._key = client, bucket, key
@@ -396,12 +459,10 @@ class RangeReader(io.RawIOBase):
         return self._pos
 
     def _fetch(self, offset: int, length: int) -> bytes:
-        resp = self._client.get_object(self._bucket, self._key, offset=offset, length=length)
         try:
-            return bytes(resp.read())
-        finally:
-            resp.close()
-            resp.release_conn()
+            return _get(self._client, self._bucket, self._key, offset, length)
+        except Exception as exc:
+            raise _s3_error(exc, self._key) from None
 
     def read(self, size: int = -1) -> bytes:
         if self._pos >= self._size:
@@ -453,15 +514,6 @@ class S3Store:
             with contextlib.suppress(Exception):
                 self.client.make_bucket(self.bucket)
 
-    def _err(self, exc: BaseException, key: str, action: str = "read") -> ServiceError:
-        from minio.error import S3Error
-
-        if isinstance(exc, ServiceError):
-            return exc
-        if isinstance(exc, S3Error) and exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-            return _not_found(key)
-        return unavailable(action, key, exc)
-
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], content_type: str = "application/octet-stream"
     ) -> int:
@@ -484,8 +536,8 @@ class S3Store:
         def failure() -> ServiceError:
             exc = upload.exception() if not upload.cancelled() else None
             if exc is None:
-                return ServiceError("STORE_UNAVAILABLE", "the object store could not write an object")
-            return self._err(exc, key, "write")
+                return StoreUnavailable("the object store could not write an object")
+            return _s3_error(exc, key, "write")
 
         async def feed(item: bytes | None) -> None:
             while True:
@@ -513,7 +565,7 @@ class S3Store:
             q.put(None)
             with contextlib.suppress(BaseException):
                 await upload
-            with contextlib.suppress(ServiceError):  # the store is down: the sweep removes it
+            with contextlib.suppress(StoreError):  # the store is down: the sweep removes it
                 await self.delete(key)
             raise
         return total
@@ -526,7 +578,7 @@ class S3Store:
         try:
             self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type)
         except Exception as exc:
-            raise self._err(exc, key, "write") from None
+            raise _s3_error(exc, key, "write") from None
 
     async def put_file(
         self, key: str, path: str | Path, content_type: str = "application/octet-stream"
@@ -537,7 +589,7 @@ class S3Store:
                 self.client.fput_object, self.bucket, key, str(path), content_type, part_size=self.PART_SIZE
             )
         except Exception as exc:
-            raise self._err(exc, key, "write") from None
+            raise _s3_error(exc, key, "write") from None
         return os.path.getsize(path)
 
     async def get_bytes(self, key: str) -> bytes:
@@ -545,32 +597,23 @@ class S3Store:
 
     async def get_range(self, key: str, offset: int, length: int) -> bytes:
         check_key(key)
-
-        def read() -> bytes:
-            resp = self.client.get_object(self.bucket, key, offset=offset, length=length)
-            try:
-                return bytes(resp.read())
-            finally:
-                resp.close()
-                resp.release_conn()
-
         try:
-            return await asyncio.to_thread(read)
+            return await asyncio.to_thread(_get, self.client, self.bucket, key, offset, length)
         except Exception as exc:
-            raise self._err(exc, key) from None
+            raise _s3_error(exc, key) from None
 
     async def stream(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         check_key(key)
         try:
             resp = await asyncio.to_thread(self.client.get_object, self.bucket, key)
         except Exception as exc:
-            raise self._err(exc, key) from None
+            raise _s3_error(exc, key) from None
         try:
             while True:
                 try:
                     chunk = await asyncio.to_thread(resp.read, chunk_size)
                 except Exception as exc:
-                    raise self._err(exc, key) from None
+                    raise _s3_error(exc, key) from None
                 if not chunk:
                     break
                 yield chunk
@@ -583,15 +626,15 @@ class S3Store:
         try:
             await asyncio.to_thread(self.client.fget_object, self.bucket, key, str(path))
         except Exception as exc:
-            raise self._err(exc, key) from None
+            raise _s3_error(exc, key) from None
 
     async def stat(self, key: str) -> ObjectInfo | None:
         check_key(key)
         try:
             st = await asyncio.to_thread(self.client.stat_object, self.bucket, key)
         except Exception as exc:
-            err = self._err(exc, key)
-            if err.code == "NOT_FOUND":
+            err = _s3_error(exc, key)
+            if isinstance(err, ObjectMissing):
                 return None
             raise err from None
         modified = st.last_modified.timestamp() if st.last_modified else time.time()
@@ -602,7 +645,7 @@ class S3Store:
         try:
             await asyncio.to_thread(self.client.remove_object, self.bucket, key)
         except Exception as exc:
-            raise self._err(exc, key, "remove") from None
+            raise _s3_error(exc, key, "remove") from None
 
     async def delete_prefix(self, prefix: str) -> tuple[int, int]:
         from minio.deleteobjects import DeleteObject
@@ -613,12 +656,12 @@ class S3Store:
             def remove() -> None:
                 errors = list(self.client.remove_objects(self.bucket, (DeleteObject(i.key) for i in infos)))
                 if errors:
-                    raise ServiceError("STORE_UNAVAILABLE", f"could not remove {len(errors)} objects")
+                    raise StoreUnavailable(f"could not remove {len(errors)} objects")
 
             try:
                 await asyncio.to_thread(remove)
             except Exception as exc:
-                raise self._err(exc, prefix, "remove") from None
+                raise _s3_error(exc, prefix, "remove") from None
         return len(infos), sum(i.size for i in infos)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
@@ -632,17 +675,20 @@ class S3Store:
         try:
             infos = await asyncio.to_thread(collect)
         except Exception as exc:
-            raise self._err(exc, prefix, "list") from None
+            raise _s3_error(exc, prefix, "list") from None
         for info in infos:
             yield info
 
-    def open_reader(self, key: str) -> IO[bytes]:
+    def open_reader(self, key: str, block: int = 1 << 20) -> IO[bytes]:
+        """Small reads fetch `block` bytes by one ranged GET (later reads inside it cost none);
+        a read of a block or more is fetched whole."""
         check_key(key)
         try:
             st = self.client.stat_object(self.bucket, key)
         except Exception as exc:
-            raise self._err(exc, key) from None
-        return io.BufferedReader(RangeReader(self.client, self.bucket, key, st.size or 0), 1 << 16)
+            raise _s3_error(exc, key) from None
+        raw = _RangeReader(self.client, self.bucket, key, st.size or 0, block)
+        return io.BufferedReader(raw, min(block, 1 << 16))
 
     async def ping(self) -> bool:
         try:
@@ -689,8 +735,11 @@ def open_store(settings: Any) -> LocalStore | S3Store:
 __all__ = [
     "LocalStore",
     "ObjectInfo",
+    "ObjectMissing",
     "ObjectStore",
     "S3Store",
+    "StoreError",
+    "StoreUnavailable",
     "can_write",
     "check_key",
     "open_store",

@@ -16,9 +16,9 @@ import sys
 
 from services.shared import logs, settings
 from services.shared.errors import ServiceError
+from services.shared.fits_header import Limits
 from services.shared.settings import ValidatorSettings
 from services.validator.fits_checks import Target, check_position, validate_path
-from services.validator.fits_reader import Limits
 
 log = logging.getLogger("services.validator")
 

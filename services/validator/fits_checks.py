@@ -9,7 +9,6 @@ wrong request raises (`ServiceError`).
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import re
 import warnings
@@ -19,9 +18,9 @@ from typing import IO, Any
 import numpy as np
 
 from services.shared.errors import ServiceError
-from services.shared.store import RangeReader, S3Store, check_key
+from services.shared.fits_header import FitsProblem, HduHeader, Limits, walk
+from services.shared.store import ObjectStore
 from services.validator import filters, footprint
-from services.validator.fits_reader import FitsProblem, HduHeader, Limits, walk
 from services.validator.footprint import Sky, SkyFootprint, WcsProblem
 from services.validator.report import HduResult, Problem, Report
 
@@ -508,37 +507,16 @@ def validate_path(
         return validate_file(f, where, bandpass, limits)
 
 
-def validate_object(
-    store: Any, key: str, where: Target, bandpass: str = "", limits: Limits | None = None
-) -> Report:
-    """Validates an object of the store (NOT_FOUND when there is none), reading it by ranges."""
-    try:
-        with open_ranged(store, key) as f:
-            return validate_file(f, where, bandpass, limits)
-    except ServiceError:
-        raise
-    except Exception as exc:
-        if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("minio", "urllib3"):
-            raise ServiceError("STORE_UNAVAILABLE", f"reading {key!r} failed: {type(exc).__name__}") from None
-        raise
-
-
+# The store reader's block for the header walk: a header and a bit. Its default (1 MB) suits
+# sequential reading; the walk jumps from header to header, so a smaller block saves most of the
+# transfer. Large reads (a compressed stream's chunks) go through whole either way.
 HEADER_FETCH = 64 << 10
 
 
-def open_ranged(store: Any, key: str) -> IO[bytes]:
-    """A seekable reader of the object whose small reads fetch 64 KB ranges (a header and a bit).
-
-    The store's own reader fetches 1 MB blocks, which suits sequential reading; the header walk
-    jumps from header to header, so a smaller block saves most of the transfer. Large reads
-    (a compressed stream's chunks) go through whole either way.
-    """
-    if isinstance(store, S3Store):
-        try:
-            size = store.client.stat_object(store.bucket, check_key(key)).size or 0
-        except Exception as exc:
-            raise store._err(exc, key) from None
-        raw = RangeReader(store.client, store.bucket, key, size, block=HEADER_FETCH)
-        return io.BufferedReader(raw, HEADER_FETCH)
-    reader: IO[bytes] = store.open_reader(key)
-    return reader
+def validate_object(
+    store: ObjectStore, key: str, where: Target, bandpass: str = "", limits: Limits | None = None
+) -> Report:
+    """Validates an object of the store, reading it by ranges. The store's errors (ObjectMissing,
+    StoreUnavailable) pass through: they are not findings about the file."""
+    with store.open_reader(key, block=HEADER_FETCH) as f:
+        return validate_file(f, where, bandpass, limits)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from astropy.wcs import WCS, Wcsprm
 
-from services.validator.fits_reader import parse_value
+from services.shared.fits_header import parse_value
 
 Sky = tuple[float, float]  # (ra, dec), ICRS degrees
 

@@ -13,11 +13,11 @@ from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.shared.admission import Admission
 from services.shared.errors import ServiceError
 from services.shared.failpoints import failpoint
+from services.shared.fits_header import Limits
 from services.shared.grpc_edge import GrpcServer, servicer_errors
 from services.shared.settings import ValidatorSettings
-from services.shared.store import check_key
+from services.shared.store import ObjectStore, check_key
 from services.validator.fits_checks import Target, check_position, validate_object
-from services.validator.fits_reader import Limits
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def target_of(request: validator_pb2.ValidateRequest) -> Target:
 class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
     def __init__(
         self,
-        store: Any,
+        store: ObjectStore,
         limits: Limits,
         max_concurrent: int = 4,
         max_queued: int = 16,

@@ -143,6 +143,24 @@ def test_raw_header_scan_agrees_with_astropy(tmp_path: Path) -> None:
     assert mosaic.scan_layout(truncated) is None
 
 
+def test_raw_header_scan_leaves_what_the_header_reader_refuses_to_astropy(tmp_path: Path) -> None:
+    """The scan reads with the validator's header reader: data cut short, junk after the last HDU or a
+    header FITS forbids send the mosaic down the astropy path instead of a layout guessed from it."""
+    path, _ = paw_print(tmp_path / "paw.fits", chip=64, sip=False)
+    data = path.read_bytes()
+    assert mosaic.scan_layout(path) is not None
+    naxis1 = b"NAXIS1  = " + b"64".rjust(20)
+    variants = {
+        "cut-in-data.fits": data[:-2880],
+        "junk-after.fits": data + b"\x00junk" * 500,
+        "naxis-lies.fits": data.replace(naxis1, b"NAXIS1  = " + b"99999".rjust(20), 1),
+    }
+    for name, content in variants.items():
+        assert content != data, name
+        (tmp_path / name).write_bytes(content)
+        assert mosaic.scan_layout(tmp_path / name) is None, name
+
+
 def test_plain_paw_print_is_read_in_place(tmp_path: Path) -> None:
     """The fast path (SWarp started on the file itself, headers read meanwhile) gives the same result."""
     path, stars = make_paw(tmp_path, sip=False)

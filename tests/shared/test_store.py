@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -11,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from services.shared.errors import ServiceError
-from services.shared.store import LocalStore, S3Store, can_write, check_key
+from services.shared.store import (
+    LocalStore,
+    ObjectMissing,
+    S3Store,
+    StoreError,
+    StoreUnavailable,
+    can_write,
+    check_key,
+)
 
 Store = LocalStore | S3Store
 
@@ -29,7 +38,7 @@ async def test_put_get_stat_delete(store: Store) -> None:
     assert info is not None and info.size == 11
     await store.delete("a/b/c.txt")
     assert await store.stat("a/b/c.txt") is None
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(ObjectMissing) as err:
         await store.get_bytes("a/b/c.txt")
     assert err.value.code == "NOT_FOUND"
 
@@ -77,6 +86,79 @@ async def test_ranged_reader_seeks(store: Store) -> None:
         assert f.read() == data[-5:]
 
 
+@pytest.mark.parametrize("block", [2880, 64 << 10, 1 << 20])
+async def test_ranged_reader_reads_the_same_whatever_its_block(store: Store, block: int) -> None:
+    """The reader's block (how much a small read fetches) changes what is fetched, never what is read."""
+    data = os.urandom(300_000)
+    await store.put_bytes("f.fits", data)
+    with store.open_reader("f.fits", block=block) as f:
+        # Across a block's edge, past the end of the object, and nothing.
+        for offset, length in [
+            (0, 80),
+            (2880, 2880 * 8),
+            (min(block, 200_000) - 7, 20),
+            (250_000, 100_000),
+            (5, 0),
+        ]:
+            f.seek(offset)
+            assert f.read(length) == data[offset : offset + length]
+            assert f.tell() == min(len(data), offset + length)
+        f.seek(1000)
+        assert f.read() == data[1000:]
+
+
+async def test_a_missing_object_is_object_missing_in_every_call(store: Store, tmp_path: Path) -> None:
+    async def stream() -> None:
+        async for _ in store.stream("staging/none"):
+            pass
+
+    calls = [
+        store.get_bytes("staging/none"),
+        store.get_range("staging/none", 0, 10),
+        store.download("staging/none", tmp_path / "out"),
+        stream(),
+    ]
+    for call in calls:
+        with pytest.raises(ObjectMissing) as err:
+            await call
+        assert err.value.code == "NOT_FOUND" and isinstance(err.value, StoreError)
+    with pytest.raises(ObjectMissing):
+        store.open_reader("staging/none")
+    assert await store.stat("staging/none") is None
+    await store.delete("staging/none")  # removing what is not there is no error
+
+
+async def test_an_object_removed_under_an_open_s3_reader_is_object_missing(s3_endpoint: str) -> None:
+    """The reader's ranged GETs raise the store's errors, not minio's."""
+    from tests.conftest import make_s3_store
+
+    store = make_s3_store(s3_endpoint)
+    await store.put_bytes("staging/k", os.urandom(100_000))
+    with store.open_reader("staging/k", block=4096) as f:
+        assert len(f.read(100)) == 100
+        await store.delete("staging/k")
+        f.seek(50_000)
+        with pytest.raises(ObjectMissing):
+            f.read(100)
+
+
+def test_a_local_read_that_fails_is_store_unavailable(tmp_path: Path) -> None:
+    """An OS error while reading (here: the descriptor closed under the reader) is STORE_UNAVAILABLE,
+    without the OS's text."""
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes_sync("staging/k", b"x" * 100_000)
+    f = store.open_reader("staging/k")
+    os.close(f.fileno())
+    try:
+        for read in (lambda: f.read(10), f.read, lambda: f.seek(5000)):
+            with pytest.raises(StoreUnavailable) as err:
+                read()
+            assert "Errno" not in err.value.message and str(tmp_path) not in err.value.message
+    finally:
+        with contextlib.suppress(OSError):
+            f.close()
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a//b", "a/../b", "", "a/./b", "sp ace"])
 def test_keys_cannot_leave_the_namespace(key: str) -> None:
     with pytest.raises(ServiceError) as err:
@@ -101,7 +183,7 @@ async def test_a_store_that_refuses_writes_says_store_unavailable(tmp_path: Path
             store.put_file("content/b/z.txt", tmp_path / "store" / "content" / "a" / "x.txt"),
             store.delete("content/a/x.txt"),
         ):
-            with pytest.raises(ServiceError) as err:
+            with pytest.raises(StoreUnavailable) as err:
                 await write
             assert err.value.code == "STORE_UNAVAILABLE"
             assert "Errno" not in err.value.message and str(tmp_path) not in err.value.message
@@ -119,7 +201,7 @@ async def test_an_s3_server_that_is_down_says_store_unavailable() -> None:
     store = S3Store(f"127.0.0.1:{free_port()}", "testing", "testing", "b-nobody", False, "us-east-1")
     # (minio retries for some seconds each: two calls, a write and a read)
     for call in (store.put_stream("staging/k", chunks(b"x" * 10, 5)), store.get_bytes("k")):
-        with pytest.raises(ServiceError) as err:
+        with pytest.raises(StoreUnavailable) as err:
             await call
         assert err.value.code == "STORE_UNAVAILABLE"
         assert "127.0.0.1" not in err.value.message and "Retry" not in err.value.message

@@ -23,7 +23,7 @@ from typing import Any
 import ncompress
 import numpy as np
 
-from services.validator.fits_reader import Limits
+from services.shared.fits_header import Limits
 
 CORPUS_LIMITS = Limits(
     max_hdus=1000, max_header_cards=100_000, max_total_header_cards=1_000_000, max_decompressed_bytes=64 << 20

@@ -11,9 +11,9 @@ import pytest
 from bgimages.common.v1 import common_pb2
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.shared.errors import ServiceError
+from services.shared.fits_header import Limits
 from services.shared.grpc_edge import GrpcServer, call, channel
-from services.shared.store import LocalStore, S3Store
-from services.validator.fits_reader import Limits
+from services.shared.store import LocalStore, ObjectMissing, S3Store
 from services.validator.server import add_to
 from tests.fitsgen import write_image
 from tests.validator import instruments
@@ -187,7 +187,6 @@ async def test_ranged_reads_fetch_little(s3_endpoint: str, tmp_path: Path) -> No
     from astropy.io import fits
 
     from services.validator import Target, validate_object
-    from services.validator.fits_checks import open_ranged
     from tests.conftest import make_s3_store
 
     s3 = make_s3_store(s3_endpoint)
@@ -205,8 +204,8 @@ async def test_ranged_reads_fetch_little(s3_endpoint: str, tmp_path: Path) -> No
     report = await asyncio.to_thread(validate_object, s3, "staging/mef", Target((150.3, 2.0)))
     assert report.ok, report.errors
     assert len(fetched) == 6 and sum(fetched) <= 6 * (64 << 10), fetched
-    with pytest.raises(ServiceError) as err:
-        open_ranged(s3, "staging/none")
+    with pytest.raises(ObjectMissing) as err:
+        validate_object(s3, "staging/none", Target((150.3, 2.0)))
     assert err.value.code == "NOT_FOUND"
 
 

@@ -1,4 +1,8 @@
-"""Walks a FITS file's headers by offset, computing each HDU's data size and skipping its data.
+"""The one FITS header reader: walks a file's headers by offset, computing each HDU's data size
+and skipping its data. The validator checks uploads with it; the processor reads the layout of
+the files the validator accepted with it, so both see the same file.
+
+Standard library only: the processor's command-line mosaic imports it before starting SWarp.
 
 Plain files (and objects in the store, through their ranged reader) are read
 by seeking: only the header blocks and the few pixel rows a check asks for

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from services.validator.fits_reader import FitsProblem, Header, Limits, parse_value, walk
+from services.shared.fits_header import FitsProblem, Header, Limits, parse_value, walk
 from tests.validator import instruments
 
 
