@@ -29,8 +29,8 @@ HEALTH_INTERVAL_S = 2.0
 
 
 def database_url(settings: CatalogSettings) -> str:
-    if settings.database_url:
-        return settings.database_url
+    if url := settings.database_url.get_secret_value():
+        return url
     from services.shared import embedded_pg
 
     return embedded_pg.start(settings.pg_data_dir)
@@ -97,7 +97,10 @@ class CatalogServer:
         self.settings = settings
         self.catalog = build(settings, pool, store)
         self.grpc = GrpcServer(
-            settings.bind_host, settings.port, settings.service_token, settings.shutdown_grace_s
+            settings.bind_host,
+            settings.port,
+            settings.service_token.get_secret_value(),
+            settings.shutdown_grace_s,
         )
         self.grpc.add(
             catalog_pb2_grpc.add_CatalogServiceServicer_to_server, self.catalog.servicer, SERVICE_NAME

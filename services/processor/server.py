@@ -78,7 +78,10 @@ async def serve(settings: ProcessorSettings) -> None:
     if stale := processor.remove_stale_scratch():
         log.info("removed %d job folders left by an earlier run", stale)
     server = GrpcServer(
-        settings.bind_host, settings.port, settings.service_token, grace_s=settings.shutdown_grace_s
+        settings.bind_host,
+        settings.port,
+        settings.service_token.get_secret_value(),
+        grace_s=settings.shutdown_grace_s,
     )
     add_to(server, processor)
     await server.start()

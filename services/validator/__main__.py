@@ -29,7 +29,9 @@ async def serve(cfg: ValidatorSettings) -> None:
     from services.validator.server import add_to, limits_of
 
     store = open_store(cfg)
-    server = GrpcServer(cfg.bind_host, cfg.port, cfg.service_token, grace_s=cfg.shutdown_grace_s)
+    server = GrpcServer(
+        cfg.bind_host, cfg.port, cfg.service_token.get_secret_value(), grace_s=cfg.shutdown_grace_s
+    )
     add_to(server, store, limits_of(cfg), cfg.max_concurrent, cfg.max_queued, cfg.retry_after_s)
     await server.start()
     log.info("validator listening", extra={"port": server.port})
