@@ -118,7 +118,7 @@ async def make(settings: ProcessorSettings) -> GrpcService:
     store = open_store(settings)
     processor = Processor(settings, store)
     if stale := processor.remove_stale_scratch():
-        logging.getLogger(__name__).info("removed %d job folders left by an earlier run", stale)
+        logging.getLogger("services.processor").info("removed %d job folders left by an earlier run", stale)
     service = GrpcService.of(settings)
     add_to(service.server, processor)
     service.watch(store.ping, STORE_CHECK_INTERVAL_S, "object store")
