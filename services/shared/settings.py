@@ -154,6 +154,12 @@ def _jwt_keys(value: SecretStr) -> SecretStr:
     return value
 
 
+def _signing_key(value: SecretStr) -> SecretStr:
+    if 0 < len(value.get_secret_value()) < 16:
+        raise ValueError("must have at least 16 characters (or be empty with DEV_MODE)")
+    return value
+
+
 LogLevel = Annotated[str, AfterValidator(_log_level)]
 Flag = Annotated[bool, BeforeValidator(_empty_is_false)]
 Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (tests)
@@ -319,7 +325,9 @@ class GatewaySettings(Common):
     )
     jwt_issuer: Text = env("JWT_ISSUER", "https://www.eso.org/p2", "required iss")
     jwt_audience: Text = env("JWT_AUDIENCE", "bgimages", "required aud")
-    hips_signing_key: SecretStr = env("HIPS_SIGNING_KEY", "", "HMAC key of HiPS tile tokens")
+    hips_signing_key: Annotated[SecretStr, AfterValidator(_signing_key)] = env(
+        "HIPS_SIGNING_KEY", "", "HMAC key of HiPS tile tokens"
+    )
     hips_token_ttl_s: PositiveInt = env("HIPS_TOKEN_TTL_S", 3600, "lifetime of a HiPS token")
     default_survey_url: HttpUrl = env(
         "DEFAULT_SURVEY_URL", "https://alasky.cds.unistra.fr/DSS/DSSColor/", "HiPS of the default survey"

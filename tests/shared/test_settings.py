@@ -49,6 +49,7 @@ def test_env_names_cover_common_and_own() -> None:
         (settings.GatewaySettings, {"P2_API_BASES": "p2=www.eso.org/cop"}, "P2_API_BASES"),
         (settings.GatewaySettings, {"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
         (settings.GatewaySettings, {"JWT_KEYS": "[1, 2]"}, "JWT_KEYS"),
+        (settings.GatewaySettings, {"HIPS_SIGNING_KEY": "short"}, "HIPS_SIGNING_KEY"),
         (settings.GatewaySettings, {"DEV_MODE": "perhaps"}, "DEV_MODE"),
         (settings.GatewaySettings, {"MAX_UPLOADS": "1", "MAX_UPLOADS_PER_USER": "2"}, "MAX_UPLOADS"),
         (settings.GatewaySettings, {"S3_ENDPOINT": "http://minio:9000"}, "S3_ENDPOINT"),
