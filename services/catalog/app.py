@@ -1,27 +1,27 @@
-"""Start-up of the catalog: database (embedded when DATABASE_URL is empty),
-migrations, object store, the servicer, and the background rounds (health,
-culling, sweep)."""
+"""The catalog's parts and how they are put together: database (embedded when
+DATABASE_URL is empty), migrations, object store, the servicer, and the
+background rounds (health, culling, sweep)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import gc
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 
 from bgimages.catalog.v1 import catalog_pb2_grpc
 from services.catalog.culling import Capacity, Culler
 from services.catalog.images import Images
-from services.catalog.repository import HOUSEKEEPING_LOCK, Repository, create_pool, migrate
+from services.catalog.repository import HOUSEKEEPING_LOCK, Repository, migrate
 from services.catalog.server import SERVICE_NAME, CatalogServicer
 from services.catalog.sweep import Sweeper
 from services.catalog.uploads import Uploads
-from services.shared.grpc_edge import GrpcServer, follow_health, serve_until_signalled
 from services.shared.settings import CatalogSettings
-from services.shared.store import ObjectStore, open_store
+from services.shared.startup import GrpcService
+from services.shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ HEALTH_INTERVAL_S = 2.0
 
 
 def database_url(settings: CatalogSettings) -> str:
-    if settings.database_url:
-        return settings.database_url
+    if url := settings.database_url.get_secret_value():
+        return url
     from services.shared import embedded_pg
 
     return embedded_pg.start(settings.pg_data_dir)
@@ -57,11 +57,6 @@ def build(settings: CatalogSettings, pool: asyncpg.Pool, store: ObjectStore) -> 
     sweeper = Sweeper(repo, store, settings.tombstone_days)
     servicer = CatalogServicer(repo, uploads, images, culler, sweeper, settings.sweep_min_age_s)
     return Catalog(repo, store, uploads, images, culler, sweeper, servicer)
-
-
-async def watch_health(server: GrpcServer, repo: Repository, interval: float = HEALTH_INTERVAL_S) -> None:
-    """NOT_SERVING while the database does not answer, SERVING otherwise."""
-    await follow_health(server, repo.ping, interval, "database")
 
 
 async def housekeeping(
@@ -91,46 +86,40 @@ async def housekeeping(
 
 
 class CatalogServer:
-    """The gRPC server with its background tasks, for `serve` and for tests."""
+    """The gRPC service with its background rounds, for `python -m services.catalog` and for tests."""
 
     def __init__(self, settings: CatalogSettings, pool: asyncpg.Pool, store: ObjectStore) -> None:
         self.settings = settings
         self.catalog = build(settings, pool, store)
-        self.grpc = GrpcServer(
-            settings.bind_host, settings.port, settings.service_token, settings.shutdown_grace_s
-        )
+        self.service = GrpcService.of(settings)
+        self.grpc = self.service.server
         self.grpc.add(
             catalog_pb2_grpc.add_CatalogServiceServicer_to_server, self.catalog.servicer, SERVICE_NAME
         )
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def port(self) -> int:
         return self.grpc.port
 
+    def on_stop(self, close: Callable[[], Any]) -> None:
+        """Called once the server stopped (the pool is closed last)."""
+        self.service.on_stop(close)
+
     async def start(self, background: bool = True, health_interval: float = HEALTH_INTERVAL_S) -> None:
-        await self.grpc.start()
-        self._tasks.append(asyncio.create_task(watch_health(self.grpc, self.catalog.repo, health_interval)))
+        self.service.watch(self.catalog.repo.ping, health_interval, "database")
         if background:
-            self._tasks.append(
-                asyncio.create_task(
-                    housekeeping(
-                        self.catalog,
-                        self.settings.cull_interval_s,
-                        self.settings.sweep_interval_s,
-                        self.settings.sweep_min_age_s,
-                    )
+            self.service.background(
+                lambda: housekeeping(
+                    self.catalog,
+                    self.settings.cull_interval_s,
+                    self.settings.sweep_interval_s,
+                    self.settings.sweep_min_age_s,
                 )
             )
+        await self.service.start()
 
-    async def stop(self, grace: float = 2.0) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        await self.grpc.stop(grace)
+    async def stop(self, grace_s: float = 2.0) -> None:
+        await self.service.stop(grace_s)
 
 
 async def apply_migrations(url: str) -> list[str]:
@@ -146,23 +135,3 @@ async def apply_migrations(url: str) -> list[str]:
 
 async def run_migrations(settings: CatalogSettings) -> None:
     await apply_migrations(await asyncio.to_thread(database_url, settings))
-
-
-async def serve(settings: CatalogSettings) -> None:
-    url = await asyncio.to_thread(database_url, settings)
-    await apply_migrations(url)
-    pool = await create_pool(url, max_size=settings.db_pool_size)
-    store = await asyncio.to_thread(open_store, settings)
-    server = CatalogServer(settings, pool, store)
-    await server.start()
-    # What start-up made lives as long as the process: keep it out of the
-    # collector's full passes, which otherwise show as latency spikes.
-    gc.freeze()
-    log.info("catalog listening on port %d", server.port)
-
-    async def on_stop() -> None:
-        for task in server._tasks:
-            task.cancel()
-        await pool.close()
-
-    await serve_until_signalled(server.grpc, on_stop)

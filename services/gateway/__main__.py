@@ -1,40 +1,47 @@
-"""Starts the gateway: `python -m services.gateway` serves HTTP on GATEWAY_PORT."""
+"""`python -m services.gateway [serve]`: serve HTTP on GATEWAY_PORT (shared start-up, as every service)."""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import ctypes
-import logging
-import signal
+import sys
 
 from aiohttp import web
 
 from services.gateway.app import create_app
 from services.gateway.problems import quiet_malformed_requests
-from services.shared import logs
-from services.shared.settings import GatewaySettings, load
-
-log = logging.getLogger("services.gateway")
+from services.shared import startup
+from services.shared.settings import GatewaySettings
 
 
-async def serve(settings: GatewaySettings) -> None:
-    app = create_app(settings)
+class HttpService:
+    """The gateway's aiohttp app behind a TCP site, started and stopped as a gRPC service is."""
+
+    def __init__(self, app: web.Application, settings: GatewaySettings) -> None:
+        # Lingering lets a client that is still sending read an early 413; uploads in
+        # flight get SHUTDOWN_GRACE_S to finish once the listener is closed.
+        self.runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=False, shutdown_timeout=settings.shutdown_grace_s
+        )
+        self.host, self._port = settings.bind_host, settings.port
+
+    @property
+    def port(self) -> int:
+        addresses = self.runner.addresses
+        return int(addresses[0][1]) if addresses else self._port
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.host, self._port, backlog=512).start()
+
+    async def stop(self, grace_s: float) -> None:
+        # The runner was given the same grace (shutdown_timeout) when it was made.
+        await self.runner.cleanup()
+
+
+async def make(settings: GatewaySettings) -> HttpService:
     quiet_malformed_requests()
-    # Lingering lets a client that is still sending read an early 413.
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=False, shutdown_timeout=settings.shutdown_grace_s
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.bind_host, settings.port, backlog=512)
-    await site.start()
-    log.info("gateway listening", extra={"host": settings.bind_host, "port": settings.port})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("gateway stopping")
-    await runner.cleanup()
+    return HttpService(create_app(settings), settings)
 
 
 def _return_big_buffers_to_the_os() -> None:
@@ -48,12 +55,13 @@ def _return_big_buffers_to_the_os() -> None:
         pass
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.gateway")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
+    parser.parse_args(argv)
     _return_big_buffers_to_the_os()
-    settings = load(GatewaySettings)
-    logs.configure("gateway", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    return startup.run("gateway", GatewaySettings, make)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

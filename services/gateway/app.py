@@ -2,14 +2,12 @@
 
 Handlers are thin: they parse the request, authenticate, make one call to
 `Operations`, and render the result (`representations`). The p2api face
-(`p2fc.py`, when present) registers its own routes on the same app.
+(`p2fc.py`) registers its own routes on the same app.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import json
 import logging
 import time
@@ -21,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import BodyPartReader, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from services.gateway import forms, openapi, representations
+from services.gateway import forms, openapi, p2fc, representations
 from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.metrics import Metrics
 from services.gateway.operations import (
@@ -471,9 +469,7 @@ def create_app(settings: GatewaySettings, ops: Operations | None = None) -> web.
         app.router.add_static("/surveys/default/", settings.default_survey_dir)
     app.on_response_prepare.append(_security_headers)
 
-    if importlib.util.find_spec("services.gateway.p2fc") is not None:
-        p2fc = importlib.import_module("services.gateway.p2fc")
-        p2fc.setup(app, settings, operations)
+    p2fc.setup(app, settings, operations)
 
     async def on_startup(app: web.Application) -> None:
         await operations.start()

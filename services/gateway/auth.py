@@ -59,7 +59,8 @@ class Authenticator:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.dev_mode = settings.dev_mode
-        keys: dict[str, str] = json.loads(settings.jwt_keys) if settings.jwt_keys else {}
+        raw = settings.jwt_keys.get_secret_value()
+        keys: dict[str, str] = json.loads(raw) if raw else {}
         if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
             raise ValueError("JWT_KEYS must be a JSON object mapping kid to key")
         if not keys:
@@ -174,7 +175,8 @@ def make_token(
 ) -> str:
     """An HS256 token the gateway accepts (development and tests): the first
     JWT_KEYS key unless `kid`/`key` are given, else the development key."""
-    keys: dict[str, str] = json.loads(settings.jwt_keys) if settings.jwt_keys else {DEV_KID: DEV_SECRET}
+    raw = settings.jwt_keys.get_secret_value()
+    keys: dict[str, str] = json.loads(raw) if raw else {DEV_KID: DEV_SECRET}
     if kid is None:
         kid = next(iter(keys))
     secret = key if key is not None else keys[kid]

@@ -50,7 +50,7 @@ class HipsTokens:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> HipsTokens:
-        key = settings.hips_signing_key
+        key = settings.hips_signing_key.get_secret_value()
         if not key:
             if not settings.dev_mode:
                 raise ValueError("HIPS_SIGNING_KEY must be set (DEV_MODE off)")

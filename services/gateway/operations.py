@@ -277,7 +277,7 @@ class Operations:
     ) -> Operations:
         """Opens the gRPC channels and the store the settings name."""
         channels = {
-            name: channel(addr, settings.service_token)
+            name: channel(addr, settings.service_token.get_secret_value())
             for name, addr in (
                 ("validator", settings.validator_addr),
                 ("processor", settings.processor_addr),

@@ -1,5 +1,5 @@
-"""`python -m services.processor`: serve over gRPC (no arguments), or run the
-same steps on local files:
+"""`python -m services.processor [serve]`: serve over gRPC, or run the same
+steps on local files:
 
     python -m services.processor hips FILE OUTDIR [--hdu N] [--order K]
     python -m services.processor mosaic FILE OUT.fits [--hdus 1,2,3]
@@ -13,6 +13,11 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.shared.settings import ProcessorSettings
+    from services.shared.startup import GrpcService
 
 
 def _hips(args: argparse.Namespace) -> int:
@@ -90,17 +95,43 @@ def _mosaic(args: argparse.Namespace) -> int:
     return 0
 
 
+STORE_CHECK_INTERVAL_S = 10.0
+
+
+def _serve(args: argparse.Namespace | None = None) -> int:
+    # Imported here: the file commands start without gRPC.
+    from services.shared import startup
+    from services.shared.settings import ProcessorSettings
+
+    return startup.run("processor", ProcessorSettings, make)
+
+
+async def make(settings: ProcessorSettings) -> GrpcService:
+    """The processor's gRPC service: the store, the job runner, readiness following the store."""
+    import logging
+
+    from services.processor.processing import Processor
+    from services.processor.server import add_to
+    from services.shared.startup import GrpcService
+    from services.shared.store import open_store
+
+    store = open_store(settings)
+    processor = Processor(settings, store)
+    if stale := processor.remove_stale_scratch():
+        logging.getLogger("services.processor").info("removed %d job folders left by an earlier run", stale)
+    service = GrpcService.of(settings)
+    add_to(service.server, processor)
+    service.watch(store.ping, STORE_CHECK_INTERVAL_S, "object store")
+    service.on_stop(processor.close)
+    return service
+
+
 def main(argv: list[str]) -> int:
     if not argv:
-        import asyncio
-
-        from services.processor.server import serve
-        from services.shared.settings import ProcessorSettings, load
-
-        asyncio.run(serve(load(ProcessorSettings)))
-        return 0
+        return _serve()
     parser = argparse.ArgumentParser(prog="python -m services.processor")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="serve over gRPC (the default)").set_defaults(func=_serve)
     p = sub.add_parser("hips", help="build a HiPS of one image HDU into a folder")
     p.add_argument("file")
     p.add_argument("outdir")
@@ -147,6 +178,6 @@ def exit_now(code: int) -> None:
 
 if __name__ == "__main__":
     status = main(sys.argv[1:])
-    if sys.argv[1:]:
+    if sys.argv[1:] and sys.argv[1] != "serve":
         exit_now(status)
     sys.exit(status)

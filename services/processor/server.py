@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import grpc
 
 from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from services.processor.processing import Processor, job_from_request
-from services.shared import logs
 from services.shared.admission import Admission
 from services.shared.errors import ServiceError
-from services.shared.grpc_edge import GrpcServer, follow_health, serve_until_signalled, servicer_errors
-from services.shared.settings import ProcessorSettings
-from services.shared.store import check_key, open_store
+from services.shared.grpc_edge import GrpcServer, servicer_errors
+from services.shared.store import check_key
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = processor_pb2.DESCRIPTOR.services_by_name["ProcessorService"].full_name
-STORE_CHECK_INTERVAL_S = 10.0
 
 
 class ProcessorServicer(processor_pb2_grpc.ProcessorServiceServicer):
@@ -69,26 +64,3 @@ def add_to(server: GrpcServer, processor: Processor) -> ProcessorServicer:
     servicer = ProcessorServicer(processor)
     server.add(processor_pb2_grpc.add_ProcessorServiceServicer_to_server, servicer, SERVICE_NAME)
     return servicer
-
-
-async def serve(settings: ProcessorSettings) -> None:
-    logs.configure("processor", settings.log_level, settings.log_format)
-    store = open_store(settings)
-    processor = Processor(settings, store)
-    if stale := processor.remove_stale_scratch():
-        log.info("removed %d job folders left by an earlier run", stale)
-    server = GrpcServer(
-        settings.bind_host, settings.port, settings.service_token, grace_s=settings.shutdown_grace_s
-    )
-    add_to(server, processor)
-    await server.start()
-    log.info("processor listening", extra={"port": server.port})
-    watcher = asyncio.create_task(follow_health(server, store.ping, STORE_CHECK_INTERVAL_S, "object store"))
-
-    async def stop() -> None:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        processor.close()
-
-    await serve_until_signalled(server, stop)

@@ -1,5 +1,6 @@
-"""gRPC plumbing: server start-up with health, reflection and the service
-credential, error mapping both ways, and authenticated client channels."""
+"""gRPC plumbing: the server with health, reflection and the service credential
+(started by services/shared/startup.py), error mapping both ways, and
+authenticated client channels."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import asyncio
 import hmac
 import json
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -244,17 +244,3 @@ async def follow_health(
             log.warning("%s %s", what, "reachable again: SERVING" if ok else "unreachable: NOT_SERVING")
             await server.set_serving(ok)
             serving = ok
-
-
-async def serve_until_signalled(
-    server: GrpcServer, on_stop: Callable[[], Awaitable[None]] | None = None
-) -> None:
-    """Runs until SIGTERM or SIGINT, then stops with a grace period."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop()
-    if on_stop is not None:
-        await on_stop()

@@ -721,8 +721,8 @@ def open_store(settings: Any) -> LocalStore | S3Store:
     if settings.s3_endpoint:
         store = S3Store(
             settings.s3_endpoint,
-            settings.s3_access_key,
-            settings.s3_secret_key,
+            settings.s3_access_key.get_secret_value(),
+            settings.s3_secret_key.get_secret_value(),
             settings.s3_bucket,
             settings.s3_secure,
             settings.s3_region,

@@ -8,38 +8,27 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
-import logging
 import sys
 
-from services.shared import logs, settings
+from services.shared import startup
 from services.shared.errors import ServiceError
 from services.shared.fits_header import Limits
 from services.shared.settings import ValidatorSettings
+from services.shared.startup import GrpcService
 from services.validator.fits_checks import Target, check_position, validate_path
 
-log = logging.getLogger("services.validator")
 
-
-async def serve(cfg: ValidatorSettings) -> None:
-    from services.shared.grpc_edge import GrpcServer, follow_health, serve_until_signalled
+async def make(cfg: ValidatorSettings) -> GrpcService:
+    """The validator's gRPC service: the store, the servicer, readiness following the store."""
     from services.shared.store import open_store
     from services.validator.server import add_to, limits_of
 
     store = open_store(cfg)
-    server = GrpcServer(cfg.bind_host, cfg.port, cfg.service_token, grace_s=cfg.shutdown_grace_s)
-    add_to(server, store, limits_of(cfg), cfg.max_concurrent, cfg.max_queued, cfg.retry_after_s)
-    await server.start()
-    log.info("validator listening", extra={"port": server.port})
-    watcher = asyncio.create_task(follow_health(server, store.ping, cfg.health_interval_s, "object store"))
-    try:
-        await serve_until_signalled(server)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+    service = GrpcService.of(cfg)
+    add_to(service.server, store, limits_of(cfg), cfg.max_concurrent, cfg.max_queued, cfg.retry_after_s)
+    service.watch(store.ping, cfg.health_interval_s, "object store")
+    return service
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +52,7 @@ def check(args: argparse.Namespace) -> int:
     except ServiceError as err:
         print(f"usage error: {err.message}", file=sys.stderr)
         return 2
-    cfg = settings.load(ValidatorSettings)
+    cfg = startup.load_or_exit("validator", ValidatorSettings)
     limits = Limits(
         max_hdus=cfg.max_hdus,
         max_header_cards=cfg.max_header_cards,
@@ -83,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return check(args)
-    cfg = settings.load(ValidatorSettings)
-    logs.configure("validator", cfg.log_level, cfg.log_format)
-    asyncio.run(serve(cfg))
-    return 0
+    return startup.run("validator", ValidatorSettings, make)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from pydantic import SecretStr
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from bgimages.common.v1 import common_pb2
@@ -179,7 +180,11 @@ async def start_catalog(
     finally:
         await conn.close()
     settings = CatalogSettings(
-        port=0, database_url=db_url, service_token=TOKEN, bind_host="127.0.0.1", **overrides
+        port=0,
+        database_url=SecretStr(db_url),
+        service_token=SecretStr(TOKEN),
+        bind_host="127.0.0.1",
+        **overrides,
     )
     pool = await create_pool(db_url, max_size=overrides.get("db_pool_size", 10))
     server = CatalogServer(settings, pool, store)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
 from services.catalog import footprint
 from services.catalog.app import CatalogServer
@@ -87,7 +88,7 @@ async def test_health_follows_the_database(db_url: str, tmp_path: Path) -> None:
     name = urlsplit(db_url).path.lstrip("/")
     admin = await asyncpg.connect(urlunsplit(urlsplit(db_url)._replace(path="/postgres")))
     pool = await create_pool(db_url, min_size=1, max_size=2)
-    settings = CatalogSettings(port=0, database_url=db_url, service_token=TOKEN)
+    settings = CatalogSettings(port=0, database_url=SecretStr(db_url), service_token=SecretStr(TOKEN))
     server = CatalogServer(settings, pool, LocalStore(tmp_path / "store"))
     await server.start(background=False, health_interval=0.2)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")

@@ -6,6 +6,7 @@ does not already list; every such combination is built, as microservices-demo's 
 
 from __future__ import annotations
 
+import base64
 import functools
 import itertools
 import os
@@ -29,7 +30,7 @@ K8S = REPO / "deploy" / "k8s"
 # native gRPC probes are GA since 1.27: 1.28 is the oldest cluster we claim to support.
 KUBERNETES_VERSIONS = ("1.28.0", "1.32.0")
 
-SERVICES: dict[str, type] = {
+SERVICES: dict[str, type[settings.Common]] = {
     "validator": settings.ValidatorSettings,
     "processor": settings.ProcessorSettings,
     "catalog": settings.CatalogSettings,
@@ -207,3 +208,20 @@ def quantity(value: str | int | float) -> float:
     m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value))
     assert m and m.group(2) in _UNITS, f"not a quantity: {value!r}"
     return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def secrets_script() -> list[Obj]:
+    """The Secrets deploy/k8s/secrets.sh makes (fresh random values each run)."""
+    proc = subprocess.run(
+        [str(K8S / "secrets.sh"), "testns", "--print"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def decoded(secret: Obj) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}

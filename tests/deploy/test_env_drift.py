@@ -4,7 +4,7 @@ manifests and the settings cannot drift apart."""
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import importlib.util
 from typing import Any
 
@@ -16,8 +16,10 @@ from tests.deploy.manifests import (
     Variant,
     build,
     container_env,
+    decoded,
     find,
     pod_spec,
+    secrets_script,
     service_container,
     variants,
 )
@@ -32,8 +34,10 @@ OPTIONAL_IN_CLUSTER: dict[str, str] = {
 }
 
 
-def _fields(cls: type) -> list[dataclasses.Field]:  # type: ignore[type-arg]
-    return list(dataclasses.fields(cls))  # type: ignore[arg-type]
+@functools.cache
+def _made_secrets() -> dict[str, dict[str, str]]:
+    """Secret -> key -> value, as deploy/k8s/secrets.sh makes them for a cluster."""
+    return {s["metadata"]["name"]: decoded(s) for s in secrets_script()}
 
 
 def _case_id(case: tuple[Variant, str]) -> str:
@@ -55,9 +59,9 @@ def test_secret_settings_come_from_secrets(case: tuple[Variant, str]) -> None:
     variant, service = case
     objs = build(variant)
     env = container_env(objs, service_container(objs, service))
-    for f in _fields(SERVICES[service]):
-        name = f.metadata["env"]
-        if f.metadata.get("secret"):
+    for v in settings.variables(SERVICES[service]):
+        name = v.name
+        if v.secret:
             assert name in env.from_secret, f"{service}: secret setting {name} must come from a Secret"
         else:
             assert name not in env.from_secret, f"{service}: {name} is not a secret; put it in the ConfigMap"
@@ -68,8 +72,8 @@ def test_settings_with_laptop_defaults_are_set(case: tuple[Variant, str]) -> Non
     variant, service = case
     objs = build(variant)
     env = container_env(objs, service_container(objs, service))
-    for f in _fields(SERVICES[service]):
-        name, default = f.metadata["env"], f.default
+    for v in settings.variables(SERVICES[service]):
+        name, default = v.name, v.default
         laptop = default == "" or (
             isinstance(default, str) and ("127.0.0.1" in default or "localhost" in default)
         )
@@ -83,10 +87,9 @@ def test_the_service_loads_its_settings_from_the_manifests(case: tuple[Variant, 
     objs = build(variant)
     c = service_container(objs, service)
     env = container_env(objs, c)
-    environ = dict(env.literal) | {
-        name: f"from-secret-{secret}-{key}" for name, (secret, key) in env.from_secret.items()
-    }
-    loaded: Any = settings.load(SERVICES[service], environ)  # raises on a value of the wrong type
+    made = _made_secrets()
+    environ = dict(env.literal) | {name: made[secret][key] for name, (secret, key) in env.from_secret.items()}
+    loaded: Any = settings.load(SERVICES[service], environ)  # raises on a malformed value
     assert loaded.bind_host not in ("127.0.0.1", "localhost", "::1"), "pods must listen beyond loopback"
     assert loaded.s3_endpoint, "the cluster's store is MinIO"
     (port,) = [p["containerPort"] for p in c["ports"] if p["name"] in ("grpc", "http")]

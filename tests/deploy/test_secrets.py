@@ -4,24 +4,21 @@ key the manifests read."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import subprocess
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from tests.deploy.manifests import (
-    K8S,
     KUBERNETES_VERSIONS,
-    Obj,
     Variant,
     build,
     config_maps,
     containers,
+    decoded,
     secret_refs,
+    secrets_script,
     variants,
     workloads,
 )
@@ -35,22 +32,6 @@ SECRET_VALUE = re.compile(
     # 32 or more letters and digits, mixed (random keys; not paths or words).
     r"|(?=[A-Za-z0-9+_-]*\d)(?=[A-Za-z0-9+_-]*[A-Za-z])[A-Za-z0-9+_-]{32,}"
 )
-
-
-def _secrets_script() -> list[Obj]:
-    proc = subprocess.run(
-        [str(K8S / "secrets.sh"), "testns", "--print"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
-
-
-def _decoded(secret: Obj) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.id)
@@ -86,7 +67,7 @@ def test_the_credential_patterns_catch_what_they_should() -> None:
 
 
 def test_secrets_script_makes_every_secret_the_manifests_read() -> None:
-    made = {s["metadata"]["name"]: s for s in _secrets_script()}
+    made = {s["metadata"]["name"]: s for s in secrets_script()}
     needed: set[tuple[str, str]] = set()
     for variant in VARIANTS:
         needed |= secret_refs(build(variant))
@@ -97,33 +78,33 @@ def test_secrets_script_makes_every_secret_the_manifests_read() -> None:
 
 
 def test_secrets_script_values_are_random_and_consistent() -> None:
-    first = {s["metadata"]["name"]: s for s in _secrets_script()}
-    second = {s["metadata"]["name"]: s for s in _secrets_script()}
+    first = {s["metadata"]["name"]: s for s in secrets_script()}
+    second = {s["metadata"]["name"]: s for s in secrets_script()}
     for name, secret in first.items():
         for version in KUBERNETES_VERSIONS:
             kubernetes_validate.validate(secret, version, strict=True)
         assert secret["metadata"]["namespace"] == "testns"
-        for key, value in _decoded(secret).items():
+        for key, value in decoded(secret).items():
             if key in ("POSTGRES_USER", "tls.crt", "tls.key"):
                 continue
-            assert value != _decoded(second[name])[key], f"{name}/{key} is not random"
-    pg = _decoded(first["bgimages-postgres"])
+            assert value != decoded(second[name])[key], f"{name}/{key} is not random"
+    pg = decoded(first["bgimages-postgres"])
     assert (
         pg["DATABASE_URL"]
         == f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/bgimages"
     )
     assert len(pg["POSTGRES_PASSWORD"]) >= 32
-    keys = json.loads(_decoded(first["bgimages-jwt"])["JWT_KEYS"])
+    keys = json.loads(decoded(first["bgimages-jwt"])["JWT_KEYS"])
     assert isinstance(keys, dict) and keys, "JWT_KEYS is a JSON object kid -> key"
     assert all(len(k) >= 64 for k in keys.values()), "HS256 keys of at least 256 bits"
-    assert len(_decoded(first["bgimages-hips"])["HIPS_SIGNING_KEY"]) >= 64
-    s3 = _decoded(first["bgimages-s3"])
+    assert len(decoded(first["bgimages-hips"])["HIPS_SIGNING_KEY"]) >= 64
+    s3 = decoded(first["bgimages-s3"])
     # MinIO: access keys of 3 to 20 characters, secret keys of 8 to 40.
     assert 3 <= len(s3["S3_ACCESS_KEY"]) <= 20 and 8 <= len(s3["S3_SECRET_KEY"]) <= 40
-    root = _decoded(first["bgimages-minio-root"])
+    root = decoded(first["bgimages-minio-root"])
     assert root["MINIO_ROOT_USER"] != s3["S3_ACCESS_KEY"], "services do not use MinIO's root user"
     assert first["bgimages-tls"]["type"] == "kubernetes.io/tls"
-    assert _decoded(first["bgimages-tls"])["tls.crt"].startswith("-----BEGIN CERTIFICATE-----")
+    assert decoded(first["bgimages-tls"])["tls.crt"].startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_services_never_use_the_minio_root_user() -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from services.gateway.app import create_app
 from services.gateway.p2fc import normalize_prefix
@@ -37,7 +38,7 @@ async def http(p2: P2StandIn) -> AsyncIterator[TestClient]:  # type: ignore[type
         p2fc_prefix="/p2fcdemo",
         p2_timeout_s=2.0,
         dev_mode=True,
-        hips_signing_key="k" * 32,
+        hips_signing_key=SecretStr("k" * 32),
         validator_addr="127.0.0.1:9",
         processor_addr="127.0.0.1:9",
         catalog_addr="127.0.0.1:9",
