@@ -11,6 +11,7 @@ logs; `.get_secret_value()` is the only way to the value.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -107,15 +108,34 @@ def _http_url_or_empty(value: str) -> str:
     return value if not value else _http_url(value)
 
 
+def _p2_urls(value: str) -> list[str]:
+    """The URLs of comma-separated `[instance=]url` entries."""
+    urls = []
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        name, sep, url = entry.partition("=")
+        urls.append(url.strip() if sep and "://" not in name else entry)
+    return urls
+
+
 def _p2_bases(value: str) -> str:
     """Each comma-separated `[instance=]url` names an http(s) URL (p2.parse_bases checks the rest)."""
-    entries = [e.strip() for e in value.split(",") if e.strip()]
-    if not entries:
+    urls = _p2_urls(value)
+    if not urls:
         raise ValueError("no p2 API base given")
-    for entry in entries:
-        name, sep, url = entry.partition("=")
-        _http_url(url.strip() if sep and "://" not in name else entry)
+    for url in urls:
+        _http_url(url)
     return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine's loopback."""
+    host = host.strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _path_prefix(value: str) -> str:
@@ -382,6 +402,23 @@ class GatewaySettings(Common):
     upload_retry_after_s: PositiveInt = env(
         "UPLOAD_RETRY_AFTER_S", 30, "Retry-After (seconds) of an upload refused by MAX_UPLOADS(_PER_USER)"
     )
+
+    @model_validator(mode="after")
+    def _exposure(self) -> GatewaySettings:
+        """Development mode (its built-in keys, a development p2) stays on this machine, and
+        a gateway that is not in it talks to p2 only over TLS to a real host."""
+        if self.dev_mode and not is_loopback(self.bind_host):
+            raise ValueError(
+                f"DEV_MODE is on but BIND_HOST is {self.bind_host}: development mode listens on loopback only"
+            )
+        if not self.dev_mode:
+            for url in _p2_urls(self.p2_api_bases):
+                parts = urlsplit(url)
+                if parts.scheme != "https" or is_loopback(parts.hostname or ""):
+                    raise ValueError(
+                        f"P2_API_BASES names {url}: outside DEV_MODE, p2 is reached over https, not loopback"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _upload_limits(self) -> GatewaySettings:

@@ -57,6 +57,12 @@ def test_env_names_cover_common_and_own() -> None:
         (settings.GatewaySettings, {"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         (settings.GatewaySettings, {"SERVICE_TOKEN": " , "}, "SERVICE_TOKEN"),
         (settings.GatewaySettings, {"SHUTDOWN_GRACE_S": "-1"}, "SHUTDOWN_GRACE_S"),
+        # Development mode stays on this machine; outside it, p2 is a real host over TLS.
+        (settings.GatewaySettings, {"DEV_MODE": "1", "BIND_HOST": "0.0.0.0"}, "BIND_HOST is 0.0.0.0"),
+        (settings.GatewaySettings, {"DEV_MODE": "1", "BIND_HOST": "10.1.2.3"}, "loopback only"),
+        (settings.GatewaySettings, {"P2_API_BASES": "http://www.eso.org/cop/api/v1"}, "over https"),
+        (settings.GatewaySettings, {"P2_API_BASES": "p2=https://127.0.0.1:8091/cop/api/v1"}, "not loopback"),
+        (settings.GatewaySettings, {"P2_API_BASES": "https://www.eso.org/a,lo=https://localhost/b"}, "localhost"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_variable(
@@ -64,6 +70,12 @@ def test_a_bad_value_is_refused_naming_the_variable(
 ) -> None:
     with pytest.raises(settings.SettingsError, match=named):
         settings.load(cls, environ)
+
+
+def test_development_mode_may_use_a_development_p2_on_loopback() -> None:
+    dev = {"DEV_MODE": "1", "BIND_HOST": "127.0.0.1", "P2_API_BASES": "p2=http://127.0.0.1:8091/cop/api/v1"}
+    assert settings.load(settings.GatewaySettings, dev).dev_mode
+    assert settings.load(settings.GatewaySettings, {"DEV_MODE": "1", "BIND_HOST": "::1"}).bind_host == "::1"
 
 
 def test_values_the_deployments_use_are_accepted() -> None:
