@@ -287,7 +287,7 @@ async def _measure(db_url: str) -> list[Row]:
     from services.catalog import footprint
     from services.catalog.model import Caller, SkyPoint
     from services.catalog.repository import LISTING, Repository, create_pool, listing_args, migrate
-    from services.shared import grpc_edge
+    from services.shared import grpc_client
 
     rows: list[Row] = []
     conn = await asyncpg.connect(db_url)
@@ -350,7 +350,7 @@ async def _measure(db_url: str) -> list[Row]:
     proc = _start_catalog(db_url, store_dir, port, counts["used"], low)
     try:
         await _wait_serving(port, proc)
-        channel = grpc_edge.channel(f"127.0.0.1:{port}", TOKEN)
+        channel = grpc_client.channel(f"127.0.0.1:{port}", TOKEN)
         stub = catalog_pb2_grpc.CatalogServiceStub(channel)
         grpc_ms: list[float] = []
         listed = 0

@@ -20,10 +20,11 @@ import os
 import sys
 
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from services.shared.errors import ServiceError
-from services.shared.grpc_edge import call, channel
+from services.shared.grpc_client import call, channel
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -31,23 +32,29 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     async with channel(addr, os.environ["SERVICE_TOKEN"]) as ch:
         stub = catalog_pb2_grpc.CatalogServiceStub(ch)
         if args.command == "usage":
-            reply = await call(
+            usage = await call(
                 stub.GetUsage, catalog_pb2.GetUsageRequest(reconcile=args.reconcile), timeout=600
             )
-        elif args.command == "cull":
-            reply = await call(stub.Cull, catalog_pb2.CullRequest(force=args.force), timeout=3600)
-        elif args.command == "sweep":
+            return _fields(usage)
+        if args.command == "cull":
+            culled = await call(stub.Cull, catalog_pb2.CullRequest(force=args.force), timeout=3600)
+            return _fields(culled)
+        if args.command == "sweep":
             # No --min-age: the catalog's own SWEEP_MIN_AGE_S. 0 means 0.
             request = catalog_pb2.SweepRequest()
             if args.min_age is not None:
                 request.min_age_seconds = args.min_age
-            reply = await call(stub.Sweep, request, timeout=3600)
-        else:
-            reply = await call(
-                stub.CheckConsistency,
-                catalog_pb2.CheckConsistencyRequest(min_age_seconds=args.min_age),
-                timeout=3600,
-            )
+            swept = await call(stub.Sweep, request, timeout=3600)
+            return _fields(swept)
+        found = await call(
+            stub.CheckConsistency,
+            catalog_pb2.CheckConsistencyRequest(min_age_seconds=args.min_age),
+            timeout=3600,
+        )
+        return _fields(found)
+
+
+def _fields(reply: Message) -> dict[str, object]:
     return MessageToDict(reply, always_print_fields_with_no_presence=True)
 
 

@@ -1,8 +1,9 @@
 """The gateway's HTTP edge: routes, authentication, and problem+json errors.
 
-Handlers are thin: they parse the request, authenticate, make one call to
-`Operations`, and render the result (`representations`). The p2api face
-(`p2fc.py`) registers its own routes on the same app.
+Handlers are thin: they parse the request, authenticate, make one call to a
+service the factory built (`factory.Gateway`), and render the result
+(`representations`). The p2api face (`p2fc.py`) registers its
+own routes on the same app and calls the same services.
 """
 
 from __future__ import annotations
@@ -14,23 +15,18 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from aiohttp import BodyPartReader, web
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from aiohttp import web
 
 from services.gateway import forms, openapi, p2fc, representations
+from services.gateway.arguments import ObContext, check_hash, decimal_integer, ob_context
 from services.gateway.auth import Authenticator, Principal, require_admin
+from services.gateway.factory import Gateway, build
+from services.gateway.images import ObjectStream
 from services.gateway.metrics import Metrics
-from services.gateway.operations import (
-    ObjectStream,
-    Operations,
-    StagedUpload,
-    check_hash,
-    decimal_integer,
-    ob_context,
-)
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
+from services.gateway.uploads import UploadTarget
 from services.shared.errors import ServiceError, title_of
 from services.shared.settings import GatewaySettings
 
@@ -38,19 +34,12 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 BODY_LIMITS = web.AppKey("body_limits", forms.BodyLimits)
-OPS = web.AppKey("ops", Operations)
+GATEWAY = web.AppKey("gateway", Gateway)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RAW_TYPES = (
-    "application/fits",
-    "application/octet-stream",
-    "application/gzip",
-    "application/x-gzip",
-    "image/fits",
-)
 TILE_ROUTE = "/api/v1/images/{fits_hash}/hips/{token}/{path:.+}"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -67,8 +56,8 @@ def _principal(request: web.Request) -> Principal:
     return request.app[AUTH].authenticate(request.headers)
 
 
-def _ops(request: web.Request) -> Operations:
-    return request.app[OPS]
+def _gateway(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -81,7 +70,7 @@ def _optional_int(value: str | None, name: str) -> int | None:
     return decimal_integer(value, name)
 
 
-def _context(ob_id: str, fields: Any) -> Any:
+def _context(ob_id: str, fields: Any) -> ObContext:
     return ob_context(
         ob_id,
         str(fields.get("run_id", "") or ""),
@@ -115,28 +104,30 @@ async def _send(
     return response
 
 
-def _disposition_name(request: web.Request) -> str:
-    _, params = parse_content_disposition(request.headers.get("Content-Disposition"))
-    return content_disposition_filename(params, "filename") or ""
-
-
 # ---- native API -------------------------------------------------------------------------------
 
 
 async def upload(request: web.Request) -> web.Response:
     """POST /api/v1/obs/{ob_id}/background-images: multipart, or a raw FITS body."""
     principal = _principal(request)
-    ops = _ops(request)
+    ob_id = request.match_info["ob_id"]
+    uploads = _gateway(request).uploads
     # A place among the uploads in progress, before a byte of the body is read.
-    async with ops.uploads.slot():
-        with ops.uploaders.slot(principal.user_id):
-            t0 = time.perf_counter()
-            ob, staged, file_name, fields = await _receive_upload(request, ops)
-            staging = time.perf_counter() - t0
-            outcome = await ops.finish_upload(
-                principal.caller, ob, staged, file_name=file_name, bandpass=fields.get("bandpass", "")
-            )
-    outcome.timings["staging"] = staging
+    async with uploads.admitted(principal.user_id):
+        body = forms.UploadBody(
+            request, _pace(request), request.app[SETTINGS].max_upload_bytes, dict(request.query)
+        )
+        file = await body.file()
+        if file is None:
+            raise ServiceError("INVALID_ARGUMENT", "the upload has no file part")
+        if not body.multipart or "run_id" in body.fields:
+            _context(ob_id, body.fields)  # fields sent before the file are checked before it is stored
+
+        async def target() -> UploadTarget:  # the fields may follow the file
+            fields = await body.rest()
+            return UploadTarget(_context(ob_id, fields), fields.get("bandpass", ""))
+
+        outcome = await uploads.upload(principal.caller, file, target)
     response = _json(representations.upload_json(outcome), status=201)
     response.headers["Location"] = f"/api/v1/images/{outcome.image.fits_hash}"
     response.headers["Server-Timing"] = ", ".join(
@@ -145,61 +136,15 @@ async def upload(request: web.Request) -> web.Response:
     return response
 
 
-async def _receive_upload(
-    request: web.Request, ops: Operations
-) -> tuple[Any, StagedUpload, str, dict[str, str]]:
-    """The OB context and the staged body of an upload (multipart or raw), file name, fields."""
-    ob_id = request.match_info["ob_id"]
-    fields: dict[str, str] = dict(request.query)
-    limit = request.app[SETTINGS].max_upload_bytes
-    pace = forms.Pace.of(request, request.app[BODY_LIMITS])
-    staged: StagedUpload | None = None
-    try:
-        if request.content_type.startswith("multipart/"):
-            if request.content_length is not None and request.content_length > limit + (1 << 20):
-                raise ServiceError(
-                    "TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit
-                )
-            # Fields sent before the file are checked before a byte of it is stored.
-            reader = await forms.multipart(request)
-            file_name = ""
-            while (part := await forms.next_part(reader, pace)) is not None:
-                if not isinstance(part, BodyPartReader):
-                    raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
-                if part.filename is not None or part.name in ("file", "bkg_image_fits_file"):
-                    if staged is not None:
-                        raise ServiceError("INVALID_ARGUMENT", "one file per upload")
-                    if "run_id" in fields:
-                        _context(ob_id, fields)
-                    # aiohttp clients percent-encode file names; browsers escape only '"' and CR/LF.
-                    file_name = unquote(part.filename or fields.get("file_name", ""))
-                    staged = await ops.stage(forms.part_chunks(part, pace))
-                elif part.name:
-                    fields[part.name] = await forms.read_field(part, pace)
-            if staged is None:
-                raise ServiceError("INVALID_ARGUMENT", "the upload has no file part")
-        elif request.content_type in RAW_TYPES:
-            _context(ob_id, fields)
-            file_name = fields.get("file_name") or _disposition_name(request)
-            staged = await ops.stage(forms.body_chunks(request, pace), request.content_length)
-        else:
-            raise ServiceError(
-                "INVALID_ARGUMENT",
-                "send multipart/form-data with a file part, or a body of type application/fits",
-            )
-        ob = _context(ob_id, fields)
-    except BaseException:
-        if staged is not None:
-            await ops.discard(staged)
-        raise
-    return ob, staged, file_name, fields
+def _pace(request: web.Request) -> forms.Pace:
+    return forms.Pace.of(request, request.app[BODY_LIMITS])
 
 
 async def list_images(request: web.Request) -> web.Response:
     """GET /api/v1/obs/{ob_id}/background-images: what the selector shows."""
     principal = _principal(request)
     ob = _context(request.match_info["ob_id"], request.query)
-    listing = await _ops(request).list_images(principal.caller, ob)
+    listing = await _gateway(request).selector.list_images(principal.caller, ob)
     settings = request.app[SETTINGS]
     return _json(
         representations.listing_json(
@@ -216,7 +161,7 @@ async def select(request: web.Request) -> web.Response:
     selection = body.get("selection")
     if not isinstance(selection, str):
         raise ServiceError("INVALID_ARGUMENT", "selection is required")
-    chosen = await _ops(request).select(principal.caller, ob, selection)
+    chosen = await _gateway(request).selector.select(principal.caller, ob, selection)
     return _json(representations.selection_json(chosen))
 
 
@@ -225,26 +170,27 @@ async def get_selection(request: web.Request) -> web.Response:
     principal = _principal(request)
     ob_id = _optional_int(request.match_info["ob_id"], "ob_id")
     assert ob_id is not None
-    chosen = await _ops(request).get_selection(principal.caller, ob_id, request.query.get("run_id", ""))
+    selector = _gateway(request).selector
+    chosen = await selector.get_selection(principal.caller, ob_id, request.query.get("run_id", ""))
     return _json(representations.selection_json(chosen))
 
 
 async def get_image(request: web.Request) -> web.Response:
     principal = _principal(request)
-    image = await _ops(request).get_image(principal.caller, request.match_info["fits_hash"])
+    image = await _gateway(request).images.get(principal.caller, request.match_info["fits_hash"])
     return _json(representations.image_json(image))
 
 
 async def delete_image(request: web.Request) -> web.Response:
     principal = _principal(request)
-    tombstone = await _ops(request).delete(principal.caller, request.match_info["fits_hash"])
+    tombstone = await _gateway(request).images.delete(principal.caller, request.match_info["fits_hash"])
     return _json(representations.tombstone_json(tombstone))
 
 
 async def preview(request: web.Request) -> web.StreamResponse:
     principal = _principal(request)
     ob_id = _optional_int(request.query.get("ob_id"), "ob_id")
-    obj = await _ops(request).preview(principal.caller, request.match_info["fits_hash"], ob_id)
+    obj = await _gateway(request).images.preview(principal.caller, request.match_info["fits_hash"], ob_id)
     return await _send(request, obj)
 
 
@@ -252,7 +198,7 @@ async def fits(request: web.Request) -> web.StreamResponse:
     principal = _principal(request)
     fits_hash = check_hash(request.match_info["fits_hash"])
     ob_id = _optional_int(request.query.get("ob_id"), "ob_id")
-    obj = await _ops(request).fits(principal.caller, fits_hash, ob_id)
+    obj = await _gateway(request).images.fits(principal.caller, fits_hash, ob_id)
     return await _send(request, obj, {"Content-Disposition": f'attachment; filename="{fits_hash}.fits"'})
 
 
@@ -260,7 +206,7 @@ async def hips(request: web.Request) -> web.Response:
     """GET /api/v1/images/{fits_hash}/hips?ob_id=: a HiPS base URL with a token in its path."""
     principal = _principal(request)
     ob_id = _optional_int(request.query.get("ob_id"), "ob_id")
-    access = await _ops(request).hips_access(principal.caller, request.match_info["fits_hash"], ob_id)
+    access = await _gateway(request).hips.access(principal.caller, request.match_info["fits_hash"], ob_id)
     return _json(representations.hips_json(access, _base_url(request)))
 
 
@@ -269,7 +215,7 @@ async def hips_file(request: web.Request) -> web.StreamResponse:
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=CORS_HEADERS)
     try:
-        obj = await _ops(request).hips_file(
+        obj = await _gateway(request).hips.file(
             request.match_info["fits_hash"], request.match_info["token"], request.match_info["path"]
         )
     except ServiceError as err:
@@ -295,20 +241,20 @@ async def put_run(request: web.Request) -> web.Response:
         raise ServiceError(
             "INVALID_ARGUMENT", "owner_id (string) and delegate_ids (list of strings) are required"
         )
-    run = await _ops(request).set_run(request.match_info["run_id"], owner, delegates)
+    run = await _gateway(request).runs.set(request.match_info["run_id"], owner, delegates)
     return _json(representations.run_json(run))
 
 
 async def delete_run(request: web.Request) -> web.Response:
     require_admin(_principal(request))
-    await _ops(request).remove_run(request.match_info["run_id"])
+    await _gateway(request).runs.remove(request.match_info["run_id"])
     return web.Response(status=204)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ServiceError("INVALID_ARGUMENT", "the body must be application/json")
-    raw = await forms.read_body(request, forms.Pace.of(request, request.app[BODY_LIMITS]))
+    raw = await forms.read_body(request, _pace(request))
     try:
         body = json.loads(raw.decode(request.charset or "utf-8"))
     except (ValueError, LookupError):
@@ -335,8 +281,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready while every dependency answers. A store that refuses only writes keeps the
     gateway in service (every replica shares the store: taking all out would stop the
     tiles too) and is told here, and by the metric bgimages_gateway_store_writable."""
-    ops = _ops(request)
-    checks, writable = await asyncio.gather(ops.readiness(), ops.store_writable())
+    health = _gateway(request).health
+    checks, writable = await asyncio.gather(health.readiness(), health.store_writable())
     extra: dict[str, Any] = {"checks": checks, "store_writable": writable}
     if not writable:
         extra["warnings"] = [STORE_READ_ONLY]
@@ -348,11 +294,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
+    health = _gateway(request).health
     try:
-        m.store_usage.usage = await _ops(request).usage()
+        m.store_usage.usage = await health.usage()
     except ServiceError:
         m.store_usage.usage = None  # the request metrics are still worth scraping
-    await _ops(request).store_writable()
+    await health.store_writable()
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8")
 
 
@@ -430,15 +377,15 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.update(CORS_HEADERS)
 
 
-def create_app(settings: GatewaySettings, ops: Operations | None = None) -> web.Application:
-    """The gateway application; `ops` defaults to one connected to the settings' services."""
+def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> web.Application:
+    """The gateway application; `gateway` defaults to one built for the settings' services."""
     app = web.Application(middlewares=[metrics_middleware, problems_middleware], client_max_size=1 << 20)
-    operations = ops if ops is not None else Operations.connect(settings)
+    services = gateway if gateway is not None else build(settings)
     app[SETTINGS] = settings
     app[BODY_LIMITS] = forms.BodyLimits.from_settings(settings)
-    app[OPS] = operations
+    app[GATEWAY] = services
     app[AUTH] = Authenticator(settings)
-    app[METRICS] = operations.metrics
+    app[METRICS] = services.metrics
 
     api = "/api/v1"
     app.router.add_post(f"{api}/obs/{{ob_id}}/background-images", upload)
@@ -469,13 +416,13 @@ def create_app(settings: GatewaySettings, ops: Operations | None = None) -> web.
         app.router.add_static("/surveys/default/", settings.default_survey_dir)
     app.on_response_prepare.append(_security_headers)
 
-    p2fc.setup(app, settings, operations)
+    p2fc.setup(app, settings, services)
 
     async def on_startup(app: web.Application) -> None:
-        await operations.start()
+        await services.start()
 
     async def on_cleanup(app: web.Application) -> None:
-        await operations.close()
+        await services.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

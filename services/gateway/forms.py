@@ -1,7 +1,8 @@
-"""Reading request bodies for both faces (native API and p2fc): multipart
-parts, form fields with a size cap, and streamed file bodies, with a client
-that goes away or sends a broken body reported as a 400, never a 500, and a
-body that stalls or trickles cut by its `Pace` (408 REQUEST_TIMEOUT)."""
+"""Reading request bodies for both faces (native API and p2fc): an upload's body
+(`UploadBody`: raw or multipart, bounded by the size limit), form fields with a
+size cap, and small bodies whole; a client that goes away or sends a broken body
+is reported as a 400, never a 500, and a body that stalls or trickles is cut by
+its `Pace` (408 REQUEST_TIMEOUT)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, ClientPayloadError, MultipartReader, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
+from services.gateway.uploads import UploadFile
 from services.shared.errors import ServiceError
 from services.shared.settings import GatewaySettings
 
@@ -184,3 +188,104 @@ async def read_body(request: web.Request, pace: Pace, limit: int = SMALL_BODY_LI
         if len(data) > limit:
             raise ServiceError("TOO_LARGE", f"the request body is larger than {limit} bytes", limit=limit)
     return bytes(data)
+
+
+# ---- the body of an upload ----------------------------------------------------------------------
+
+RAW_TYPES = (
+    "application/fits",
+    "application/octet-stream",
+    "application/gzip",
+    "application/x-gzip",
+    "image/fits",
+)
+# The multipart part that holds the file: any part with a file name, or one of these.
+FILE_PARTS = ("file", "bkg_image_fits_file")
+# What fields and part headers may add to the file in a multipart body.
+MULTIPART_OVERHEAD = 1 << 20
+
+
+def too_large(limit: int) -> ServiceError:
+    return ServiceError("TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit)
+
+
+async def _bounded(chunks: AsyncIterator[bytes], limit: int, declared: int | None) -> AsyncIterator[bytes]:
+    """The file's bytes, TOO_LARGE before more than `limit` pass (at the first read
+    when the declared size is over it already)."""
+    if declared is not None and declared > limit:
+        raise too_large(limit)
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise too_large(limit)
+        yield chunk
+
+
+class UploadBody:
+    """The body of an upload, for both faces: a raw FITS body (its fields are the
+    query) or multipart/form-data, read once, in order: the fields sent before the
+    file, the file (streamed, bounded by the size limit), then the fields after it.
+
+    Refused at once: another content type, and a multipart body whose declared
+    length leaves no doubt that its file is over the limit."""
+
+    def __init__(self, request: web.Request, pace: Pace, limit: int, fields: dict[str, str]) -> None:
+        self._request = request
+        self._pace = pace
+        self._limit = limit
+        self._reader: MultipartReader | None = None
+        self._file_seen = False
+        self.multipart = request.content_type.startswith("multipart/")
+        self.fields = fields
+        # The headers of the file's part (p2api sends its fields there).
+        self.part_headers: Mapping[str, str] = {}
+        if self.multipart:
+            length = request.content_length
+            if length is not None and length > limit + MULTIPART_OVERHEAD:
+                raise too_large(limit)
+        elif request.content_type not in RAW_TYPES:
+            raise ServiceError(
+                "INVALID_ARGUMENT",
+                "send multipart/form-data with a file part, or a body of type application/fits",
+            )
+
+    async def file(self) -> UploadFile | None:
+        """The file, not read yet; None when the body ends without one."""
+        request = self._request
+        if not self.multipart:
+            self._file_seen = True
+            chunks = _bounded(body_chunks(request, self._pace), self._limit, request.content_length)
+            return UploadFile(chunks, self.fields.get("file_name") or _disposition_name(request))
+        if self._reader is None:
+            self._reader = await multipart(request)
+        while (part := await self._next()) is not None:
+            if part.filename is not None or part.name in FILE_PARTS:
+                if self._file_seen:
+                    raise ServiceError("INVALID_ARGUMENT", "one file per upload")
+                self._file_seen = True
+                # aiohttp clients percent-encode file names; browsers escape only '"' and CR/LF.
+                name = unquote(part.filename or self.fields.get("file_name", ""))
+                self.part_headers = part.headers
+                return UploadFile(_bounded(part_chunks(part, self._pace), self._limit, None), name)
+            if part.name:
+                self.fields[part.name] = await read_field(part, self._pace)
+        return None
+
+    async def rest(self) -> dict[str, str]:
+        """All fields, once the body is read to its end (a second file is refused)."""
+        if self.multipart:
+            await self.file()
+        return self.fields
+
+    async def _next(self) -> BodyPartReader | None:
+        assert self._reader is not None
+        part = await next_part(self._reader, self._pace)
+        if part is not None and not isinstance(part, BodyPartReader):
+            raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
+        return part
+
+
+def _disposition_name(request: web.Request) -> str:
+    _, params = parse_content_disposition(request.headers.get("Content-Disposition"))
+    return content_disposition_filename(params, "filename") or ""

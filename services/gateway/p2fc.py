@@ -17,7 +17,8 @@ prefix root itself (`/p2fc//`). What it sends:
 
 The caller is who p2 says the access token belongs to (`p2.P2Client`), with
 the runs p2 lists for them passed per request as `Caller.runs`; the actions are
-the same `Operations` the native API uses, so the same catalog rules hold.
+the same services (`factory.Gateway`) the native API calls, so the same catalog
+rules hold, and an upload takes the same path (`forms.UploadBody`, `Uploads.upload`).
 
 Answers are JSON. Errors are JSON too, `{"error": <message>, "code": <CODE>}`
 with the code's HTTP status, because the client raises `P2Error(status,
@@ -32,25 +33,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
 from services.gateway import forms
-from services.gateway.operations import (
-    Operations,
-    check_hash,
-    format_selection,
-    parse_selection,
-)
+from services.gateway.arguments import check_hash, format_selection, parse_selection
+from services.gateway.factory import Gateway
 from services.gateway.p2 import P2Client, P2Context, parse_bases
 from services.gateway.problems import add_limit_headers, public_message
+from services.gateway.uploads import UploadFile, UploadTarget
 from services.shared.errors import ServiceError
 from services.shared.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-P2FC_OPS = web.AppKey("p2fc_ops", Operations)
+P2FC_GATEWAY = web.AppKey("p2fc_gateway", Gateway)
 P2FC_CLIENT = web.AppKey("p2fc_p2", P2Client)
 P2FC_SETTINGS = web.AppKey("p2fc_settings", GatewaySettings)
 P2FC_BODY_LIMITS = web.AppKey("p2fc_body_limits", forms.BodyLimits)
@@ -73,11 +71,11 @@ def normalize_prefix(prefix: str) -> str:
     return f"/{stripped}/"
 
 
-def setup(app: web.Application, settings: GatewaySettings, ops: Operations) -> None:
+def setup(app: web.Application, settings: GatewaySettings, gateway: Gateway) -> None:
     """Adds the p2api face's routes to the gateway app."""
     prefix = normalize_prefix(settings.p2fc_prefix)
     client = P2Client(parse_bases(settings.p2_api_bases), timeout_s=settings.p2_timeout_s)
-    app[P2FC_OPS] = ops
+    app[P2FC_GATEWAY] = gateway
     app[P2FC_CLIENT] = client
     app[P2FC_SETTINGS] = settings
     app[P2FC_BODY_LIMITS] = forms.BodyLimits.from_settings(settings)
@@ -161,12 +159,12 @@ async def bkg_image(request: web.Request) -> web.Response:
     if mode not in ("get_ob", "get_ob_image_list"):
         raise ServiceError("INVALID_ARGUMENT", f"unknown mode {mode[:40]!r}: use get_ob or get_ob_image_list")
     ctx = await _resolve(request, query)
-    ops = request.app[P2FC_OPS]
+    selector = request.app[P2FC_GATEWAY].selector
     caller, ob = caller_of(ctx), ob_of(ctx)
     if mode == "get_ob":
-        selection = await ops.get_selection(caller, ctx.ob_id, ctx.run_id)
+        selection = await selector.get_selection(caller, ctx.ob_id, ctx.run_id)
         return web.json_response(await ob_info(request, ctx, selection))
-    listing = await ops.list_images(caller, ob)
+    listing = await selector.list_images(caller, ob)
     return web.json_response(image_list(listing))
 
 
@@ -176,11 +174,11 @@ async def bkg_image_delete(request: web.Request) -> web.Response:
     given = query.get("fits_hash", "")
     fits_hash = check_hash(given.removeprefix("user_bkg_image|"))
     ctx = await _resolve(request, query)
-    ops = request.app[P2FC_OPS]
+    gateway = request.app[P2FC_GATEWAY]
     caller = caller_of(ctx)
-    await ops.delete(caller, fits_hash)
+    await gateway.images.delete(caller, fits_hash)
     log.info("p2fc delete", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": fits_hash})
-    listing = await ops.list_images(caller, ob_of(ctx))
+    listing = await gateway.selector.list_images(caller, ob_of(ctx))
     return web.json_response(image_list(listing))
 
 
@@ -219,61 +217,44 @@ async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Resp
         )
     parse_selection(value)  # a malformed value is refused before p2 is asked anything
     ctx = await _resolve(request, fields)
-    selection = await request.app[P2FC_OPS].select(caller_of(ctx), ob_of(ctx), value)
+    selection = await request.app[P2FC_GATEWAY].selector.select(caller_of(ctx), ob_of(ctx), value)
     log.info("p2fc select", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "selection": value[:80]})
     return web.json_response(await ob_info(request, ctx, selection))
 
 
 async def _multipart(request: web.Request, pace: forms.Pace) -> web.Response:
-    settings = request.app[P2FC_SETTINGS]
-    limit = settings.max_upload_bytes
-    if request.content_length is not None and request.content_length > limit + (1 << 20):
-        raise ServiceError("TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit)
-    reader = await forms.multipart(request)
-    fields: dict[str, str] = {}
-    while (part := await forms.next_part(reader, pace)) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
-        if part.name == FILE_FIELD or part.filename is not None:
-            # p2api sends url, access_token, mode and bkg_lam as headers of the
-            # file part; form fields sent before it count too.
-            for key in ("url", "access_token", "mode", "bkg_lam"):
-                header = part.headers.get(key)
-                if header is not None:
-                    fields[key] = header.strip()
-            mode = fields.get("mode", "")
-            if not mode:
-                raise NotSupported(FINDING_CHARTS)
-            if mode != "upload_bkg_image":
-                raise ServiceError(
-                    "INVALID_ARGUMENT", f"unknown mode {mode[:40]!r} for a file: use upload_bkg_image"
-                )
-            # A place among the uploads in progress, before p2 is asked or the file read.
-            async with request.app[P2FC_OPS].uploads.slot():
-                return await _upload(request, part, fields, pace)
-        if part.name:
-            fields[part.name] = await forms.read_field(part, pace)
-    if fields.get("mode") == "set_ob_info":
-        return await _set_ob_info(request, fields)
-    if not fields.get("mode"):
+    """upload_bkg_image: the file's part carries url, access_token, mode and bkg_lam in its
+    headers (form fields sent before it count too); set_ob_info sent as multipart."""
+    body = forms.UploadBody(request, pace, request.app[P2FC_SETTINGS].max_upload_bytes, {})
+    file = await body.file()
+    fields = body.fields
+    if file is None:
+        if fields.get("mode") == "set_ob_info":
+            return await _set_ob_info(request, fields)
+        if not fields.get("mode"):
+            raise NotSupported(FINDING_CHARTS)
+        raise ServiceError("INVALID_ARGUMENT", f"the request has no {FILE_FIELD} part")
+    for key in ("url", "access_token", "mode", "bkg_lam"):
+        header = body.part_headers.get(key)
+        if header is not None:
+            fields[key] = header.strip()
+    mode = fields.get("mode", "")
+    if not mode:
         raise NotSupported(FINDING_CHARTS)
-    raise ServiceError("INVALID_ARGUMENT", f"the request has no {FILE_FIELD} part")
+    if mode != "upload_bkg_image":
+        raise ServiceError("INVALID_ARGUMENT", f"unknown mode {mode[:40]!r} for a file: use upload_bkg_image")
+    # A place among the uploads in progress, before p2 is asked or the file read.
+    async with request.app[P2FC_GATEWAY].uploads.slot():
+        return await _upload(request, file, fields)
 
 
-async def _upload(
-    request: web.Request, part: BodyPartReader, fields: dict[str, str], pace: forms.Pace
-) -> web.Response:
+async def _upload(request: web.Request, file: UploadFile, fields: dict[str, str]) -> web.Response:
     # Who and which OB before a byte of the file is stored.
     ctx = await _resolve(request, fields)
-    ops = request.app[P2FC_OPS]
-    with ops.uploaders.slot(ctx.user_id):
-        outcome = await ops.upload(
-            caller_of(ctx),
-            ob_of(ctx),
-            forms.part_chunks(part, pace),
-            file_name=part.filename or "",
-            bandpass=fields.get("bkg_lam", ""),
-        )
+    uploads = request.app[P2FC_GATEWAY].uploads
+    with uploads.user_slot(ctx.user_id):
+        target = UploadTarget(ob_of(ctx), fields.get("bkg_lam", ""))
+        outcome = await uploads.upload(caller_of(ctx), file, target)
     log.info(
         "p2fc upload",
         extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": outcome.image.fits_hash},
@@ -389,7 +370,7 @@ async def ob_info(request: web.Request, ctx: P2Context, selection: catalog_pb2.S
         body["fits_hash"] = selection.value
         body["image"] = image_entry(selection.image, selection.value) if selection.HasField("image") else None
         try:
-            access = await request.app[P2FC_OPS].hips_access(caller_of(ctx), selection.value, ctx.ob_id)
+            access = await request.app[P2FC_GATEWAY].hips.access(caller_of(ctx), selection.value, ctx.ob_id)
         except ServiceError as err:
             warnings.append(f"the image cannot be displayed: {err.message}")
         else:

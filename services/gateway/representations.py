@@ -10,7 +10,9 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from bgimages.catalog.v1 import catalog_pb2
-from services.gateway.operations import HipsAccess, UploadOutcome, format_selection
+from services.gateway.arguments import format_selection
+from services.gateway.hips import HipsAccess
+from services.gateway.uploads import UploadOutcome
 
 API = "/api/v1"
 

@@ -1,6 +1,7 @@
-"""gRPC plumbing: the server with health, reflection and the service credential
-(started by services/shared/startup.py), error mapping both ways, and
-authenticated client channels."""
+"""The server half of the gRPC edge: the server with health, reflection and the
+service credential check (started by services/shared/startup.py), and ServiceError
+-> status with ErrorInfo. The client half (channels, typed calls, status ->
+ServiceError) is `grpc_client`."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from services.shared.errors import DOMAIN, ServiceError
+from services.shared.grpc_client import TOKEN_HEADER
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "x-service-token"
 # Called without the service credential: probes and discovery.
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -35,11 +36,6 @@ the service names follow their dependencies (readiness probes)."""
 def accepted_tokens(setting: str) -> list[bytes]:
     """SERVICE_TOKEN may list several comma-separated tokens during a rotation."""
     return [t.strip().encode() for t in setting.split(",") if t.strip()]
-
-
-def outgoing_token(setting: str) -> str:
-    """The token a client sends: the first of the list."""
-    return setting.split(",")[0].strip()
 
 
 class ServiceTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,name-defined]
@@ -97,90 +93,6 @@ def servicer_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
     wrapper.__qualname__ = fn.__qualname__
     wrapper.__doc__ = fn.__doc__
     return wrapper
-
-
-def error_from_rpc(exc: grpc.aio.AioRpcError) -> ServiceError:
-    """Turns a failed call back into the ServiceError the server raised."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                details = {k: json.loads(v) for k, v in info.metadata.items()}
-                try:
-                    return ServiceError(info.reason, status.message, **details)
-                except ValueError:
-                    break
-    code = exc.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return ServiceError("UNAVAILABLE", f"internal service unavailable: {exc.details()}")
-    return ServiceError("INTERNAL", f"internal call failed: {code.name}")
-
-
-class _TokenAuth(grpc.AuthMetadataPlugin):
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
-        callback(((TOKEN_HEADER, self._token),), None)
-
-
-class _TokenClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc,name-defined]
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        metadata = list(client_call_details.metadata or ()) + [(TOKEN_HEADER, self._token)]
-        details = client_call_details._replace(metadata=metadata)
-        return await continuation(details, request)
-
-
-def channel(address: str, token: str) -> grpc.aio.Channel:
-    """A channel whose every call carries the service credential.
-
-    `dns:///name:port` addresses with several pods behind a headless Service
-    are balanced round robin across them.
-    """
-    options = [
-        ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.max_receive_message_length", 64 << 20),
-        ("grpc.max_send_message_length", 64 << 20),
-        ("grpc.keepalive_time_ms", 30000),
-        # A restarted service is found again within seconds, not after the
-        # default back-off of up to two minutes. (min_reconnect_backoff_ms,
-        # which is also the connect timeout, keeps its 20 s default.)
-        ("grpc.initial_reconnect_backoff_ms", 250),
-        ("grpc.max_reconnect_backoff_ms", 5000),
-    ]
-    interceptors: list[Any] = [_TokenClientInterceptor(outgoing_token(token))]
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
-
-
-async def call(method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
-    """Makes one unary call, raising ServiceError on failure."""
-    try:
-        return await (method(request) if timeout is None else method(request, timeout=timeout))
-    except grpc.aio.AioRpcError as exc:
-        raise error_from_rpc(exc) from None
-
-
-class WithDeadline:
-    """A stub whose every call carries a deadline, so a hung service fails a
-    request (UNAVAILABLE) instead of holding it open for ever."""
-
-    def __init__(self, stub: Any, timeout_s: float) -> None:
-        self._stub = stub
-        self._timeout_s = timeout_s
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._stub, name)
-
-        def with_deadline(request: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("timeout", self._timeout_s)
-            return method(request, **kwargs)
-
-        return with_deadline
 
 
 class GrpcServer:

@@ -20,7 +20,7 @@ from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from bgimages.common.v1 import common_pb2
 from services.catalog.app import CatalogServer
 from services.catalog.repository import create_pool, migrate
-from services.shared import grpc_edge
+from services.shared import grpc_client
 from services.shared.errors import ServiceError
 from services.shared.settings import CatalogSettings
 from services.shared.store import LocalStore, ObjectStore
@@ -79,7 +79,7 @@ class Harness:
 
     async def call(self, method: str, request: Any) -> Any:
         """One RPC; a failure raises the ServiceError the server sent."""
-        return await grpc_edge.call(getattr(self.stub, method), request, timeout=30)
+        return await grpc_client.call(getattr(self.stub, method), request, timeout=30)
 
     async def fails(self, code: str, method: str, request: Any) -> ServiceError:
         with pytest.raises(ServiceError) as err:
@@ -196,7 +196,7 @@ async def start_catalog(
 async def catalog(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     store = LocalStore(tmp_path / "store")
     server, pool = await start_catalog(db_url, store)
-    channel = grpc_edge.channel(f"127.0.0.1:{server.port}", TOKEN)
+    channel = grpc_client.channel(f"127.0.0.1:{server.port}", TOKEN)
     try:
         yield Harness(catalog_pb2_grpc.CatalogServiceStub(channel), server, pool, store, db_url)
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from services.shared import grpc_edge
+from services.shared import grpc_client
 from services.shared.store import LocalStore
 from tests.catalog.conftest import (
     CONTENT_BYTES,
@@ -34,7 +34,7 @@ async def small(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     """A catalog whose capacity holds 5 of the test contents (S bytes each)."""
     store = LocalStore(tmp_path / "store")
     server, pool = await start_catalog(db_url, store, capacity_bytes=5 * S, high_water=0.9, low_water=0.6)
-    channel = grpc_edge.channel(f"127.0.0.1:{server.port}", TOKEN)
+    channel = grpc_client.channel(f"127.0.0.1:{server.port}", TOKEN)
     try:
         yield Harness(catalog_pb2_grpc.CatalogServiceStub(channel), server, pool, store, db_url)
     finally:
@@ -131,7 +131,7 @@ async def test_background_round_culls(db_url: str, tmp_path: Path) -> None:
     server, pool = await start_catalog(
         db_url, store, background=True, capacity_bytes=2 * S, high_water=0.9, low_water=0.5, cull_interval_s=1
     )
-    channel = grpc_edge.channel(f"127.0.0.1:{server.port}", TOKEN)
+    channel = grpc_client.channel(f"127.0.0.1:{server.port}", TOKEN)
     h = Harness(catalog_pb2_grpc.CatalogServiceStub(channel), server, pool, store, db_url)
     try:
         await h.set_run(RUN, OWNER)

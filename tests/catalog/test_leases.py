@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from services.shared import grpc_edge
+from services.shared import grpc_client
 from services.shared.store import LocalStore
 from tests.catalog.conftest import TOKEN, Harness, caller, fits_hash, next_ob, ob, square, start_catalog
 
@@ -85,7 +85,7 @@ async def test_two_runs_racing_for_a_new_ob_one_wins_whole(catalog: Harness) -> 
 async def test_a_lease_lives_while_renewed_and_expires_soon_after(db_url: str, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     server, pool = await start_catalog(db_url, store, lease_ttl_s=2)
-    channel = grpc_edge.channel(f"127.0.0.1:{server.port}", TOKEN)
+    channel = grpc_client.channel(f"127.0.0.1:{server.port}", TOKEN)
     h = Harness(catalog_pb2_grpc.CatalogServiceStub(channel), server, pool, store, db_url)
     try:
         await h.set_run(RUN_A, PI_A)

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from services.shared import grpc_edge
+from services.shared import grpc_client
 from services.shared.errors import ServiceError
 from services.shared.store import LocalStore
 from tests.catalog.conftest import CONTENT_BYTES, TOKEN, Harness, caller, next_ob, ob, square, start_catalog
@@ -32,7 +32,7 @@ async def racy(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     server, pool = await start_catalog(
         db_url, store, capacity_bytes=N * CONTENT_BYTES, high_water=0.95, low_water=low, db_pool_size=12
     )
-    channel = grpc_edge.channel(f"127.0.0.1:{server.port}", TOKEN)
+    channel = grpc_client.channel(f"127.0.0.1:{server.port}", TOKEN)
     try:
         yield Harness(catalog_pb2_grpc.CatalogServiceStub(channel), server, pool, store, db_url)
     finally:
@@ -56,7 +56,7 @@ class Client:
                 request, metadata=(("x-service-token", TOKEN),), timeout=30
             )
         except grpc.aio.AioRpcError as exc:
-            raise grpc_edge.error_from_rpc(exc) from None
+            raise grpc_client.error_from_rpc(exc) from None
 
     async def close(self) -> None:
         await self.channel.close(None)

@@ -9,7 +9,7 @@ from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from services.catalog.images import Images
 from services.catalog.model import Caller
 from services.catalog.repository import Repository
-from services.shared import grpc_edge
+from services.shared import grpc_client
 from services.shared.errors import ServiceError
 from services.shared.store import LocalStore, ObjectStore, S3Store
 from tests.catalog.conftest import TOKEN, Harness, caller, fits_hash, next_ob, ob, square, start_catalog
@@ -47,7 +47,7 @@ async def expire(h: Harness, lease_id: str) -> None:
 
 async def test_sweep_removes_orphans_only(db_url: str, store: LocalStore | S3Store) -> None:
     server, pool = await start_catalog(db_url, store, lease_ttl_s=3)
-    channel = grpc_edge.channel(f"127.0.0.1:{server.port}", TOKEN)
+    channel = grpc_client.channel(f"127.0.0.1:{server.port}", TOKEN)
     h = Harness(catalog_pb2_grpc.CatalogServiceStub(channel), server, pool, store, db_url)
     try:
         await h.set_run(RUN, OWNER)

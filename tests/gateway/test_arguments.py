@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bgimages.catalog.v1 import catalog_pb2
-from services.gateway.operations import format_selection, ob_context, parse_selection
+from services.gateway.arguments import format_selection, ob_context, parse_selection
 from services.shared.errors import ServiceError
 
 H = "0123456789abcdef" * 4

@@ -19,7 +19,8 @@ from bgimages.validator.v1 import validator_pb2
 from services.processor import server
 from services.processor.processing import Processor
 from services.shared.errors import ServiceError
-from services.shared.grpc_edge import GrpcServer, call, channel
+from services.shared.grpc_client import call, channel
+from services.shared.grpc_edge import GrpcServer
 from services.shared.settings import ProcessorSettings
 from services.shared.store import LocalStore, S3Store
 from tests.fitsgen import tan_wcs

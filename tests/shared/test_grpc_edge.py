@@ -10,7 +10,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from services.shared.errors import ServiceError
-from services.shared.grpc_edge import LIVENESS, GrpcServer, call, channel, servicer_errors
+from services.shared.grpc_client import call, channel
+from services.shared.grpc_edge import LIVENESS, GrpcServer, servicer_errors
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -12,7 +12,8 @@ from bgimages.common.v1 import common_pb2
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.shared.errors import ServiceError
 from services.shared.fits_header import Limits
-from services.shared.grpc_edge import GrpcServer, call, channel
+from services.shared.grpc_client import call, channel
+from services.shared.grpc_edge import GrpcServer
 from services.shared.store import LocalStore, ObjectMissing, S3Store
 from services.validator.server import add_to
 from tests.fitsgen import write_image
