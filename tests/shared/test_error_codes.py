@@ -7,11 +7,13 @@ from bgimages_client.cli import HINTS
 
 from bgimages.common.v1 import common_pb2
 from services.gateway import problems
-from services.gateway.openapi import ERROR_CODES
+from services.gateway.openapi import EDGE_CODES, error_codes
 from services.shared import errors
 
-# Codes only the HTTP edge makes (aiohttp's own errors): no domain error carries them.
-HTTP_ONLY = {"METHOD_NOT_ALLOWED", "UNSUPPORTED_MEDIA_TYPE"}
+# Codes only the HTTP edges make (aiohttp's own errors, the p2api face's 501): no domain
+# error carries them.
+HTTP_ONLY = {"METHOD_NOT_ALLOWED", "UNSUPPORTED_MEDIA_TYPE", "NOT_SUPPORTED"}
+ERROR_CODES = error_codes()
 
 
 def test_the_contract_and_the_domain_errors_agree() -> None:
@@ -20,7 +22,7 @@ def test_the_contract_and_the_domain_errors_agree() -> None:
 
 
 def test_the_openapi_document_lists_every_code() -> None:
-    assert set(ERROR_CODES) == set(errors._CODES) | HTTP_ONLY
+    assert set(ERROR_CODES) == set(errors._CODES) | HTTP_ONLY == set(errors._CODES) | set(EDGE_CODES)
     assert len(ERROR_CODES) == len(set(ERROR_CODES))
 
 
