@@ -22,7 +22,7 @@ import jwt
 import pytest
 import yarl
 
-from services.gateway.app import create_app
+from services.gateway.app import OPS, create_app
 from services.gateway.hips_tokens import HipsTokens
 from services.shared.settings import GatewaySettings
 from tests.contract import documented, routed
@@ -629,7 +629,10 @@ async def test_health_ready_metrics_openapi(
             default_survey_dir=gateway.suite.env["DEFAULT_SURVEY_DIR"],
         )
     )
-    assert documented(doc) == routed(served)
+    try:
+        assert documented(doc) == routed(served)
+    finally:
+        await served[OPS].close()
     codes = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
     assert {"TARGET_OUTSIDE_FIELD", "NOT_FOUND", "FORBIDDEN", "TOO_LARGE", "GONE", "UNAUTHENTICATED"} <= codes
 

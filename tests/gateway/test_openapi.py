@@ -12,7 +12,7 @@ import pytest
 from multidict import CIMultiDict
 from openapi_spec_validator import validate
 
-from services.gateway.app import DOCUMENT, create_app
+from services.gateway.app import DOCUMENT, OPS, create_app
 from services.gateway.openapi import error_codes
 from services.shared.settings import GatewaySettings
 from tests.contract import Contract, Mismatch, documented, routed
@@ -20,8 +20,13 @@ from tests.contract import Contract, Mismatch, documented, routed
 HASH = "a" * 64
 
 
-def settings(**extra: Any) -> GatewaySettings:
-    return GatewaySettings(dev_mode=True, hips_signing_key="k" * 32, **extra)
+async def built(**settings: Any) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """The document of an app with these settings, and the routes its router serves."""
+    app = create_app(GatewaySettings(dev_mode=True, hips_signing_key="k" * 32, **settings))
+    try:
+        return app[DOCUMENT], routed(app)
+    finally:
+        await app[OPS].close()
 
 
 @pytest.mark.parametrize(
@@ -29,24 +34,23 @@ def settings(**extra: Any) -> GatewaySettings:
     [{}, {"default_survey_dir": str(Path(__file__).parent), "p2fc_prefix": "/elsewhere"}],
     ids=["defaults", "survey-and-prefix"],
 )
-def test_every_route_is_documented_and_every_documented_route_served(extra: dict[str, str]) -> None:
-    app = create_app(settings(**extra))
-    document = app[DOCUMENT]
+async def test_every_route_is_documented_and_every_documented_route_served(extra: dict[str, str]) -> None:
+    document, served = await built(**extra)
     validate(document)  # OpenAPI 3.1
     assert document["openapi"] == "3.1.0"
-    assert routed(app) == documented(document)
+    assert served == documented(document)
 
 
-def test_every_error_code_is_in_the_error_schemas() -> None:
-    schemas = create_app(settings())[DOCUMENT]["components"]["schemas"]
+async def test_every_error_code_is_in_the_error_schemas() -> None:
+    schemas = (await built())[0]["components"]["schemas"]
     for name in ("Problem", "P2fcError"):
         assert schemas[name]["properties"]["code"]["enum"] == error_codes()
     assert schemas["Finding"]["properties"]["code"]["enum"] == error_codes()
 
 
-def test_response_bodies_are_closed() -> None:
+async def test_response_bodies_are_closed() -> None:
     """A key a builder adds without its model fails the check: bodies allow no others."""
-    schemas = create_app(settings())[DOCUMENT]["components"]["schemas"]
+    schemas = (await built())[0]["components"]["schemas"]
     for name in ("Image", "Listing", "Selection", "Tombstone", "HipsUrl", "Run", "ObInfo", "P2fcImage"):
         assert schemas[name]["additionalProperties"] is False, name
 
@@ -54,9 +58,9 @@ def test_response_bodies_are_closed() -> None:
 # ---- the contract check catches what it is there for ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def contract() -> Contract:
-    return Contract(create_app(settings(p2fc_prefix="/p2fc"))[DOCUMENT])
+@pytest.fixture
+async def contract() -> Contract:
+    return Contract((await built(p2fc_prefix="/p2fc"))[0])
 
 
 def _json(body: Any, content_type: str = "application/json") -> tuple[CIMultiDict[str], bytes]:
