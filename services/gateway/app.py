@@ -733,7 +733,11 @@ def _static(path: str, summary: str, folder: Path) -> Operation:
         {
             200: files("the file", "*/*"),
             403: problem("FORBIDDEN: a path outside the folder"),
-            404: problem("NOT_FOUND"),
+            # aiohttp's static handler answers a missing file itself, with an empty body.
+            404: Reply(
+                "NOT_FOUND: no such file (an empty body) or no such path",
+                {"application/octet-stream": None, openapi.PROBLEM_JSON: representations.Problem},
+            ),
         },
         params=(path_param("filename", "a file in the folder"),),
         static=folder,
