@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import BodyPartReader, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from services.gateway import forms, openapi, representations
 from services.gateway.auth import Authenticator, Principal, require_admin
@@ -76,8 +76,7 @@ def _ops(request: web.Request) -> Operations:
     return request.app[OPS]
 
 
-def _json(body: BaseModel, status: int = 200) -> web.Response:
-    return web.json_response(body.model_dump(mode="json"), status=status)
+_json = representations.json_response
 
 
 def _optional_int(value: str | None, name: str) -> int | None:

@@ -33,7 +33,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from aiohttp import BodyPartReader, web
-from pydantic import BaseModel
 
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
@@ -242,9 +241,9 @@ async def bkg_image(request: web.Request) -> web.Response:
     caller, ob = caller_of(ctx), ob_of(ctx)
     if mode == "get_ob":
         selection = await ops.get_selection(caller, ctx.ob_id, ctx.run_id)
-        return _json(await ob_info(request, ctx, selection))
+        return representations.json_response(await ob_info(request, ctx, selection))
     listing = await ops.list_images(caller, ob)
-    return _json(representations.image_list(listing))
+    return representations.json_response(representations.image_list(listing))
 
 
 async def bkg_image_delete(request: web.Request) -> web.Response:
@@ -258,7 +257,7 @@ async def bkg_image_delete(request: web.Request) -> web.Response:
     await ops.delete(caller, fits_hash)
     log.info("p2fc delete", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": fits_hash})
     listing = await ops.list_images(caller, ob_of(ctx))
-    return _json(representations.image_list(listing))
+    return representations.json_response(representations.image_list(listing))
 
 
 async def post_root(request: web.Request) -> web.Response:
@@ -298,7 +297,7 @@ async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Resp
     ctx = await _resolve(request, fields)
     selection = await request.app[P2FC_OPS].select(caller_of(ctx), ob_of(ctx), value)
     log.info("p2fc select", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "selection": value[:80]})
-    return _json(await ob_info(request, ctx, selection))
+    return representations.json_response(await ob_info(request, ctx, selection))
 
 
 async def _multipart(request: web.Request, pace: forms.Pace) -> web.Response:
@@ -359,7 +358,9 @@ async def _upload(
         kind=catalog_pb2.SELECTION_KIND_USER_IMAGE, value=outcome.image.fits_hash, image=outcome.image
     )
     info = await ob_info(request, ctx, selection)
-    return _json(representations.UploadedObInfo(**dict(info), reused_content=outcome.reused_content), 201)
+    return representations.json_response(
+        representations.UploadedObInfo(**dict(info), reused_content=outcome.reused_content), 201
+    )
 
 
 # ---- p2 and the catalog messages -------------------------------------------------------------------
@@ -397,10 +398,6 @@ def raw_query(request: web.Request) -> dict[str, str]:
 
 
 # ---- the JSON shapes ---------------------------------------------------------------------------------
-
-
-def _json(body: BaseModel, status: int = 200) -> web.Response:
-    return web.json_response(body.model_dump(mode="json"), status=status)
 
 
 async def ob_info(

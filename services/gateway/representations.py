@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
+from aiohttp import web
 from google.protobuf import timestamp_pb2
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
@@ -274,6 +275,10 @@ class UploadedObInfo(UserImageObInfo):
 
 
 # ---- builders ---------------------------------------------------------------------------------
+
+
+def json_response(body: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(body.model_dump(mode="json"), status=status)
 
 
 def time_of(ts: timestamp_pb2.Timestamp) -> dt.datetime | None:
