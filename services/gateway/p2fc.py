@@ -28,7 +28,6 @@ API's problem+json would reach the user as raw text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -58,8 +57,6 @@ P2FC_BODY_LIMITS = web.AppKey("p2fc_body_limits", forms.BodyLimits)
 
 FILE_FIELD = "bkg_image_fits_file"
 API = "/api/v1"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class NotSupported(Exception):
