@@ -124,6 +124,17 @@ def _content(schemas: _Schemas, content: Mapping[str, Any], mode: Any) -> dict[s
     }
 
 
+def _reply(reply: Reply, schemas: _Schemas) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    if reply.headers:
+        out["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in reply.headers.items()
+        }
+    if reply.content:
+        out["content"] = _content(schemas, reply.content, "serialization")
+    return out
+
+
 def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary}
     if op.description:
@@ -143,23 +154,7 @@ def _operation(op: Operation, schemas: _Schemas) -> dict[str, Any]:
         ]
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": _content(schemas, op.body, "validation")}
-    out["responses"] = {
-        str(status): {
-            "description": reply.description,
-            **(
-                {
-                    "headers": {
-                        name: {"description": text, "schema": {"type": "string"}}
-                        for name, text in reply.headers.items()
-                    }
-                }
-                if reply.headers
-                else {}
-            ),
-            **({"content": _content(schemas, reply.content, "serialization")} if reply.content else {}),
-        }
-        for status, reply in sorted(op.responses.items())
-    }
+    out["responses"] = {str(status): _reply(reply, schemas) for status, reply in sorted(op.responses.items())}
     return out
 
 
