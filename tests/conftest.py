@@ -13,6 +13,7 @@ import pytest
 
 from services.shared import embedded_pg
 from services.shared.store import LocalStore, S3Store
+from tests import contract
 
 
 def free_port() -> int:
@@ -129,6 +130,7 @@ def suite_factory(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         suite = Suite(tmp_path_factory.mktemp("suite"), full)
         suite.start()
         started.append(suite)
+        contract.watch(suite.gateway_url)
         return suite
 
     yield make
@@ -149,3 +151,30 @@ def suite_store(suite: Suite) -> LocalStore:
 
 # The gateway tests' suite (`gateway` fixture), shared by tests/gateway and tests/browser.
 pytest_plugins = ["tests.gateway.harness"]
+
+
+# --- Every response from a gateway checked against its OpenAPI document ---------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def api_contract() -> Iterator[None]:
+    with contract.install():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def no_contract_mismatch() -> Iterator[None]:
+    """Fails a test that met a response the document does not describe, even one the
+    test itself caught as an exception."""
+    seen = len(contract.CHECKED.mismatches)
+    yield
+    new = contract.CHECKED.mismatches[seen:]
+    assert not new, "responses the OpenAPI document does not describe:\n" + "\n".join(new)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if contract.CHECKED.responses:
+        terminalreporter.write_line(
+            f"OpenAPI contract: {contract.CHECKED.responses} gateway responses checked, "
+            f"{contract.CHECKED.count} JSON bodies validated, {len(contract.CHECKED.mismatches)} mismatches"
+        )

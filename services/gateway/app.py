@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from pydantic import Field, ValidationError
 
 from services.gateway import forms, openapi, p2fc, representations
 from services.gateway.arguments import ObContext, check_hash, decimal_integer, ob_context
@@ -25,6 +26,7 @@ from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.factory import Gateway, build
 from services.gateway.images import ObjectStream
 from services.gateway.metrics import Metrics
+from services.gateway.openapi import Operation, Param, Reply, files, json_reply, path_param
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
 from services.gateway.uploads import UploadTarget
 from services.shared.errors import ServiceError, title_of
@@ -37,6 +39,7 @@ BODY_LIMITS = web.AppKey("body_limits", forms.BodyLimits)
 GATEWAY = web.AppKey("gateway", Gateway)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
+DOCUMENT = web.AppKey("openapi", dict[str, Any])
 
 STATIC_DIR = Path(__file__).parent / "static"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +63,7 @@ def _gateway(request: web.Request) -> Gateway:
     return request.app[GATEWAY]
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status)
+_json = representations.json_response
 
 
 def _optional_int(value: str | None, name: str) -> int | None:
@@ -230,18 +232,13 @@ async def hips_file(request: web.Request) -> web.StreamResponse:
 async def put_run(request: web.Request) -> web.Response:
     """PUT /api/v1/runs/{run_id} (admin): the run's owner and delegates."""
     require_admin(_principal(request))
-    body = await _json_body(request)
-    owner = body.get("owner_id")
-    delegates = body.get("delegate_ids", [])
-    if (
-        not isinstance(owner, str)
-        or not isinstance(delegates, list)
-        or not all(isinstance(d, str) for d in delegates)
-    ):
+    try:
+        body = representations.RunRequest.model_validate(await _json_body(request))
+    except ValidationError:
         raise ServiceError(
             "INVALID_ARGUMENT", "owner_id (string) and delegate_ids (list of strings) are required"
-        )
-    run = await _gateway(request).runs.set(request.match_info["run_id"], owner, delegates)
+        ) from None
+    run = await _gateway(request).runs.set(request.match_info["run_id"], body.owner_id, body.delegate_ids)
     return _json(representations.run_json(run))
 
 
@@ -268,7 +265,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return _json(representations.Health(status="ok"))
 
 
 STORE_READ_ONLY = (
@@ -287,7 +284,7 @@ async def readyz(request: web.Request) -> web.Response:
     if not writable:
         extra["warnings"] = [STORE_READ_ONLY]
     if all(checks.values()):
-        return _json({"status": "ready" if writable else "degraded", **extra})
+        return _json(representations.Readiness(status="ready" if writable else "degraded", **extra))
     failing = ", ".join(k for k, ok in checks.items() if not ok)
     return problem_response(503, "UNAVAILABLE", title_of("UNAVAILABLE"), f"not ready: {failing}", extra)
 
@@ -304,7 +301,25 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    return _json(openapi.document(request.app[SETTINGS]))
+    return web.json_response(request.app[DOCUMENT])
+
+
+def openapi_document_of(
+    settings: GatewaySettings, table: list[Operation], extensions: dict[str, str]
+) -> dict[str, Any]:
+    """The OpenAPI document of these routes (the native API's and the p2api face's)."""
+    return openapi.document(
+        table,
+        title="User background images gateway",
+        version="1.0.0",
+        description=(
+            "Upload FITS images as backgrounds of p2 Observation Blocks, list and select them, and "
+            "display them in Aladin Lite. Errors are application/problem+json with a stable code; "
+            "a path no route matches answers 404, a method a path does not offer 405 with Allow."
+        ),
+        server_url=settings.public_url or "/",
+        extensions=extensions,
+    )
 
 
 # ---- the page ---------------------------------------------------------------------------------
@@ -341,6 +356,347 @@ async def page(request: web.Request) -> web.FileResponse:
 def _aladin_dir(settings: GatewaySettings) -> Path:
     path = Path(settings.aladin_lite_dir)
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+# ---- the route table: what the router serves and the OpenAPI document says -------------------
+
+OB_ID = path_param("ob_id", "p2's integer OB id", Annotated[int, Field(ge=1)])
+FITS_HASH = path_param("fits_hash", "SHA-256 of the uploaded bytes (64 hex digits)", representations.FitsHash)
+RUN_ID = path_param("run_id", "run id (URL-encoded)")
+OB_QUERY = (
+    Param("run_id", "query", "the OB's run (namespaced, e.g. p2:60.A-9252(A))", str, True),
+    Param("target_ra", "query", "target right ascension, degrees [0, 360)", float, True),
+    Param("target_dec", "query", "target declination, degrees [-90, 90]", float, True),
+    Param("boa_ra", "query", "BOA reference star right ascension, degrees", float),
+    Param("boa_dec", "query", "BOA reference star declination, degrees", float),
+)
+DISPLAY_OB = Param(
+    "ob_id", "query", "the OB whose selection is displayed (display rule)", Annotated[int, Field(ge=1)]
+)
+RETRY_AFTER = {"Retry-After": "seconds to wait before trying again"}
+
+
+def problem(description: str) -> Reply:
+    return Reply(description, {openapi.PROBLEM_JSON: representations.Problem})
+
+
+# Any route that calls the services: they may be down, or fail.
+SERVICES = {
+    500: problem("INTERNAL (or PROCESSING_FAILED for an upload)"),
+    503: problem("UNAVAILABLE / STORE_UNAVAILABLE: an internal service or the store is down"),
+}
+CALLER = {401: problem("UNAUTHENTICATED: missing, expired or invalid token"), **SERVICES}
+JSON_BODY = {
+    400: problem("INVALID_ARGUMENT: not a JSON object of the documented fields"),
+    408: problem("REQUEST_TIMEOUT: the body stalled or came slower than the minimum rate"),
+    413: problem("TOO_LARGE: the body is larger than 1 MiB"),
+}
+DISPLAY = {
+    400: problem("INVALID_ARGUMENT: not a fits_hash or ob_id"),
+    403: problem("FORBIDDEN"),
+    404: problem("NOT_FOUND (also for images the caller may not list)"),
+    410: problem("GONE: deleted or culled"),
+}
+
+
+def routes(settings: GatewaySettings) -> list[Operation]:
+    """The native API's routes, the service routes and the page, in the router's order."""
+    api = "/api/v1"
+    upload_limits = {
+        408: problem("REQUEST_TIMEOUT: the body stalled or came slower than the minimum rate"),
+        413: problem(f"TOO_LARGE: over the size limit ({settings.max_upload_bytes} bytes)"),
+        429: problem("TOO_MANY_UPLOADS: the caller's uploads in progress are at the limit").with_headers(
+            **RETRY_AFTER
+        ),
+        503: problem(
+            "BUSY: the gateway's uploads or a service's queue are at their limit (Retry-After); "
+            "UNAVAILABLE / STORE_UNAVAILABLE: an internal service or the store is down"
+        ).with_headers(**RETRY_AFTER),
+    }
+    selection = json_reply(representations.Selection, "the OB's selection")
+    table = [
+        Operation(
+            "POST",
+            f"{api}/obs/{{ob_id}}/background-images",
+            "Upload a FITS image for an OB; it becomes the OB's selection",
+            {
+                201: json_reply(
+                    representations.UploadedImage, "the stored image, now the OB's selection"
+                ).with_headers(Location="the image's URL", **{"Server-Timing": "time of each step"}),
+                400: problem("INVALID_ARGUMENT: malformed OB context or body"),
+                403: problem("FORBIDDEN: no access to the OB's run"),
+                404: problem("UNKNOWN_RUN"),
+                409: problem("RUN_MISMATCH: the OB belongs to another run"),
+                422: problem("the file was refused (code per failed check, findings in errors)"),
+                **CALLER,
+                **upload_limits,
+            },
+            upload,
+            description=(
+                "Multipart with the file and the OB context, or a raw FITS body (application/fits, "
+                "optionally gzip) with the context as query parameters. Streamed to the store while "
+                f"hashed; at most {settings.max_upload_bytes} bytes."
+            ),
+            params=(
+                OB_ID,
+                *(p.optional() for p in OB_QUERY),
+                Param("bandpass", "query", "filter for files that name none", str),
+                Param("file_name", "query", "file name for a raw body", str),
+            ),
+            body={
+                "multipart/form-data": representations.UploadForm,
+                **dict.fromkeys(forms.RAW_TYPES),
+            },
+            secured=True,
+        ),
+        Operation(
+            "GET",
+            f"{api}/obs/{{ob_id}}/background-images",
+            "What the selector shows for the OB",
+            {
+                200: json_reply(
+                    representations.Listing, "default survey, own and shared images, selection, tombstones"
+                ),
+                400: problem("INVALID_ARGUMENT"),
+                403: problem("FORBIDDEN"),
+                404: problem("UNKNOWN_RUN"),
+                409: problem("RUN_MISMATCH"),
+                **CALLER,
+            },
+            list_images,
+            params=(OB_ID, *OB_QUERY),
+            secured=True,
+        ),
+        Operation(
+            "PUT",
+            f"{api}/obs/{{ob_id}}/background-image",
+            "Select (use) a background for the OB",
+            {
+                200: selection,
+                **JSON_BODY,
+                403: problem("FORBIDDEN"),
+                404: problem("NOT_FOUND: no such image visible to the caller; UNKNOWN_RUN"),
+                409: problem("NOT_COMPATIBLE or RUN_MISMATCH"),
+                410: problem("GONE"),
+                **CALLER,
+            },
+            select,
+            params=(OB_ID,),
+            body={"application/json": representations.SelectRequest},
+            secured=True,
+        ),
+        Operation(
+            "GET",
+            f"{api}/obs/{{ob_id}}/background-image",
+            "The OB's current selection",
+            {
+                200: selection,
+                400: problem("INVALID_ARGUMENT"),
+                403: problem("FORBIDDEN"),
+                404: problem("NOT_FOUND"),
+                409: problem("RUN_MISMATCH"),
+                **CALLER,
+            },
+            get_selection,
+            params=(OB_ID, Param("run_id", "query", "the OB's run", str)),
+            secured=True,
+        ),
+        Operation(
+            "GET",
+            f"{api}/images/{{fits_hash}}",
+            "One image (own first, else one the caller may list)",
+            {200: json_reply(representations.Image, "the image"), **DISPLAY, **CALLER},
+            get_image,
+            params=(FITS_HASH,),
+            secured=True,
+        ),
+        Operation(
+            "DELETE",
+            f"{api}/images/{{fits_hash}}",
+            "Delete one of the caller's images",
+            {
+                200: json_reply(representations.Tombstone, "the tombstone"),
+                **DISPLAY,
+                403: problem("FORBIDDEN: not the owner"),
+                **CALLER,
+            },
+            delete_image,
+            params=(FITS_HASH,),
+            secured=True,
+        ),
+        _display(
+            f"{api}/images/{{fits_hash}}/preview.png",
+            "The image's preview (north up, east left)",
+            files("PNG", "image/png"),
+            preview,
+        ),
+        _display(
+            f"{api}/images/{{fits_hash}}/fits",
+            "The stored FITS (the mosaic for a MEF), streamed",
+            files("FITS", "application/fits"),
+            fits,
+        ),
+        _display(
+            f"{api}/images/{{fits_hash}}/hips",
+            "A HiPS base URL for Aladin Lite with a signed, expiring token in its path",
+            json_reply(representations.HipsUrl, "the HiPS base URL"),
+            hips,
+        ),
+    ]
+    tile_params = (
+        FITS_HASH,
+        path_param("token", "HiPS token from .../hips"),
+        path_param("path", "file inside the HiPS"),
+    )
+    cors = {name: "CORS" for name in CORS_HEADERS}
+    table += [
+        Operation(
+            "GET",
+            TILE_ROUTE,
+            "A HiPS file: properties, Moc.fits, Norder3/Allsky.*, NorderK/DirD/NpixN.*",
+            {
+                200: files("the file, streamed", "image/png", "application/fits", "text/plain").with_headers(
+                    **cors, **{"Cache-Control": "cacheable until the token expires"}
+                ),
+                400: problem("INVALID_ARGUMENT: not a fits_hash").with_headers(**cors),
+                403: problem("FORBIDDEN: tampered, expired or another image's token").with_headers(**cors),
+                404: problem("NOT_FOUND: no such file in the HiPS").with_headers(**cors),
+                410: problem("GONE: the image was deleted or culled").with_headers(**cors),
+                **{status: reply.with_headers(**cors) for status, reply in SERVICES.items()},
+            },
+            hips_file,
+            description="Only the token is needed; CORS open; cacheable until the token expires.",
+            params=tile_params,
+        ),
+        Operation(
+            "OPTIONS",
+            TILE_ROUTE,
+            "CORS preflight of a HiPS file",
+            {204: Reply("the CORS headers", headers=cors)},
+            hips_file,
+            params=tile_params,
+        ),
+        Operation(
+            "PUT",
+            f"{api}/runs/{{run_id}}",
+            "Set a run's owner and delegates (scope bgimages:admin)",
+            {
+                200: json_reply(representations.Run, "the run"),
+                **JSON_BODY,
+                403: problem("FORBIDDEN: the token lacks scope bgimages:admin"),
+                **CALLER,
+            },
+            put_run,
+            params=(RUN_ID,),
+            body={"application/json": representations.RunRequest},
+            secured=True,
+        ),
+        Operation(
+            "DELETE",
+            f"{api}/runs/{{run_id}}",
+            "Forget a run and its delegations (scope bgimages:admin)",
+            {
+                204: Reply("removed"),
+                403: problem("FORBIDDEN: the token lacks scope bgimages:admin"),
+                404: problem("UNKNOWN_RUN"),
+                **CALLER,
+            },
+            delete_run,
+            params=(RUN_ID,),
+            secured=True,
+        ),
+        Operation(
+            "GET",
+            f"{api}/openapi.json",
+            "This document",
+            {200: json_reply(dict[str, Any], "OpenAPI 3.1")},
+            openapi_document,
+        ),
+        Operation("GET", "/healthz", "Liveness", {200: json_reply(representations.Health, "alive")}, healthz),
+        Operation(
+            "GET",
+            "/readyz",
+            "Readiness: the three gRPC services (catalog: also its database) and the store",
+            {
+                200: json_reply(representations.Readiness, "ready, or degraded (the store refuses writes)"),
+                503: Reply(
+                    "UNAVAILABLE, with the failing checks",
+                    {openapi.PROBLEM_JSON: representations.NotReady},
+                ),
+            },
+            readyz,
+        ),
+        Operation(
+            "GET",
+            "/metrics",
+            "Prometheus metrics",
+            {200: files("text exposition format", "text/plain")},
+            metrics,
+        ),
+        Operation(
+            "GET",
+            "/",
+            "The Background-image page",
+            {200: files("HTML", "text/html")},
+            page,
+        ),
+        _static("/static/{filename:.+}", "The page's scripts and styles", STATIC_DIR),
+    ]
+    aladin = _aladin_dir(settings)
+    if aladin.is_dir():
+        table.append(_static("/vendor/aladin-lite/{filename:.+}", "Aladin Lite (npm aladin-lite)", aladin))
+    if settings.default_survey_dir:
+        table.append(
+            _static(
+                "/surveys/default/{filename:.+}",
+                "The default survey's HiPS (CORS open)",
+                Path(settings.default_survey_dir),
+            )
+        )
+    return table
+
+
+def _display(path: str, summary: str, ok: Reply, handler: openapi.Handler) -> Operation:
+    """A route of the display rule: the caller may name the OB whose selection it displays."""
+    return Operation(
+        "GET",
+        path,
+        summary,
+        {200: ok, **DISPLAY, **CALLER},
+        handler,
+        params=(FITS_HASH, DISPLAY_OB),
+        secured=True,
+    )
+
+
+def _static(path: str, summary: str, folder: Path) -> Operation:
+    return Operation(
+        "GET",
+        path,
+        summary,
+        {
+            200: files("the file", "*/*"),
+            403: problem("FORBIDDEN: a path outside the folder"),
+            # aiohttp's static handler answers a missing file itself, with an empty body.
+            404: Reply(
+                "NOT_FOUND: no such file (an empty body) or no such path",
+                {"application/octet-stream": None, openapi.PROBLEM_JSON: representations.Problem},
+            ),
+        },
+        params=(path_param("filename", "a file in the folder"),),
+        static=folder,
+    )
+
+
+def add_route(app: web.Application, op: Operation) -> None:
+    if op.static is not None:
+        app.router.add_static(op.prefix, op.static)
+    elif op.handler is None:
+        raise ValueError(f"{op.method} {op.path} has neither a handler nor a folder")
+    elif op.method == "GET":
+        app.router.add_get(op.path, op.handler)  # and HEAD
+    else:
+        app.router.add_route(op.method, op.path, op.handler)
 
 
 # ---- middleware and assembly ------------------------------------------------------------------
@@ -387,36 +743,20 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> web
     app[AUTH] = Authenticator(settings)
     app[METRICS] = services.metrics
 
-    api = "/api/v1"
-    app.router.add_post(f"{api}/obs/{{ob_id}}/background-images", upload)
-    app.router.add_get(f"{api}/obs/{{ob_id}}/background-images", list_images)
-    app.router.add_put(f"{api}/obs/{{ob_id}}/background-image", select)
-    app.router.add_get(f"{api}/obs/{{ob_id}}/background-image", get_selection)
-    app.router.add_get(f"{api}/images/{{fits_hash}}", get_image)
-    app.router.add_delete(f"{api}/images/{{fits_hash}}", delete_image)
-    app.router.add_get(f"{api}/images/{{fits_hash}}/preview.png", preview)
-    app.router.add_get(f"{api}/images/{{fits_hash}}/fits", fits)
-    app.router.add_get(f"{api}/images/{{fits_hash}}/hips", hips)
-    app.router.add_route("GET", TILE_ROUTE, hips_file)
-    app.router.add_route("OPTIONS", TILE_ROUTE, hips_file)
-    app.router.add_put(f"{api}/runs/{{run_id}}", put_run)
-    app.router.add_delete(f"{api}/runs/{{run_id}}", delete_run)
-    app.router.add_get(f"{api}/openapi.json", openapi_document)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/", page)
-    app.router.add_static("/static/", STATIC_DIR)
-    aladin = _aladin_dir(settings)
-    if aladin.is_dir():
-        app.router.add_static("/vendor/aladin-lite/", aladin)
-    else:
-        log.warning("aladin-lite not found at %s: run `npm ci` (make setup)", aladin)
-    if settings.default_survey_dir:
-        app.router.add_static("/surveys/default/", settings.default_survey_dir)
+    table = routes(settings)
+    extensions: dict[str, str] = {}
+    for op in table:
+        add_route(app, op)
+    if not _aladin_dir(settings).is_dir():
+        log.warning("aladin-lite not found at %s: run `npm ci` (make setup)", _aladin_dir(settings))
     app.on_response_prepare.append(_security_headers)
 
     p2fc.setup(app, settings, services)
+    prefix = p2fc.normalize_prefix(settings.p2fc_prefix)
+    table += p2fc.endpoints(prefix)
+    # Under the face's prefix, runs of slashes count as one (p2api doubles them).
+    extensions["x-p2fc-prefix"] = prefix
+    app[DOCUMENT] = openapi_document_of(settings, table, extensions)
 
     async def on_startup(app: web.Application) -> None:
         await services.start()

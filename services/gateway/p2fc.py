@@ -29,7 +29,6 @@ API's problem+json would reach the user as raw text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -37,9 +36,10 @@ from aiohttp import web
 
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
-from services.gateway import forms
+from services.gateway import forms, representations
 from services.gateway.arguments import check_hash, format_selection, parse_selection
 from services.gateway.factory import Gateway
+from services.gateway.openapi import Operation, Param, Reply, json_reply
 from services.gateway.p2 import P2Client, P2Context, parse_bases
 from services.gateway.problems import add_limit_headers, public_message
 from services.gateway.uploads import UploadFile, UploadTarget
@@ -55,8 +55,6 @@ P2FC_BODY_LIMITS = web.AppKey("p2fc_body_limits", forms.BodyLimits)
 
 FILE_FIELD = "bkg_image_fits_file"
 API = "/api/v1"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class NotSupported(Exception):
@@ -95,17 +93,92 @@ def setup(app: web.Application, settings: GatewaySettings, gateway: Gateway) -> 
     app.on_cleanup.append(stop)
 
 
+def _error(description: str) -> Reply:
+    return Reply(
+        f"the error p2api raises as P2Error: {description}", {"application/json": representations.P2fcError}
+    )
+
+
+# What any endpoint may answer: p2 or a service refusing, or failing.
+ERRORS = {
+    400: _error("INVALID_ARGUMENT: a malformed request"),
+    401: _error("UNAUTHENTICATED: p2 does not know the access token"),
+    403: _error("FORBIDDEN: no access to the OB's run"),
+    404: _error("NOT_FOUND: no such OB or image"),
+    409: _error("RUN_MISMATCH or NOT_COMPATIBLE"),
+    410: _error("GONE: the image was deleted or culled"),
+    500: _error("INTERNAL"),
+    502: _error("p2 answered in a way this service cannot read"),
+    503: _error("UNAVAILABLE: p2 or an internal service is down"),
+}
+OB_INFO = representations.ObInfo | representations.UserImageObInfo
+
+
+def endpoints(prefix: str) -> list[Operation]:
+    """The routes ESO's p2api client calls (p2fc_url = <gateway><prefix>), as the document
+    says them; `dispatch` serves them from one catch-all route under the prefix."""
+    named = (
+        Param("url", "query", "the OB's p2 API URL (<p2 base>/obsBlocks/<id>)", str, True),
+        Param("access_token", "query", "the user's p2 access token", str, True),
+    )
+    retry = {"Retry-After": "seconds to wait before trying again"}
+    return [
+        Operation(
+            "GET",
+            f"{prefix}bkg_image",
+            "p2api bkg_image_get_ob_info (mode=get_ob) and bkg_image_get_ob_image_list",
+            {
+                200: json_reply(OB_INFO | representations.ImageList, "<ob_info> (get_ob) or <ob_image_list>"),
+                **ERRORS,
+            },
+            bkg_image,
+            params=(*named, Param("mode", "query", "get_ob or get_ob_image_list", str, True)),
+        ),
+        Operation(
+            "POST",
+            prefix,
+            "p2api bkg_image_set_ob_info (mode=set_ob_info, value) and bkg_image_upload",
+            {
+                200: json_reply(OB_INFO, "<ob_info> after set_ob_info"),
+                201: json_reply(representations.UploadedObInfo, "<ob_info> of the uploaded image"),
+                **ERRORS,
+                408: _error("REQUEST_TIMEOUT: the body stalled or came too slowly"),
+                413: _error("TOO_LARGE: over the size limit"),
+                422: _error("the file was refused (code per failed check, findings in errors)"),
+                429: _error("TOO_MANY_UPLOADS").with_headers(**retry),
+                501: _error("NOT_SUPPORTED: generateFindingChart"),
+                503: _error("BUSY, UNAVAILABLE or STORE_UNAVAILABLE").with_headers(**retry),
+            },
+            post_root,
+            description=(
+                "A form with mode=set_ob_info, url, access_token and value (default, gaia, "
+                "survey|NAME, eso_im|DPID, user_bkg_image|<fits_hash>); or multipart with the file "
+                f"part {FILE_FIELD} whose part headers carry url, access_token, "
+                "mode=upload_bkg_image and bkg_lam. Without mode (generateFindingChart): 501."
+            ),
+            body={"multipart/form-data": None, "application/x-www-form-urlencoded": None},
+        ),
+        Operation(
+            "DELETE",
+            f"{prefix}bkg_image_delete",
+            "p2api bkg_image_delete",
+            {200: json_reply(representations.ImageList, "the OB's <ob_image_list>"), **ERRORS},
+            bkg_image_delete,
+            params=(
+                *named,
+                Param("fits_hash", "query", "user_bkg_image|<fits_hash>, or the bare hash", str, True),
+            ),
+        ),
+    ]
+
+
 # ---- dispatch -------------------------------------------------------------------------------------
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Routes on the endpoint name (slashes squeezed) and method; errors as p2api reads them."""
     endpoint = request.match_info.get("tail", "").strip("/")
-    routes: dict[tuple[str, str], Handler] = {
-        ("GET", "bkg_image"): bkg_image,
-        ("POST", ""): post_root,
-        ("DELETE", "bkg_image_delete"): bkg_image_delete,
-    }
+    routes = {(op.method, op.path.strip("/")): op.handler for op in endpoints("/")}
     handler = routes.get((request.method, endpoint))
     try:
         if handler is None:
@@ -163,9 +236,9 @@ async def bkg_image(request: web.Request) -> web.Response:
     caller, ob = caller_of(ctx), ob_of(ctx)
     if mode == "get_ob":
         selection = await selector.get_selection(caller, ctx.ob_id, ctx.run_id)
-        return web.json_response(await ob_info(request, ctx, selection))
+        return representations.json_response(await ob_info(request, ctx, selection))
     listing = await selector.list_images(caller, ob)
-    return web.json_response(image_list(listing))
+    return representations.json_response(representations.image_list(listing))
 
 
 async def bkg_image_delete(request: web.Request) -> web.Response:
@@ -179,7 +252,7 @@ async def bkg_image_delete(request: web.Request) -> web.Response:
     await gateway.images.delete(caller, fits_hash)
     log.info("p2fc delete", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": fits_hash})
     listing = await gateway.selector.list_images(caller, ob_of(ctx))
-    return web.json_response(image_list(listing))
+    return representations.json_response(representations.image_list(listing))
 
 
 async def post_root(request: web.Request) -> web.Response:
@@ -219,7 +292,7 @@ async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Resp
     ctx = await _resolve(request, fields)
     selection = await request.app[P2FC_GATEWAY].selector.select(caller_of(ctx), ob_of(ctx), value)
     log.info("p2fc select", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "selection": value[:80]})
-    return web.json_response(await ob_info(request, ctx, selection))
+    return representations.json_response(await ob_info(request, ctx, selection))
 
 
 async def _multipart(request: web.Request, pace: forms.Pace) -> web.Response:
@@ -262,9 +335,10 @@ async def _upload(request: web.Request, file: UploadFile, fields: dict[str, str]
     selection = catalog_pb2.Selection(
         kind=catalog_pb2.SELECTION_KIND_USER_IMAGE, value=outcome.image.fits_hash, image=outcome.image
     )
-    body = await ob_info(request, ctx, selection)
-    body["reused_content"] = outcome.reused_content
-    return web.json_response(body, status=201)
+    info = await ob_info(request, ctx, selection)
+    return representations.json_response(
+        representations.UploadedObInfo(**dict(info), reused_content=outcome.reused_content), 201
+    )
 
 
 # ---- p2 and the catalog messages -------------------------------------------------------------------
@@ -305,77 +379,38 @@ def raw_query(request: web.Request) -> dict[str, str]:
 # ---- the JSON shapes ---------------------------------------------------------------------------------
 
 
-def _time(ts: Any) -> str | None:
-    if ts.seconds == 0 and ts.nanos == 0:
-        return None
-    text: str = ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
-    return text
-
-
-def image_entry(image: catalog_pb2.Image, selected_hash: str = "") -> dict[str, Any]:
-    """One user image as the p2api client reads it (it needs `fits_hash`)."""
-    return {
-        "fits_hash": image.fits_hash,
-        "value": f"user_bkg_image|{image.fits_hash}",
-        "file_name": image.file_name,
-        "object_name": image.object_name,
-        "filter": image.filter,
-        "owned_by_you": image.owned_by_caller,
-        "owner_id": image.owner_id,
-        "selected": image.fits_hash == selected_hash,
-        "file_bytes": image.file_bytes,
-        "stored_bytes": image.stored_bytes,
-        "created_at": _time(image.created_at),
-        "last_used_at": _time(image.last_used_at),
-    }
-
-
-def image_list(listing: catalog_pb2.ListImagesResponse) -> dict[str, dict[str, Any]]:
-    """<ob_image_list>: the compatible user images, keyed by image name.
-
-    A name two images share gets the start of each one's fits_hash in its key,
-    so no entry hides another.
-    """
-    images = list(listing.own) + list(listing.shared)
-    selected = (
-        listing.selected.value if listing.selected.kind == catalog_pb2.SELECTION_KIND_USER_IMAGE else ""
-    )
-    names = [image.file_name or image.fits_hash[:12] for image in images]
-    out: dict[str, dict[str, Any]] = {}
-    for image, name in zip(images, names, strict=True):
-        key = name if names.count(name) == 1 else f"{name} [{image.fits_hash[:12]}]"
-        if key in out:  # same name and the same 12 hex digits: take the whole hash
-            key = f"{name} [{image.fits_hash}]"
-        out[key] = image_entry(image, selected)
-    return out
-
-
-async def ob_info(request: web.Request, ctx: P2Context, selection: catalog_pb2.Selection) -> dict[str, Any]:
+async def ob_info(
+    request: web.Request, ctx: P2Context, selection: catalog_pb2.Selection
+) -> representations.ObInfo:
     """<ob_info>: the OB's background, in p2api's vocabulary (`bkg_image`), and the OB as p2 gave it."""
-    kind = catalog_pb2.SelectionKind.Name(selection.kind).removeprefix("SELECTION_KIND_").lower()
     warnings: list[str] = []
-    body: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "ob_id": ctx.ob_id,
         "run_id": ctx.run_id,
-        "target": {"ra_deg": ctx.target.ra_deg, "dec_deg": ctx.target.dec_deg},
+        "target": representations.Position(ra_deg=ctx.target.ra_deg, dec_deg=ctx.target.dec_deg),
         "boa_star": (
-            {"ra_deg": ctx.boa_star.ra_deg, "dec_deg": ctx.boa_star.dec_deg} if ctx.boa_star else None
+            representations.Position(ra_deg=ctx.boa_star.ra_deg, dec_deg=ctx.boa_star.dec_deg)
+            if ctx.boa_star
+            else None
         ),
         "bkg_image": format_selection(selection),
-        "kind": "default" if kind == "unspecified" else kind,
+        "kind": representations.kind_of(selection),
         "value": selection.value,
         "warnings": warnings,
     }
-    if selection.kind == catalog_pb2.SELECTION_KIND_USER_IMAGE:
-        body["fits_hash"] = selection.value
-        body["image"] = image_entry(selection.image, selection.value) if selection.HasField("image") else None
-        try:
-            access = await request.app[P2FC_GATEWAY].hips.access(caller_of(ctx), selection.value, ctx.ob_id)
-        except ServiceError as err:
-            warnings.append(f"the image cannot be displayed: {err.message}")
-        else:
-            public = request.app[P2FC_SETTINGS].public_url.rstrip("/")
-            base = public or f"{request.scheme}://{request.host}"
-            body["hips_url"] = f"{base}{API}/images/{access.fits_hash}/hips/{access.token}"
-            body["hips_expires_at"] = access.expires_at
-    return body
+    if selection.kind != catalog_pb2.SELECTION_KIND_USER_IMAGE:
+        return representations.ObInfo(**fields)
+    fields["fits_hash"] = selection.value
+    fields["image"] = (
+        representations.p2fc_image(selection.image, selection.value) if selection.HasField("image") else None
+    )
+    try:
+        access = await request.app[P2FC_GATEWAY].hips.access(caller_of(ctx), selection.value, ctx.ob_id)
+    except ServiceError as err:
+        warnings.append(f"the image cannot be displayed: {err.message}")
+    else:
+        public = request.app[P2FC_SETTINGS].public_url.rstrip("/")
+        base = public or f"{request.scheme}://{request.host}"
+        fields["hips_url"] = f"{base}{API}/images/{access.fits_hash}/hips/{access.token}"
+        fields["hips_expires_at"] = access.expires_at
+    return representations.UserImageObInfo(**fields)

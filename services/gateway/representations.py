@@ -1,34 +1,304 @@
-"""JSON shapes of the native API, built from catalog messages.
+"""The JSON bodies of both faces (native API and p2api), as pydantic models, and their
+builders from catalog messages. The OpenAPI document is generated from these models.
 
 Store keys and internal ids stay inside; clients get links instead.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Annotated, Any, Literal
 
+from aiohttp import web
 from google.protobuf import timestamp_pb2
+from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from bgimages.catalog.v1 import catalog_pb2
 from services.gateway.arguments import format_selection
 from services.gateway.hips import HipsAccess
+from services.gateway.openapi import error_codes
 from services.gateway.uploads import UploadOutcome
 
 API = "/api/v1"
 
+FitsHash = Annotated[str, Field(pattern="^[0-9a-f]{64}$", description="SHA-256 of the uploaded bytes")]
+# The error codes, one list (`error_codes`) for the problem's `code` and the findings'.
+ErrorCode = Annotated[str, WithJsonSchema({"type": "string", "enum": error_codes()})]
+Kind = Literal["default", "gaia", "survey", "eso_image", "user_image"]
+Time = dt.datetime | None  # UTC, whole seconds; null when unset
 
-def _time(ts: timestamp_pb2.Timestamp) -> str | None:
+
+def _never_null(schema: dict[str, Any]) -> None:
+    branches = [s for s in schema.pop("anyOf", []) if s != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    schema.pop("default", None)
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def absent(description: str = "") -> Any:
+    """A key that is left out of the JSON when it has no value (never sent as null)."""
+    return Field(default=None, exclude_if=_is_none, json_schema_extra=_never_null, description=description)
+
+
+class Body(BaseModel):
+    """A JSON body the gateway sends: the declared keys and no others."""
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=True)
+
+
+# ---- the native API ---------------------------------------------------------------------------
+
+
+class Footprint(Body):
+    hdu: int
+    corners: list[tuple[float, float]] = Field(description="[ra, dec] degrees of each corner")
+    pixel_scale_arcsec: float
+
+
+class ImageLinks(Body):
+    self_: str = Field(alias="self")
+    preview: str
+    fits: str
+    hips: str
+
+
+class Image(Body):
+    fits_hash: FitsHash
+    selection: str = Field(description="user_bkg_image|<fits_hash>")
+    file_name: str = Field(description="as the user gave it (user text)")
+    object_name: str = Field(description="FITS OBJECT (user text)")
+    filter: str
+    owner_id: str
+    owned_by_caller: bool
+    file_bytes: int = Field(description="the file as uploaded (0: not recorded)")
+    stored_bytes: int = Field(description="everything stored for it: the file, mosaic, HiPS and preview")
+    hips_order: int
+    pixel_cut: tuple[float, float]
+    footprints: list[Footprint]
+    run_ids: list[str]
+    created_at: Time
+    last_used_at: Time
+    links: ImageLinks
+
+
+class UploadedImage(Image):
+    reused_content: bool = Field(description="the bytes were stored already")
+
+
+class Selection(Body):
+    selection: str = Field(
+        description="default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>"
+    )
+    kind: Kind
+    value: str
+    image: Image | None
+
+
+class Tombstone(Body):
+    fits_hash: FitsHash
+    file_name: str
+    removed_at: Time
+    reason: Literal["deleted", "culled", "unspecified"]
+
+
+class DefaultSurvey(Body):
+    selection: Literal["default"]
+    name: str
+    hips_url: str
+
+
+class Listing(Body):
+    ob_id: int
+    run_id: str
+    default_survey: DefaultSurvey
+    own: list[Image]
+    shared: list[Image]
+    selected: Selection
+    tombstones: list[Tombstone]
+
+
+class HipsUrl(Body):
+    fits_hash: FitsHash
+    hips_url: str = Field(description="base URL; append /properties, /NorderK/DirD/NpixN.png")
+    expires_at: int = Field(description="seconds since the epoch")
+
+
+class Run(Body):
+    run_id: str
+    owner_id: str
+    delegate_ids: list[str]
+
+
+class Health(Body):
+    status: Literal["ok"]
+
+
+class Readiness(Body):
+    status: Literal["ready", "degraded"]
+    checks: dict[str, bool]
+    store_writable: bool
+    warnings: list[str] | None = absent("why the gateway is degraded")
+
+
+# ---- requests ---------------------------------------------------------------------------------
+
+# Numbers in requests: JSON numbers or decimal text in ASCII digits.
+Number = float | Annotated[str, Field(pattern=r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$")]
+
+
+class ObFields(BaseModel):
+    run_id: str = Field(description="the OB's run (namespaced, e.g. p2:60.A-9252(A))")
+    target_ra: Number = Field(description="target right ascension, degrees [0, 360)")
+    target_dec: Number = Field(description="target declination, degrees [-90, 90]")
+    boa_ra: Number | None = Field(None, description="BOA reference star right ascension, degrees")
+    boa_dec: Number | None = Field(None, description="BOA reference star declination, degrees")
+
+
+class SelectRequest(ObFields):
+    selection: str = Field(
+        description="default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>"
+    )
+
+
+class UploadForm(ObFields):
+    """The multipart form; the OB fields may come as query parameters instead."""
+
+    file: bytes = Field(json_schema_extra={"contentMediaType": "application/fits"})
+    bandpass: str | None = Field(None, description="filter for files that name none (p2api's bkg_lam)")
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    owner_id: str
+    delegate_ids: list[str] = []
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+
+class Finding(Body):
+    code: ErrorCode
+    hdu: int | None = absent()
+    message: str
+
+
+class ErrorDetails(BaseModel):
+    """The details an error may carry beside its message (others may follow)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    errors: list[Finding] | None = absent("a refused file: one finding per failed check")
+    limit: int | None = absent("TOO_LARGE: the limit in bytes")
+    retry_after_s: float | None = absent("TOO_MANY_UPLOADS, BUSY: seconds to wait (also Retry-After)")
+
+
+class Problem(ErrorDetails):
+    """RFC 9457 problem details with a stable code."""
+
+    type: str = Field(json_schema_extra={"format": "uri"})
+    title: str
+    status: int
+    detail: str
+    code: ErrorCode
+
+
+class NotReady(Problem):
+    checks: dict[str, bool]
+    store_writable: bool
+    warnings: list[str] | None = absent()
+
+
+class P2fcError(ErrorDetails):
+    """An error of the p2api face: p2api raises P2Error with `error`."""
+
+    error: str
+    code: ErrorCode
+    status: int
+
+
+# ---- the p2api face ---------------------------------------------------------------------------
+
+
+class P2fcImage(Body):
+    """One user image as the p2api client reads it (it needs `fits_hash`)."""
+
+    fits_hash: FitsHash
+    value: str = Field(description="user_bkg_image|<fits_hash>")
+    file_name: str
+    object_name: str
+    filter: str
+    owned_by_you: bool
+    owner_id: str
+    selected: bool
+    file_bytes: int = Field(description="the file as uploaded (0: not recorded)")
+    stored_bytes: int = Field(description="everything stored for it: the file, mosaic, HiPS and preview")
+    created_at: Time
+    last_used_at: Time
+
+
+class ImageList(RootModel[dict[str, P2fcImage]]):
+    """<ob_image_list>: the compatible user images, keyed by image name."""
+
+
+class Position(Body):
+    ra_deg: float
+    dec_deg: float
+
+
+class ObInfo(Body):
+    """<ob_info>: the OB's background in p2api's vocabulary (`bkg_image`), the OB as p2 gave it."""
+
+    ob_id: int
+    run_id: str
+    target: Position
+    boa_star: Position | None
+    bkg_image: str
+    kind: Kind
+    value: str
+    warnings: list[str]
+
+
+class UserImageObInfo(ObInfo):
+    """<ob_info> of an OB showing a user image."""
+
+    fits_hash: FitsHash
+    image: P2fcImage | None
+    hips_url: str | None = absent("HiPS base URL with a token (absent when it cannot be displayed)")
+    hips_expires_at: int | None = absent("seconds since the epoch")
+
+
+class UploadedObInfo(UserImageObInfo):
+    reused_content: bool = Field(description="the bytes were stored already")
+
+
+# ---- builders ---------------------------------------------------------------------------------
+
+
+def json_response(body: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(body.model_dump(mode="json"), status=status)
+
+
+def time_of(ts: timestamp_pb2.Timestamp) -> dt.datetime | None:
     if ts.seconds == 0 and ts.nanos == 0:
         return None
-    return ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts.seconds, dt.UTC)
 
 
-def image_links(fits_hash: str) -> dict[str, str]:
+def image_links(fits_hash: str) -> ImageLinks:
     base = f"{API}/images/{fits_hash}"
-    return {"self": base, "preview": f"{base}/preview.png", "fits": f"{base}/fits", "hips": f"{base}/hips"}
+    return ImageLinks.model_validate(
+        {"self": base, "preview": f"{base}/preview.png", "fits": f"{base}/fits", "hips": f"{base}/hips"}
+    )
 
 
-def image_json(image: catalog_pb2.Image) -> dict[str, Any]:
+def _image_fields(image: catalog_pb2.Image) -> dict[str, Any]:
     return {
         "fits_hash": image.fits_hash,
         "selection": f"user_bkg_image|{image.fits_hash}",
@@ -40,71 +310,109 @@ def image_json(image: catalog_pb2.Image) -> dict[str, Any]:
         "file_bytes": image.file_bytes,
         "stored_bytes": image.stored_bytes,
         "hips_order": image.hips_order,
-        "pixel_cut": [image.cut_low, image.cut_high],
+        "pixel_cut": (image.cut_low, image.cut_high),
         "footprints": [
-            {
-                "hdu": f.hdu,
-                "corners": [[c.ra_deg, c.dec_deg] for c in f.corners],
-                "pixel_scale_arcsec": f.pixel_scale_arcsec,
-            }
+            Footprint(
+                hdu=f.hdu,
+                corners=[(c.ra_deg, c.dec_deg) for c in f.corners],
+                pixel_scale_arcsec=f.pixel_scale_arcsec,
+            )
             for f in image.footprints
         ],
         "run_ids": list(image.run_ids),
-        "created_at": _time(image.created_at),
-        "last_used_at": _time(image.last_used_at),
+        "created_at": time_of(image.created_at),
+        "last_used_at": time_of(image.last_used_at),
         "links": image_links(image.fits_hash),
     }
 
 
-def selection_json(selection: catalog_pb2.Selection) -> dict[str, Any]:
+def image_json(image: catalog_pb2.Image) -> Image:
+    return Image(**_image_fields(image))
+
+
+def kind_of(selection: catalog_pb2.Selection) -> Kind:
     kind = catalog_pb2.SelectionKind.Name(selection.kind).removeprefix("SELECTION_KIND_").lower()
-    if kind == "unspecified":
-        kind = "default"
-    return {
-        "selection": format_selection(selection),
-        "kind": kind,
-        "value": selection.value,
-        "image": image_json(selection.image) if selection.HasField("image") else None,
-    }
+    return "default" if kind == "unspecified" else kind  # type: ignore[return-value]
 
 
-def tombstone_json(tombstone: catalog_pb2.Tombstone) -> dict[str, Any]:
+def selection_json(selection: catalog_pb2.Selection) -> Selection:
+    return Selection(
+        selection=format_selection(selection),
+        kind=kind_of(selection),
+        value=selection.value,
+        image=image_json(selection.image) if selection.HasField("image") else None,
+    )
+
+
+def tombstone_json(tombstone: catalog_pb2.Tombstone) -> Tombstone:
     reason = catalog_pb2.RemovalReason.Name(tombstone.reason).removeprefix("REMOVAL_REASON_").lower()
-    return {
-        "fits_hash": tombstone.fits_hash,
-        "file_name": tombstone.file_name,
-        "removed_at": _time(tombstone.removed_at),
-        "reason": reason,
-    }
+    return Tombstone(
+        fits_hash=tombstone.fits_hash,
+        file_name=tombstone.file_name,
+        removed_at=time_of(tombstone.removed_at),
+        reason=reason,  # type: ignore[arg-type]
+    )
 
 
 def listing_json(
     ob_id: int, run_id: str, listing: catalog_pb2.ListImagesResponse, survey_name: str, survey_url: str
-) -> dict[str, Any]:
-    return {
-        "ob_id": ob_id,
-        "run_id": run_id,
-        "default_survey": {"selection": "default", "name": survey_name, "hips_url": survey_url},
-        "own": [image_json(i) for i in listing.own],
-        "shared": [image_json(i) for i in listing.shared],
-        "selected": selection_json(listing.selected),
-        "tombstones": [tombstone_json(t) for t in listing.tombstones],
-    }
+) -> Listing:
+    return Listing(
+        ob_id=ob_id,
+        run_id=run_id,
+        default_survey=DefaultSurvey(selection="default", name=survey_name, hips_url=survey_url),
+        own=[image_json(i) for i in listing.own],
+        shared=[image_json(i) for i in listing.shared],
+        selected=selection_json(listing.selected),
+        tombstones=[tombstone_json(t) for t in listing.tombstones],
+    )
 
 
-def upload_json(outcome: UploadOutcome) -> dict[str, Any]:
-    body = image_json(outcome.image)
-    body["reused_content"] = outcome.reused_content
-    return body
+def upload_json(outcome: UploadOutcome) -> UploadedImage:
+    return UploadedImage(**_image_fields(outcome.image), reused_content=outcome.reused_content)
 
 
-def hips_json(access: HipsAccess, base_url: str) -> dict[str, Any]:
-    return {
-        "fits_hash": access.fits_hash,
-        "hips_url": f"{base_url}{API}/images/{access.fits_hash}/hips/{access.token}",
-        "expires_at": access.expires_at,
-    }
+def hips_json(access: HipsAccess, base_url: str) -> HipsUrl:
+    return HipsUrl(
+        fits_hash=access.fits_hash,
+        hips_url=f"{base_url}{API}/images/{access.fits_hash}/hips/{access.token}",
+        expires_at=access.expires_at,
+    )
 
 
-def run_json(run: catalog_pb2.Run) -> dict[str, Any]:
-    return {"run_id": run.run_id, "owner_id": run.owner_id, "delegate_ids": list(run.delegate_ids)}
+def run_json(run: catalog_pb2.Run) -> Run:
+    return Run(run_id=run.run_id, owner_id=run.owner_id, delegate_ids=list(run.delegate_ids))
+
+
+def p2fc_image(image: catalog_pb2.Image, selected_hash: str = "") -> P2fcImage:
+    return P2fcImage(
+        fits_hash=image.fits_hash,
+        value=f"user_bkg_image|{image.fits_hash}",
+        file_name=image.file_name,
+        object_name=image.object_name,
+        filter=image.filter,
+        owned_by_you=image.owned_by_caller,
+        owner_id=image.owner_id,
+        selected=image.fits_hash == selected_hash,
+        file_bytes=image.file_bytes,
+        stored_bytes=image.stored_bytes,
+        created_at=time_of(image.created_at),
+        last_used_at=time_of(image.last_used_at),
+    )
+
+
+def image_list(listing: catalog_pb2.ListImagesResponse) -> ImageList:
+    """The compatible user images, keyed by image name. A name two images share gets the
+    start of each one's fits_hash in its key, so no entry hides another."""
+    images = list(listing.own) + list(listing.shared)
+    selected = (
+        listing.selected.value if listing.selected.kind == catalog_pb2.SELECTION_KIND_USER_IMAGE else ""
+    )
+    names = [image.file_name or image.fits_hash[:12] for image in images]
+    out: dict[str, P2fcImage] = {}
+    for image, name in zip(images, names, strict=True):
+        key = name if names.count(name) == 1 else f"{name} [{image.fits_hash[:12]}]"
+        if key in out:  # same name and the same 12 hex digits: take the whole hash
+            key = f"{name} [{image.fits_hash}]"
+        out[key] = p2fc_image(image, selected)
+    return ImageList(out)

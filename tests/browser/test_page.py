@@ -10,6 +10,7 @@ kept under test-artifacts/browser/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 from collections.abc import AsyncIterator
@@ -18,9 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yarl
+from multidict import CIMultiDict
 from PIL import Image
-from playwright.async_api import Browser, FilePayload, Page, Response, async_playwright
+from playwright.async_api import Browser, Error, FilePayload, Page, Response, async_playwright
 
+from tests import contract
 from tests.fitsgen import write_image
 from tests.gateway.harness import Gateway, new_ob, new_user
 
@@ -52,7 +56,26 @@ async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         yield b
+        await asyncio.gather(*CHECKS)  # what the page received, held to the OpenAPI document
+        CHECKS.clear()
         await b.close()
+
+
+CHECKS: list[asyncio.Future[None]] = []
+
+
+async def check_response(resp: Response) -> None:
+    """The page's response against the gateway's OpenAPI document (mismatches are recorded)."""
+    try:
+        headers = CIMultiDict(await resp.all_headers())
+        json_body = headers.get("content-type", "").split(";")[0] in contract.JSON_TYPES
+        body = await resp.body() if json_body else None
+    except Error:
+        return  # the page went away before the body came
+    method = resp.request.method
+    url = yarl.URL(resp.url)
+    with contextlib.suppress(contract.Mismatch):
+        contract.check(method, resp.url, url.raw_path, resp.status, headers, body)
 
 
 class PageLog:
@@ -67,6 +90,7 @@ class PageLog:
         page.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def _response(self, resp: Response) -> None:
+        CHECKS.append(asyncio.ensure_future(check_response(resp)))
         if "/hips/" in resp.url:
             self.hips.append((resp.status, resp.url))
 

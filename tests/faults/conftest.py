@@ -21,6 +21,7 @@ import requests
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from services.devrun import Suite
+from tests import contract
 from tests.faults.private_pg import PrivatePostgres
 from tests.gateway.harness import field
 
@@ -136,6 +137,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         supervise=True,
     )
     suite.start()
+    contract.watch(suite.gateway_url)
     try:
         yield World(suite, pg, failpoints, files)
     finally:

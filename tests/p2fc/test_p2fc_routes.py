@@ -12,9 +12,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from services.gateway.app import create_app
+from services.gateway.app import DOCUMENT, create_app
 from services.gateway.p2fc import normalize_prefix
 from services.shared.settings import GatewaySettings
+from tests import contract
 from tests.p2fc.p2_standin import P2StandIn, Trap
 
 TOKEN = "tok-route-7c1d"
@@ -44,6 +45,7 @@ async def http(p2: P2StandIn) -> AsyncIterator[TestClient]:  # type: ignore[type
         catalog_addr="127.0.0.1:9",
     )
     async with TestClient(TestServer(create_app(settings))) as client:
+        contract.watch(str(client.make_url("/")), client.app[DOCUMENT])
         yield client
 
 
