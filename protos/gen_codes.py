@@ -22,8 +22,6 @@ protos/gen_codes.py (`make protos`): do not edit."""
 from enum import StrEnum
 from typing import NamedTuple
 
-import grpc
-
 
 class Code(StrEnum):
     """A stable error code: the name of a bgimages.common.v1.ErrorCode value."""
@@ -33,7 +31,7 @@ class Code(StrEnum):
 SPEC = '''
 
 class CodeSpec(NamedTuple):
-    grpc_status: grpc.StatusCode
+    grpc_status: str  # a grpc.StatusCode name (this module imports nothing but the standard library)
     http_status: int
     title: str
 
@@ -59,7 +57,7 @@ def main(out: Path) -> None:
         if not 400 <= http <= 599:
             sys.exit(f"ErrorCode {value.name}: HTTP status {http} is not an error")
         members.append(f"    {value.name} = \"{value.name}\"\n")
-        rows.append(f"    Code.{value.name}: CodeSpec(grpc.StatusCode.{grpc_name}, {http}, {json.dumps(title)}),\n")
+        rows.append(f"    Code.{value.name}: CodeSpec({json.dumps(grpc_name)}, {http}, {json.dumps(title)}),\n")
     out.write_text(HEADER + "".join(members) + SPEC + "".join(rows) + "}\n")
 
 

@@ -22,7 +22,7 @@ import dataclasses
 import asyncpg
 
 from services.catalog.model import Caller, ImageView, ObRef, SelectionKind, instance_of
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ def check_same_instance(caller: Caller, run_id: str) -> None:
     run_instance, user_instance = instance_of(run_id), caller.instance
     if run_instance != user_instance:
         raise ServiceError(
-            "INVALID_ARGUMENT",
+            Code.INVALID_ARGUMENT,
             f"run {run_id!r} is not of the caller's p2 instance: the run's id is namespaced "
             f"{run_instance!r}, the user {caller.user_id!r} is namespaced {user_instance!r}",
             run_id=run_id,
@@ -70,14 +70,14 @@ def check_run_access(ctx: ObContext, caller: Caller, ob: ObRef) -> None:
     FORBIDDEN; the OB pinned to another run: RUN_MISMATCH.
     """
     if caller.runs is None and not ctx.run_known:
-        raise ServiceError("UNKNOWN_RUN", f"unknown run {ob.run_id!r}", run_id=ob.run_id)
+        raise ServiceError(Code.UNKNOWN_RUN, f"unknown run {ob.run_id!r}", run_id=ob.run_id)
     if not ctx.has_access:
         raise ServiceError(
-            "FORBIDDEN", f"{caller.user_id} has no access to run {ob.run_id!r}", run_id=ob.run_id
+            Code.FORBIDDEN, f"{caller.user_id} has no access to run {ob.run_id!r}", run_id=ob.run_id
         )
     if ctx.pinned_run is not None and ctx.pinned_run != ob.run_id:
         raise ServiceError(
-            "RUN_MISMATCH",
+            Code.RUN_MISMATCH,
             f"OB {ob.ob_id} belongs to run {ctx.pinned_run!r}, not {ob.run_id!r}",
             ob_id=ob.ob_id,
             run_id=ctx.pinned_run,
@@ -87,17 +87,17 @@ def check_run_access(ctx: ObContext, caller: Caller, ob: ObRef) -> None:
 def check_pinned_access(ctx: ObContext, caller: Caller, ob_id: int) -> None:
     """access(U, X) for the run OB ob_id is pinned to (display rule)."""
     if ctx.pinned_run is None:
-        raise ServiceError("NOT_FOUND", f"unknown OB {ob_id}", ob_id=ob_id)
+        raise ServiceError(Code.NOT_FOUND, f"unknown OB {ob_id}", ob_id=ob_id)
     if not ctx.has_access:
         raise ServiceError(
-            "FORBIDDEN", f"{caller.user_id} has no access to the run of OB {ob_id}", ob_id=ob_id
+            Code.FORBIDDEN, f"{caller.user_id} has no access to the run of OB {ob_id}", ob_id=ob_id
         )
 
 
 def may_delete(caller: Caller, image: ImageView) -> None:
     """Delete: only the owner (the image is one the caller may list)."""
     if image.owner_id != caller.user_id:
-        raise ServiceError("FORBIDDEN", "only the image's owner may delete it", fits_hash=image.fits_hash)
+        raise ServiceError(Code.FORBIDDEN, "only the image's owner may delete it", fits_hash=image.fits_hash)
 
 
 def adds_association(caller: Caller, image: ImageView) -> bool:
@@ -107,4 +107,4 @@ def adds_association(caller: Caller, image: ImageView) -> bool:
 
 def not_found(fits_hash: str) -> ServiceError:
     """An image the caller may not list: its existence is not told."""
-    return ServiceError("NOT_FOUND", f"no image {fits_hash} for this user", fits_hash=fits_hash)
+    return ServiceError(Code.NOT_FOUND, f"no image {fits_hash} for this user", fits_hash=fits_hash)

@@ -16,7 +16,7 @@ from astropy.coordinates import Latitude, Longitude
 from cdshealpix import nested
 
 from services.catalog.model import FootprintIn, SkyPoint
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 try:  # the Rust extension behind cdshealpix.nested, without the astropy wrappers (6x faster)
     from cdshealpix import cdshealpix as _ext
@@ -85,11 +85,13 @@ def unit_vector(p: SkyPoint) -> tuple[float, float, float]:
 
 def check_footprint(fp: FootprintIn) -> None:
     if fp.hdu < 0:
-        raise ServiceError("INVALID_ARGUMENT", f"footprint hdu {fp.hdu} is negative")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"footprint hdu {fp.hdu} is negative")
     if not 3 <= len(fp.corners) <= MAX_CORNERS:
-        raise ServiceError("INVALID_ARGUMENT", f"footprint of HDU {fp.hdu} needs 3 to {MAX_CORNERS} corners")
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, f"footprint of HDU {fp.hdu} needs 3 to {MAX_CORNERS} corners"
+        )
     if not (math.isfinite(fp.pixel_scale_arcsec) and fp.pixel_scale_arcsec >= 0):
-        raise ServiceError("INVALID_ARGUMENT", f"footprint of HDU {fp.hdu}: bad pixel scale")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"footprint of HDU {fp.hdu}: bad pixel scale")
 
 
 def cells(fp: FootprintIn) -> list[int]:
@@ -98,9 +100,11 @@ def cells(fp: FootprintIn) -> list[int]:
     try:
         ipix, depth = _polygon_search([c.ra for c in fp.corners], [c.dec for c in fp.corners])
     except Exception as exc:  # the Rust side rejects degenerate polygons
-        raise ServiceError("INVALID_ARGUMENT", f"footprint of HDU {fp.hdu} is not a polygon: {exc}") from None
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, f"footprint of HDU {fp.hdu} is not a polygon: {exc}"
+        ) from None
     if len(ipix) == 0:
-        raise ServiceError("INVALID_ARGUMENT", f"footprint of HDU {fp.hdu} covers no area")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"footprint of HDU {fp.hdu} covers no area")
     keys = (np.left_shift(np.int64(1), 2 * depth.astype(np.int64) + 2) + ipix.astype(np.int64)).tolist()
     return [int(k) for k in keys]
 

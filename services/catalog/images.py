@@ -24,7 +24,7 @@ from services.catalog.model import (
 )
 from services.catalog.removal import Removed, purge, remove_images
 from services.catalog.repository import PointKey, Repository
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.store import ObjectStore
 
 _NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # survey names and DPIDs: printable ASCII
@@ -38,7 +38,7 @@ def point_key(p: SkyPoint) -> PointKey:
 def _gone(t: TombstoneView) -> ServiceError:
     what = "culled" if t.reason == RemovalReason.CULLED else "deleted"
     return ServiceError(
-        "GONE",
+        Code.GONE,
         f"image {t.file_name!r} was {what} on {t.removed_at:%Y-%m-%d}; please upload it again",
         fits_hash=t.fits_hash,
         reason=what,
@@ -107,19 +107,21 @@ class Images:
             boa = point_key(ob.boa_star) if ob.boa_star else None
         elif kind in (SelectionKind.DEFAULT, SelectionKind.GAIA):
             if value:
-                raise ServiceError("INVALID_ARGUMENT", f"{kind.name.lower()} takes no value")
+                raise ServiceError(Code.INVALID_ARGUMENT, f"{kind.name.lower()} takes no value")
         elif kind in (SelectionKind.SURVEY, SelectionKind.ESO_IMAGE):
             if not _NAME.match(value):
-                raise ServiceError("INVALID_ARGUMENT", f"{kind.name.lower()} needs a name or DPID")
+                raise ServiceError(Code.INVALID_ARGUMENT, f"{kind.name.lower()} needs a name or DPID")
         else:
-            raise ServiceError("INVALID_ARGUMENT", "unknown selection kind")
+            raise ServiceError(Code.INVALID_ARGUMENT, "unknown selection kind")
         access.check_same_instance(caller, ob.run_id)
         async with self.repo.transaction() as conn:
             ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob.ob_id, ob.run_id))
             access.check_run_access(ctx, caller, ob)
             pinned = await self.repo.pin_ob(conn, caller.instance, ob.ob_id, ob.run_id)
             if pinned != ob.run_id:
-                raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id)
+                raise ServiceError(
+                    Code.RUN_MISMATCH, f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id
+                )
             if kind != SelectionKind.USER_IMAGE:
                 await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, None)
                 return SelectionView(kind, value)
@@ -138,7 +140,7 @@ class Images:
                 boa is not None and not await self.repo.content_holds(conn, image.content_id, boa)
             ):
                 raise ServiceError(
-                    "NOT_COMPATIBLE",
+                    Code.NOT_COMPATIBLE,
                     "the image does not hold the OB's target"
                     + (" and BOA star" if boa is not None else "")
                     + " (per extension)",
@@ -153,7 +155,7 @@ class Images:
     async def get_selection(self, caller: Caller, ob_id: int, run_id: str) -> SelectionView:
         """The OB's selection, for anyone with access to its run (display rule)."""
         if ob_id <= 0:
-            raise ServiceError("INVALID_ARGUMENT", "ob_id must be a positive integer")
+            raise ServiceError(Code.INVALID_ARGUMENT, "ob_id must be a positive integer")
         if run_id:
             access.check_same_instance(caller, run_id)
         async with self.repo.connection() as conn:
@@ -183,7 +185,7 @@ class Images:
     async def record_displays(self, hashes: list[str]) -> int:
         """Displays count as uses for culling (batched by the gateway)."""
         if len(hashes) > MAX_DISPLAY_BATCH:
-            raise ServiceError("INVALID_ARGUMENT", f"at most {MAX_DISPLAY_BATCH} hashes a batch")
+            raise ServiceError(Code.INVALID_ARGUMENT, f"at most {MAX_DISPLAY_BATCH} hashes a batch")
         clean = sorted({check_hash(h) for h in hashes})
         if not clean:
             return 0

@@ -8,7 +8,7 @@ import enum
 import math
 import re
 
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
@@ -37,7 +37,7 @@ class Caller:
 
     def __post_init__(self) -> None:
         if not self.user_id or len(self.user_id) > 200:
-            raise ServiceError("INVALID_ARGUMENT", "caller.user_id is required")
+            raise ServiceError(Code.INVALID_ARGUMENT, "caller.user_id is required")
         for run in self.runs or ():
             check_run_id(run)
 
@@ -58,11 +58,11 @@ class SkyPoint:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.ra) and math.isfinite(self.dec)):
-            raise ServiceError("INVALID_ARGUMENT", "coordinates must be finite numbers")
+            raise ServiceError(Code.INVALID_ARGUMENT, "coordinates must be finite numbers")
         if not -90.0 <= self.dec <= 90.0:
-            raise ServiceError("INVALID_ARGUMENT", f"Dec {self.dec} is outside [-90, 90]")
+            raise ServiceError(Code.INVALID_ARGUMENT, f"Dec {self.dec} is outside [-90, 90]")
         if not 0.0 <= self.ra <= 360.0:
-            raise ServiceError("INVALID_ARGUMENT", f"RA {self.ra} is outside [0, 360)")
+            raise ServiceError(Code.INVALID_ARGUMENT, f"RA {self.ra} is outside [0, 360)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +76,12 @@ class ObRef:
 
     def __post_init__(self) -> None:
         if self.ob_id <= 0:
-            raise ServiceError("INVALID_ARGUMENT", "ob.ob_id must be a positive integer")
+            raise ServiceError(Code.INVALID_ARGUMENT, "ob.ob_id must be a positive integer")
         check_run_id(self.run_id)
 
     def require_target(self) -> SkyPoint:
         if self.target is None:
-            raise ServiceError("INVALID_ARGUMENT", "ob.target is required")
+            raise ServiceError(Code.INVALID_ARGUMENT, "ob.target is required")
         return self.target
 
 
@@ -95,7 +95,7 @@ def instance_of(identifier: str) -> str:
 
 def check_run_id(run_id: str) -> str:
     if not run_id or len(run_id) > 200:
-        raise ServiceError("INVALID_ARGUMENT", "run_id is required")
+        raise ServiceError(Code.INVALID_ARGUMENT, "run_id is required")
     return run_id
 
 
@@ -103,7 +103,7 @@ def check_hash(fits_hash: str) -> str:
     """A fits_hash: the SHA-256 of the uploaded bytes, 64 hex digits (lowercased)."""
     value = fits_hash.lower()
     if not _HASH.match(value):
-        raise ServiceError("INVALID_ARGUMENT", "fits_hash must be 64 hexadecimal digits (SHA-256)")
+        raise ServiceError(Code.INVALID_ARGUMENT, "fits_hash must be 64 hexadecimal digits (SHA-256)")
     return value
 
 

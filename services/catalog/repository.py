@@ -29,7 +29,7 @@ from services.catalog.model import (
     SelectionKind,
     TombstoneView,
 )
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 MIGRATION_LOCK = 0x6267_6361_7431  # pg_advisory_lock key of the catalog migrations
 HOUSEKEEPING_LOCK = 0x6267_6361_7432  # held by the replica running the background rounds
@@ -265,7 +265,7 @@ def database_outage_as_unavailable() -> Iterator[None]:
     except Exception as exc:
         if is_outage(exc):
             raise ServiceError(
-                "UNAVAILABLE", "the catalog's database is unavailable; please try again shortly"
+                Code.UNAVAILABLE, "the catalog's database is unavailable; please try again shortly"
             ) from exc
         raise
 

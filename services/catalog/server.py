@@ -29,7 +29,7 @@ from services.catalog.model import (
 from services.catalog.repository import Repository
 from services.catalog.sweep import Sweeper
 from services.catalog.uploads import Described, Processed, Uploads
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.grpc_edge import servicer_errors
 
 SERVICE_NAME = "bgimages.catalog.v1.CatalogService"
@@ -64,7 +64,7 @@ def kind_of(value: int) -> SelectionKind:
     try:
         return SelectionKind(value)
     except ValueError:
-        raise ServiceError("INVALID_ARGUMENT", "selection kind is unspecified or unknown") from None
+        raise ServiceError(Code.INVALID_ARGUMENT, "selection kind is unspecified or unknown") from None
 
 
 # Domain -> responses ---------------------------------------------------------
@@ -159,7 +159,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         check_run_id(request.run_id)
         people = [request.owner_id, *request.delegate_ids]
         if any(not p or len(p) > 200 for p in people):
-            raise ServiceError("INVALID_ARGUMENT", "owner_id and every delegate id must be non-empty")
+            raise ServiceError(Code.INVALID_ARGUMENT, "owner_id and every delegate id must be non-empty")
         await self.repo.set_run(request.run_id, request.owner_id, list(request.delegate_ids))
         return catalog_pb2.Run(
             run_id=request.run_id, owner_id=request.owner_id, delegate_ids=list(request.delegate_ids)
@@ -171,7 +171,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> catalog_pb2.RemoveRunResponse:
         check_run_id(request.run_id)
         if not await self.repo.remove_run(request.run_id):
-            raise ServiceError("UNKNOWN_RUN", f"unknown run {request.run_id!r}", run_id=request.run_id)
+            raise ServiceError(Code.UNKNOWN_RUN, f"unknown run {request.run_id!r}", run_id=request.run_id)
         return catalog_pb2.RemoveRunResponse()
 
     @servicer_errors
@@ -308,7 +308,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.SweepRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.SweepResponse:
         if request.min_age_seconds < 0:
-            raise ServiceError("INVALID_ARGUMENT", "min_age_seconds is negative")
+            raise ServiceError(Code.INVALID_ARGUMENT, "min_age_seconds is negative")
         min_age = request.min_age_seconds if request.HasField("min_age_seconds") else self.sweep_min_age_s
         result = await self.sweeper.sweep(min_age)
         return catalog_pb2.SweepResponse(
@@ -320,7 +320,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.CheckConsistencyRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.CheckConsistencyResponse:
         if request.min_age_seconds < 0:
-            raise ServiceError("INVALID_ARGUMENT", "min_age_seconds is negative")
+            raise ServiceError(Code.INVALID_ARGUMENT, "min_age_seconds is negative")
         found = await consistency.check(self.repo, self.sweeper.store, request.min_age_seconds)
         return catalog_pb2.CheckConsistencyResponse(
             unheld_objects=found.unheld,

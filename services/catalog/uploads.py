@@ -19,7 +19,7 @@ from services.catalog import access, footprint
 from services.catalog.model import Caller, FootprintIn, ImageView, ObRef, SelectionKind, check_hash
 from services.catalog.removal import purge
 from services.catalog.repository import Repository, lease_uuid
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.store import ObjectStore
 
@@ -75,7 +75,7 @@ def prefix_of(fits_hash: str, generation: int) -> str:
 
 def _text(value: str, what: str) -> str:
     if len(value) > MAX_TEXT or "\x00" in value:
-        raise ServiceError("INVALID_ARGUMENT", f"{what} is too long or holds NUL characters")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{what} is too long or holds NUL characters")
     return value
 
 
@@ -90,9 +90,9 @@ class Uploads:
     ) -> Begun:
         fits_hash = check_hash(fits_hash)
         if size_bytes < 0:
-            raise ServiceError("INVALID_ARGUMENT", "size_bytes is negative")
+            raise ServiceError(Code.INVALID_ARGUMENT, "size_bytes is negative")
         if staging_key and not _STAGING_KEY.match(staging_key):
-            raise ServiceError("INVALID_ARGUMENT", "staging_key is not a staging object key")
+            raise ServiceError(Code.INVALID_ARGUMENT, "staging_key is not a staging object key")
         access.check_same_instance(caller, ob.run_id)
         async with self.repo.transaction() as conn:
             ctx = access.ObContext.of(await self.repo.ob_context(conn, caller, ob.ob_id, ob.run_id))
@@ -153,7 +153,7 @@ class Uploads:
         access.check_same_instance(caller, ob.run_id)
         lease_key = lease_uuid(lease_id)
         if lease_key is None:
-            raise ServiceError("INVALID_ARGUMENT", "lease_id is not a lease id")
+            raise ServiceError(Code.INVALID_ARGUMENT, "lease_id is not a lease id")
         _text(described.file_name, "file_name")
         _text(described.filter, "filter")
         _text(described.object_name, "object_name")
@@ -163,13 +163,13 @@ class Uploads:
             flat, xyz = footprint.corner_arrays(fp)
             index_rows.append((fp.hdu, flat, xyz, fp.pixel_scale_arcsec, footprint.cells(fp)))
         if len({row[0] for row in index_rows}) != len(index_rows):
-            raise ServiceError("INVALID_ARGUMENT", "two footprints name the same HDU")
+            raise ServiceError(Code.INVALID_ARGUMENT, "two footprints name the same HDU")
         orphan_prefix: str | None = None
         async with self.repo.transaction() as conn:
             lease = await self.repo.take_lease(conn, lease_key)
             if lease is None or not lease["live"]:
                 raise ServiceError(
-                    "NOT_FOUND", "unknown or expired upload lease; upload again", lease_id=lease_id
+                    Code.NOT_FOUND, "unknown or expired upload lease; upload again", lease_id=lease_id
                 )
             if (lease["fits_hash"], lease["owner_id"], lease["ob_id"]) != (
                 fits_hash,
@@ -177,24 +177,25 @@ class Uploads:
                 ob.ob_id,
             ):
                 raise ServiceError(
-                    "INVALID_ARGUMENT", "the lease was taken for another upload", lease_id=lease_id
+                    Code.INVALID_ARGUMENT, "the lease was taken for another upload", lease_id=lease_id
                 )
             if lease["run_id"] != ob.run_id:
-                raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {lease['run_id']!r}")
+                raise ServiceError(Code.RUN_MISMATCH, f"OB {ob.ob_id} belongs to run {lease['run_id']!r}")
             if lease["reuse"]:
                 content = None
                 if lease["content_id"] is not None:
                     content = await self.repo.lock_content(conn, lease["content_id"])
                 if content is None:
                     raise ServiceError(
-                        "GONE", "the stored copy of these bytes was removed during the upload; upload again"
+                        Code.GONE,
+                        "the stored copy of these bytes was removed during the upload; upload again",
                     )
                 content_id = content["content_id"]
             else:
                 self._check_processed(lease["prefix"], processed)
                 if not index_rows:
                     raise ServiceError(
-                        "INVALID_ARGUMENT", "an upload needs the footprint of at least one HDU"
+                        Code.INVALID_ARGUMENT, "an upload needs the footprint of at least one HDU"
                     )
                 new_id = await self.repo.insert_content(
                     conn,
@@ -215,7 +216,7 @@ class Uploads:
                     # use that content; ours is written for nothing.
                     content = await self.repo.lock_content_by_hash(conn, fits_hash)
                     if content is None:  # pragma: no cover - the conflict row cannot vanish under ON CONFLICT
-                        raise ServiceError("INTERNAL", "content row vanished")
+                        raise ServiceError(Code.INTERNAL, "content row vanished")
                     content_id = content["content_id"]
                     orphan_prefix = lease["prefix"]
                 else:
@@ -235,7 +236,9 @@ class Uploads:
                 await self.repo.add_to_content_count(conn, content_id, 1)
             pinned = await self.repo.pin_ob(conn, caller.instance, ob.ob_id, ob.run_id)
             if pinned != ob.run_id:  # pinned by another request since BeginUpload
-                raise ServiceError("RUN_MISMATCH", f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id)
+                raise ServiceError(
+                    Code.RUN_MISMATCH, f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id
+                )
             await self.repo.touch_content(conn, content_id)
             # An upload is a use by the owner: it associates the OB's run.
             await self.repo.associate(conn, image_id, ob.run_id)
@@ -260,27 +263,27 @@ class Uploads:
             ("hips_prefix", p.hips_prefix),
         ):
             if not key.startswith(prefix) or ".." in key:
-                raise ServiceError("INVALID_ARGUMENT", f"{name} {key!r} is not under {prefix}")
+                raise ServiceError(Code.INVALID_ARGUMENT, f"{name} {key!r} is not under {prefix}")
         if p.stored_bytes <= 0:
-            raise ServiceError("INVALID_ARGUMENT", "stored_bytes must be positive")
+            raise ServiceError(Code.INVALID_ARGUMENT, "stored_bytes must be positive")
         if not 0 <= p.hips_order <= 29:
-            raise ServiceError("INVALID_ARGUMENT", "hips_order must be in [0, 29]")
+            raise ServiceError(Code.INVALID_ARGUMENT, "hips_order must be in [0, 29]")
 
     async def renew(self, lease_id: str) -> int:
         """Keeps a live lease alive for another TTL; NOT_FOUND once it has ended or expired."""
         lease_key = lease_uuid(lease_id)
         if lease_key is None:
-            raise ServiceError("INVALID_ARGUMENT", "lease_id is not a lease id")
+            raise ServiceError(Code.INVALID_ARGUMENT, "lease_id is not a lease id")
         if not await self.repo.renew_lease(lease_key, self.lease_ttl_s):
             raise ServiceError(
-                "NOT_FOUND", "unknown or expired upload lease; upload again", lease_id=lease_id
+                Code.NOT_FOUND, "unknown or expired upload lease; upload again", lease_id=lease_id
             )
         return self.lease_ttl_s
 
     async def abort(self, lease_id: str) -> None:
         lease_key = lease_uuid(lease_id)
         if lease_key is None:
-            raise ServiceError("INVALID_ARGUMENT", "lease_id is not a lease id")
+            raise ServiceError(Code.INVALID_ARGUMENT, "lease_id is not a lease id")
         prefixes: list[str] = []
         async with self.repo.transaction() as conn:
             lease = await self.repo.take_lease(conn, lease_key)

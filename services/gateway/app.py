@@ -29,7 +29,7 @@ from services.gateway.metrics import Metrics
 from services.gateway.openapi import Operation, Param, Reply, files, json_reply, path_param
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
 from services.gateway.uploads import UploadTarget
-from services.shared.errors import ServiceError, title_of
+from services.shared.errors import Code, ServiceError, title_of
 from services.shared.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ async def upload(request: web.Request) -> web.Response:
         )
         file = await body.file()
         if file is None:
-            raise ServiceError("INVALID_ARGUMENT", "the upload has no file part")
+            raise ServiceError(Code.INVALID_ARGUMENT, "the upload has no file part")
         if not body.multipart or "run_id" in body.fields:
             _context(ob_id, body.fields)  # fields sent before the file are checked before it is stored
 
@@ -162,7 +162,7 @@ async def select(request: web.Request) -> web.Response:
     ob = _context(request.match_info["ob_id"], body)
     selection = body.get("selection")
     if not isinstance(selection, str):
-        raise ServiceError("INVALID_ARGUMENT", "selection is required")
+        raise ServiceError(Code.INVALID_ARGUMENT, "selection is required")
     chosen = await _gateway(request).selector.select(principal.caller, ob, selection)
     return _json(representations.selection_json(chosen))
 
@@ -221,7 +221,7 @@ async def hips_file(request: web.Request) -> web.StreamResponse:
             request.match_info["fits_hash"], request.match_info["token"], request.match_info["path"]
         )
     except ServiceError as err:
-        if err.code == "GONE":
+        if err.code == Code.GONE:
             request.app[METRICS].gone.inc()
         response = from_service_error(err)
         response.headers.update(CORS_HEADERS)
@@ -236,7 +236,7 @@ async def put_run(request: web.Request) -> web.Response:
         body = representations.RunRequest.model_validate(await _json_body(request))
     except ValidationError:
         raise ServiceError(
-            "INVALID_ARGUMENT", "owner_id (string) and delegate_ids (list of strings) are required"
+            Code.INVALID_ARGUMENT, "owner_id (string) and delegate_ids (list of strings) are required"
         ) from None
     run = await _gateway(request).runs.set(request.match_info["run_id"], body.owner_id, body.delegate_ids)
     return _json(representations.run_json(run))
@@ -250,14 +250,14 @@ async def delete_run(request: web.Request) -> web.Response:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
-        raise ServiceError("INVALID_ARGUMENT", "the body must be application/json")
+        raise ServiceError(Code.INVALID_ARGUMENT, "the body must be application/json")
     raw = await forms.read_body(request, _pace(request))
     try:
         body = json.loads(raw.decode(request.charset or "utf-8"))
     except (ValueError, LookupError):
-        raise ServiceError("INVALID_ARGUMENT", "the body is not valid JSON") from None
+        raise ServiceError(Code.INVALID_ARGUMENT, "the body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise ServiceError("INVALID_ARGUMENT", "the body must be a JSON object")
+        raise ServiceError(Code.INVALID_ARGUMENT, "the body must be a JSON object")
     return body
 
 
@@ -286,7 +286,7 @@ async def readyz(request: web.Request) -> web.Response:
     if all(checks.values()):
         return _json(representations.Readiness(status="ready" if writable else "degraded", **extra))
     failing = ", ".join(k for k, ok in checks.items() if not ok)
-    return problem_response(503, "UNAVAILABLE", title_of("UNAVAILABLE"), f"not ready: {failing}", extra)
+    return problem_response(503, Code.UNAVAILABLE, title_of(Code.UNAVAILABLE), f"not ready: {failing}", extra)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -393,7 +393,7 @@ JSON_BODY = {
 }
 DISPLAY = {
     400: problem("INVALID_ARGUMENT: not a fits_hash or ob_id"),
-    403: problem("FORBIDDEN"),
+    403: problem(Code.FORBIDDEN),
     404: problem("NOT_FOUND (also for images the caller may not list)"),
     410: problem("GONE: deleted or culled"),
 }
@@ -425,7 +425,7 @@ def routes(settings: GatewaySettings) -> list[Operation]:
                 ).with_headers(Location="the image's URL", **{"Server-Timing": "time of each step"}),
                 400: problem("INVALID_ARGUMENT: malformed OB context or body"),
                 403: problem("FORBIDDEN: no access to the OB's run"),
-                404: problem("UNKNOWN_RUN"),
+                404: problem(Code.UNKNOWN_RUN),
                 409: problem("RUN_MISMATCH: the OB belongs to another run"),
                 422: problem("the file was refused (code per failed check, findings in errors)"),
                 **CALLER,
@@ -457,10 +457,10 @@ def routes(settings: GatewaySettings) -> list[Operation]:
                 200: json_reply(
                     representations.Listing, "default survey, own and shared images, selection, tombstones"
                 ),
-                400: problem("INVALID_ARGUMENT"),
-                403: problem("FORBIDDEN"),
-                404: problem("UNKNOWN_RUN"),
-                409: problem("RUN_MISMATCH"),
+                400: problem(Code.INVALID_ARGUMENT),
+                403: problem(Code.FORBIDDEN),
+                404: problem(Code.UNKNOWN_RUN),
+                409: problem(Code.RUN_MISMATCH),
                 **CALLER,
             },
             list_images,
@@ -474,10 +474,10 @@ def routes(settings: GatewaySettings) -> list[Operation]:
             {
                 200: selection,
                 **JSON_BODY,
-                403: problem("FORBIDDEN"),
+                403: problem(Code.FORBIDDEN),
                 404: problem("NOT_FOUND: no such image visible to the caller; UNKNOWN_RUN"),
                 409: problem("NOT_COMPATIBLE or RUN_MISMATCH"),
-                410: problem("GONE"),
+                410: problem(Code.GONE),
                 **CALLER,
             },
             select,
@@ -491,10 +491,10 @@ def routes(settings: GatewaySettings) -> list[Operation]:
             "The OB's current selection",
             {
                 200: selection,
-                400: problem("INVALID_ARGUMENT"),
-                403: problem("FORBIDDEN"),
-                404: problem("NOT_FOUND"),
-                409: problem("RUN_MISMATCH"),
+                400: problem(Code.INVALID_ARGUMENT),
+                403: problem(Code.FORBIDDEN),
+                404: problem(Code.NOT_FOUND),
+                409: problem(Code.RUN_MISMATCH),
                 **CALLER,
             },
             get_selection,
@@ -598,7 +598,7 @@ def routes(settings: GatewaySettings) -> list[Operation]:
             {
                 204: Reply("removed"),
                 403: problem("FORBIDDEN: the token lacks scope bgimages:admin"),
-                404: problem("UNKNOWN_RUN"),
+                404: problem(Code.UNKNOWN_RUN),
                 **CALLER,
             },
             delete_run,

@@ -8,7 +8,7 @@ import re
 
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 Caller = catalog_pb2.Caller
 ObContext = common_pb2.ObContext
@@ -33,20 +33,20 @@ def parse_selection(text: str) -> tuple[catalog_pb2.SelectionKind.ValueType, str
     kind = _KIND_OF_TAG.get(tag)
     if kind is None:
         raise ServiceError(
-            "INVALID_ARGUMENT",
+            Code.INVALID_ARGUMENT,
             f"unknown selection {text[:80]!r}: expected default, gaia, survey|NAME, eso_im|DPID "
             "or user_bkg_image|<fits_hash>",
         )
     if kind in (catalog_pb2.SELECTION_KIND_DEFAULT, catalog_pb2.SELECTION_KIND_GAIA):
         if sep:
-            raise ServiceError("INVALID_ARGUMENT", f"selection {tag!r} takes no value")
+            raise ServiceError(Code.INVALID_ARGUMENT, f"selection {tag!r} takes no value")
         return kind, ""
     if not value:
-        raise ServiceError("INVALID_ARGUMENT", f"selection {tag!r} needs a value after '|'")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"selection {tag!r} needs a value after '|'")
     if kind == catalog_pb2.SELECTION_KIND_USER_IMAGE:
         return kind, check_hash(value)
     if not _SELECTION_VALUE.match(value):
-        raise ServiceError("INVALID_ARGUMENT", f"malformed {tag} value")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"malformed {tag} value")
     return kind, value
 
 
@@ -63,7 +63,7 @@ def format_selection(selection: catalog_pb2.Selection) -> str:
 def check_hash(fits_hash: str) -> str:
     """A fits_hash is 64 lowercase hex digits (the SHA-256 of the uploaded bytes)."""
     if not _HASH.match(fits_hash):
-        raise ServiceError("INVALID_ARGUMENT", "fits_hash must be 64 lowercase hexadecimal digits")
+        raise ServiceError(Code.INVALID_ARGUMENT, "fits_hash must be 64 lowercase hexadecimal digits")
     return fits_hash
 
 
@@ -80,7 +80,7 @@ def decimal_number(value: object, name: str) -> float:
     if written or (isinstance(value, int | float) and not isinstance(value, bool)):
         number = float(value)  # type: ignore[arg-type]
     if number is None or not math.isfinite(number):
-        raise ServiceError("INVALID_ARGUMENT", f"{name} must be a decimal number in ASCII digits")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{name} must be a decimal number in ASCII digits")
     return number
 
 
@@ -90,7 +90,7 @@ def decimal_integer(value: object, name: str) -> int:
         return value
     if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
-    raise ServiceError("INVALID_ARGUMENT", f"{name} must be an integer in ASCII digits")
+    raise ServiceError(Code.INVALID_ARGUMENT, f"{name} must be an integer in ASCII digits")
 
 
 def ob_context(
@@ -104,12 +104,12 @@ def ob_context(
     """Builds and checks an OB context from loosely typed request values."""
     ob = decimal_integer(ob_id, "ob_id")
     if ob <= 0 or ob >= 1 << 62:
-        raise ServiceError("INVALID_ARGUMENT", "ob_id must be a positive integer")
+        raise ServiceError(Code.INVALID_ARGUMENT, "ob_id must be a positive integer")
     if not run_id or len(run_id) > 200 or not run_id.isprintable():
-        raise ServiceError("INVALID_ARGUMENT", "run_id is required")
+        raise ServiceError(Code.INVALID_ARGUMENT, "run_id is required")
     context = ObContext(ob_id=ob, run_id=run_id, target=sky_position("target", target_ra, target_dec))
     if (boa_ra is None or boa_ra == "") != (boa_dec is None or boa_dec == ""):
-        raise ServiceError("INVALID_ARGUMENT", "boa_ra and boa_dec go together")
+        raise ServiceError(Code.INVALID_ARGUMENT, "boa_ra and boa_dec go together")
     if boa_ra is not None and boa_ra != "":
         context.boa_star.CopyFrom(sky_position("boa", boa_ra, boa_dec))
     return context
@@ -118,10 +118,10 @@ def ob_context(
 def sky_position(name: str, ra: float | str | None, dec: float | str | None) -> common_pb2.SkyPosition:
     """A checked ICRS position in degrees."""
     if ra is None or dec is None or ra == "" or dec == "":
-        raise ServiceError("INVALID_ARGUMENT", f"{name}_ra and {name}_dec are required (degrees)")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{name}_ra and {name}_dec are required (degrees)")
     ra_deg, dec_deg = decimal_number(ra, f"{name}_ra"), decimal_number(dec, f"{name}_dec")
     if not (0.0 <= ra_deg < 360.0):
-        raise ServiceError("INVALID_ARGUMENT", f"{name}_ra must be in [0, 360) degrees")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{name}_ra must be in [0, 360) degrees")
     if not (-90.0 <= dec_deg <= 90.0):
-        raise ServiceError("INVALID_ARGUMENT", f"{name}_dec must be in [-90, 90] degrees")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{name}_dec must be in [-90, 90] degrees")
     return common_pb2.SkyPosition(ra_deg=ra_deg, dec_deg=dec_deg)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 import jwt
 
 from bgimages.catalog.v1 import catalog_pb2
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.settings import GatewaySettings
 
 ADMIN_SCOPE = "bgimages:admin"
@@ -46,7 +46,7 @@ class Principal:
 
 
 def _unauthenticated(message: str) -> ServiceError:
-    return ServiceError("UNAUTHENTICATED", message)
+    return ServiceError(Code.UNAUTHENTICATED, message)
 
 
 class Authenticator:
@@ -161,7 +161,7 @@ def _scopes(claims: Mapping[str, object]) -> Iterable[str]:
 
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
-        raise ServiceError("FORBIDDEN", f"this needs the scope {ADMIN_SCOPE}")
+        raise ServiceError(Code.FORBIDDEN, f"this needs the scope {ADMIN_SCOPE}")
 
 
 def make_token(

@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from services.gateway.uploads import UploadFile
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.settings import GatewaySettings
 
 T = TypeVar("T")
@@ -36,11 +36,11 @@ BODY_ERRORS = (ConnectionError, asyncio.IncompleteReadError, ClientPayloadError,
 
 
 def interrupted() -> ServiceError:
-    return ServiceError("INVALID_ARGUMENT", "the upload ended before its body was complete")
+    return ServiceError(Code.INVALID_ARGUMENT, "the upload ended before its body was complete")
 
 
 def malformed() -> ServiceError:
-    return ServiceError("INVALID_ARGUMENT", "the multipart body is malformed")
+    return ServiceError(Code.INVALID_ARGUMENT, "the multipart body is malformed")
 
 
 def bad_part_headers(exc: HttpProcessingError) -> ServiceError:
@@ -48,10 +48,11 @@ def bad_part_headers(exc: HttpProcessingError) -> ServiceError:
     The message names the limit, never the client's bytes (they may hold a token)."""
     if isinstance(exc, LineTooLong):
         return ServiceError(
-            "INVALID_ARGUMENT", f"a header line of a multipart part is longer than {PART_HEADER_LINE} bytes"
+            Code.INVALID_ARGUMENT,
+            f"a header line of a multipart part is longer than {PART_HEADER_LINE} bytes",
         )
     return ServiceError(
-        "INVALID_ARGUMENT",
+        Code.INVALID_ARGUMENT,
         f"the headers of a multipart part are malformed or too many (at most {PART_HEADERS})",
     )
 
@@ -118,14 +119,14 @@ class Pace:
 
     def _stalled(self) -> ServiceError:
         return ServiceError(
-            "REQUEST_TIMEOUT",
+            Code.REQUEST_TIMEOUT,
             f"the request body sent nothing for {self.limits.idle_s:g} s; it was cut, nothing was stored",
             idle_timeout_s=self.limits.idle_s,
         )
 
     def _too_slow(self) -> ServiceError:
         return ServiceError(
-            "REQUEST_TIMEOUT",
+            Code.REQUEST_TIMEOUT,
             f"the request body came slower than {self.limits.min_bytes_per_s:g} bytes/s over "
             f"{self.limits.window_s:g} s; it was cut, nothing was stored",
             min_bytes_per_s=self.limits.min_bytes_per_s,
@@ -158,7 +159,7 @@ async def read_field(part: BodyPartReader, pace: Pace) -> str:
         while chunk := await pace.read(part.read_chunk(FIELD_LIMIT)):
             data += chunk
             if len(data) > FIELD_LIMIT:
-                raise ServiceError("INVALID_ARGUMENT", f"form field {part.name!r} is too long")
+                raise ServiceError(Code.INVALID_ARGUMENT, f"form field {part.name!r} is too long")
     except BODY_ERRORS:
         raise interrupted() from None
     return data.decode("utf-8", errors="replace").strip()
@@ -186,7 +187,7 @@ async def read_body(request: web.Request, pace: Pace, limit: int = SMALL_BODY_LI
     async for chunk in body_chunks(request, pace):
         data += chunk
         if len(data) > limit:
-            raise ServiceError("TOO_LARGE", f"the request body is larger than {limit} bytes", limit=limit)
+            raise ServiceError(Code.TOO_LARGE, f"the request body is larger than {limit} bytes", limit=limit)
     return bytes(data)
 
 
@@ -206,7 +207,7 @@ MULTIPART_OVERHEAD = 1 << 20
 
 
 def too_large(limit: int) -> ServiceError:
-    return ServiceError("TOO_LARGE", f"the file is larger than the limit of {limit} bytes", limit=limit)
+    return ServiceError(Code.TOO_LARGE, f"the file is larger than the limit of {limit} bytes", limit=limit)
 
 
 async def _bounded(chunks: AsyncIterator[bytes], limit: int, declared: int | None) -> AsyncIterator[bytes]:
@@ -246,7 +247,7 @@ class UploadBody:
                 raise too_large(limit)
         elif request.content_type not in RAW_TYPES:
             raise ServiceError(
-                "INVALID_ARGUMENT",
+                Code.INVALID_ARGUMENT,
                 "send multipart/form-data with a file part, or a body of type application/fits",
             )
 
@@ -262,7 +263,7 @@ class UploadBody:
         while (part := await self._next()) is not None:
             if part.filename is not None or part.name in FILE_PARTS:
                 if self._file_seen:
-                    raise ServiceError("INVALID_ARGUMENT", "one file per upload")
+                    raise ServiceError(Code.INVALID_ARGUMENT, "one file per upload")
                 self._file_seen = True
                 # aiohttp clients percent-encode file names; browsers escape only '"' and CR/LF.
                 name = unquote(part.filename or self.fields.get("file_name", ""))
@@ -282,7 +283,7 @@ class UploadBody:
         assert self._reader is not None
         part = await next_part(self._reader, self._pace)
         if part is not None and not isinstance(part, BodyPartReader):
-            raise ServiceError("INVALID_ARGUMENT", "nested multipart is not accepted")
+            raise ServiceError(Code.INVALID_ARGUMENT, "nested multipart is not accepted")
         return part
 
 

@@ -11,7 +11,7 @@ from services.gateway.arguments import Caller
 from services.gateway.displays import Displays
 from services.gateway.hips_tokens import HipsGrant, HipsTokens
 from services.gateway.images import REMOVED, Images, ObjectStream
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.store import ObjectStore
 
 # The HiPS files a client may ask for; nothing else under the prefix is served.
@@ -49,7 +49,7 @@ class Hips:
         """A signed, expiring token opening this image's HiPS only."""
         image = await self.images.authorize_display(caller, fits_hash, ob_id)
         if not image.hips_prefix:
-            raise ServiceError("NOT_FOUND", "this image has no HiPS")
+            raise ServiceError(Code.NOT_FOUND, "this image has no HiPS")
         token, expires = self.tokens.issue(image.fits_hash, image.hips_prefix)
         self.displays.seen(image.fits_hash)
         return HipsAccess(token=token, expires_at=expires, fits_hash=image.fits_hash)
@@ -60,13 +60,13 @@ class Hips:
         image was removed."""
         grant: HipsGrant = self.tokens.verify(token, fits_hash)
         if not _HIPS_PATH.match(path):
-            raise ServiceError("NOT_FOUND", "no such HiPS file")
+            raise ServiceError(Code.NOT_FOUND, "no such HiPS file")
         key = grant.hips_prefix + path
         info = await self.store.stat(key)
         if info is None:
             if await self.store.stat(grant.hips_prefix + "properties") is None:
-                raise ServiceError("GONE", REMOVED)
-            raise ServiceError("NOT_FOUND", "no such HiPS tile")
+                raise ServiceError(Code.GONE, REMOVED)
+            raise ServiceError(Code.NOT_FOUND, "no such HiPS tile")
         self.displays.seen(grant.fits_hash)
         ext = "properties" if path == "properties" else path.rsplit(".", 1)[1]
         max_age = max(0, min(grant.expires_at - int(time.time()), 86400))

@@ -17,7 +17,7 @@ import hmac
 import json
 import time
 
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.settings import GatewaySettings
 
 # Only for local development (DEV_MODE): a fixed key, so restarts keep links valid.
@@ -72,14 +72,14 @@ class HipsTokens:
         """The grant a token carries; FORBIDDEN when it is forged, expired or another image's."""
         payload, _, mac = token.partition(".")
         if not payload or not mac or not hmac.compare_digest(mac, self._mac(payload)):
-            raise ServiceError("FORBIDDEN", "invalid HiPS token")
+            raise ServiceError(Code.FORBIDDEN, "invalid HiPS token")
         try:
             claims = json.loads(_unb64(payload))
             grant = HipsGrant(str(claims["h"]), str(claims["p"]), int(claims["e"]))
         except (ValueError, KeyError, TypeError):
-            raise ServiceError("FORBIDDEN", "invalid HiPS token") from None
+            raise ServiceError(Code.FORBIDDEN, "invalid HiPS token") from None
         if grant.expires_at <= int(now if now is not None else time.time()):
-            raise ServiceError("FORBIDDEN", "the HiPS token has expired; ask for a new one")
+            raise ServiceError(Code.FORBIDDEN, "the HiPS token has expired; ask for a new one")
         if not hmac.compare_digest(grant.fits_hash, fits_hash):
-            raise ServiceError("FORBIDDEN", "this HiPS token is for another image")
+            raise ServiceError(Code.FORBIDDEN, "this HiPS token is for another image")
         return grant

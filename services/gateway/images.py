@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from services.gateway.arguments import Caller, check_hash
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.grpc_client import call
 from services.shared.store import ObjectStore
 
@@ -68,8 +68,8 @@ class Images:
 
     async def _object(self, key: str, content_type: str) -> ObjectStream:
         if not key:
-            raise ServiceError("NOT_FOUND", "no such object")
+            raise ServiceError(Code.NOT_FOUND, "no such object")
         info = await self.store.stat(key)
         if info is None:
-            raise ServiceError("GONE", REMOVED)
+            raise ServiceError(Code.GONE, REMOVED)
         return ObjectStream(self.store.stream(key), info.size, content_type)

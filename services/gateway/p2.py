@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -162,18 +162,18 @@ def match_ob_url(url: str, bases: Sequence[P2Base]) -> ObRef:
     of an OB at all); never contacts anything.
     """
     if not url:
-        raise ServiceError("INVALID_ARGUMENT", "url is missing: give the OB's p2 API URL")
+        raise ServiceError(Code.INVALID_ARGUMENT, "url is missing: give the OB's p2 API URL")
     if len(url) > MAX_URL_LENGTH or not _PRINTABLE.match(url) or "\\" in url:
-        raise ServiceError("INVALID_ARGUMENT", "url is not a plain URL (length or characters)")
+        raise ServiceError(Code.INVALID_ARGUMENT, "url is not a plain URL (length or characters)")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ServiceError("INVALID_ARGUMENT", "url cannot be parsed") from None
+        raise ServiceError(Code.INVALID_ARGUMENT, "url cannot be parsed") from None
     if "@" in parts.netloc:
-        raise ServiceError("FORBIDDEN", "url must not carry user information (user@host)")
+        raise ServiceError(Code.FORBIDDEN, "url must not carry user information (user@host)")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ServiceError("INVALID_ARGUMENT", "url must not have a query or fragment")
+        raise ServiceError(Code.INVALID_ARGUMENT, "url must not have a query or fragment")
     host = parts.hostname or ""
     scheme = parts.scheme.lower()
     if port is None and scheme in DEFAULT_PORTS:
@@ -188,19 +188,21 @@ def match_ob_url(url: str, bases: Sequence[P2Base]) -> ObRef:
             continue
         ob_text = parts.path[len(prefix) :]
         if not re.fullmatch(r"[1-9][0-9]{0,18}", ob_text) or int(ob_text) > MAX_OB_ID:
-            raise ServiceError("INVALID_ARGUMENT", "url must end in /obsBlocks/<OB id>, a positive integer")
+            raise ServiceError(
+                Code.INVALID_ARGUMENT, "url must end in /obsBlocks/<OB id>, a positive integer"
+            )
         return ObRef(base, int(ob_text))
     raise ServiceError(
-        "FORBIDDEN",
+        Code.FORBIDDEN,
         "url is not an OB of a p2 API this service trusts (scheme, host, port and path must match)",
     )
 
 
 def check_token(token: str) -> str:
     if not token:
-        raise ServiceError("UNAUTHENTICATED", "access_token is missing: give your p2 access token")
+        raise ServiceError(Code.UNAUTHENTICATED, "access_token is missing: give your p2 access token")
     if len(token) > MAX_TOKEN_LENGTH or not _PRINTABLE.match(token):
-        raise ServiceError("UNAUTHENTICATED", "access_token is not a token p2 could have issued")
+        raise ServiceError(Code.UNAUTHENTICATED, "access_token is not a token p2 could have issued")
     return token
 
 
@@ -209,7 +211,7 @@ def parse_ra(text: Any) -> float:
     parts = _sexagesimal(text, "ra")
     h, m, s = parts
     if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):
-        raise ServiceError("INVALID_ARGUMENT", f"OB target ra {text!r} is out of range")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"OB target ra {text!r} is out of range")
     return (h + m / 60 + s / 3600) * 15.0
 
 
@@ -220,10 +222,10 @@ def parse_dec(text: Any) -> float:
     negative = str(text).strip().startswith("-")
     d = abs(d)
     if not (0 <= m < 60 and 0 <= s < 60):
-        raise ServiceError("INVALID_ARGUMENT", f"OB target dec {text!r} is out of range")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"OB target dec {text!r} is out of range")
     value = d + m / 60 + s / 3600
     if value > 90:
-        raise ServiceError("INVALID_ARGUMENT", f"OB target dec {text!r} is out of range")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"OB target dec {text!r} is out of range")
     return -value if negative else value
 
 
@@ -233,7 +235,9 @@ _SEXAGESIMAL = re.compile(r"\s*[+-]?[0-9]{1,3}:[0-9]{1,2}:[0-9]{1,2}(\.[0-9]*)?\
 
 def _sexagesimal(text: Any, what: str) -> tuple[float, float, float]:
     if not isinstance(text, str) or not _SEXAGESIMAL.fullmatch(text):
-        raise ServiceError("INVALID_ARGUMENT", f"OB target {what} {text!r} is not sexagesimal (DD:MM:SS.s)")
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, f"OB target {what} {text!r} is not sexagesimal (DD:MM:SS.s)"
+        )
     a, b, c = text.strip().split(":")
     return float(a), float(b), float(c)
 
@@ -244,7 +248,7 @@ def offset_position(start: SkyPoint, east_arcsec: float, north_arcsec: float) ->
     cos_dec = math.cos(math.radians(start.dec_deg))
     ra = start.ra_deg + (east_arcsec / 3600.0) / max(cos_dec, 1e-9)
     if dec > 90 or dec < -90:
-        raise ServiceError("INVALID_ARGUMENT", "the OB's blind offset moves the target past a pole")
+        raise ServiceError(Code.INVALID_ARGUMENT, "the OB's blind offset moves the target past a pole")
     return SkyPoint(ra % 360.0, dec)
 
 
@@ -286,7 +290,7 @@ class P2Client:
         results = await asyncio.gather(user_t, runs_t, ob_t, tpl_t, return_exceptions=True)
         # The most telling error first: a bad token explains every other failure.
         for result in results:
-            if isinstance(result, ServiceError) and result.code == "UNAUTHENTICATED":
+            if isinstance(result, ServiceError) and result.code == Code.UNAUTHENTICATED:
                 raise result
         for result in results:
             if isinstance(result, BaseException):
@@ -358,10 +362,10 @@ class P2Client:
                 content_type = resp.content_type
         except TimeoutError:
             raise ServiceError(
-                "UNAVAILABLE", f"p2 did not answer about {what} within {self.timeout_s:g} s"
+                Code.UNAVAILABLE, f"p2 did not answer about {what} within {self.timeout_s:g} s"
             ) from None
         except aiohttp.ClientError as exc:
-            raise ServiceError("UNAVAILABLE", f"p2 could not be reached ({type(exc).__name__})") from None
+            raise ServiceError(Code.UNAVAILABLE, f"p2 could not be reached ({type(exc).__name__})") from None
         finally:
             # Path only: the token is in a header and never logged.
             log.info(
@@ -375,16 +379,16 @@ class P2Client:
             )
         if 300 <= status < 400:
             raise ServiceError(
-                "UNAVAILABLE", f"p2 answered a redirect for {what}; redirects are not followed"
+                Code.UNAVAILABLE, f"p2 answered a redirect for {what}; redirects are not followed"
             )
         if status == 401:
-            raise ServiceError("UNAUTHENTICATED", "p2 did not accept the access token (expired or wrong?)")
+            raise ServiceError(Code.UNAUTHENTICATED, "p2 did not accept the access token (expired or wrong?)")
         if status == 403:
-            raise ServiceError("FORBIDDEN", f"p2 does not let this user see {what}")
+            raise ServiceError(Code.FORBIDDEN, f"p2 does not let this user see {what}")
         if status == 404:
-            raise ServiceError("NOT_FOUND", f"p2 knows no {what}")
+            raise ServiceError(Code.NOT_FOUND, f"p2 knows no {what}")
         if status != 200:
-            raise ServiceError("UNAVAILABLE", f"p2 answered HTTP {status} for {what}")
+            raise ServiceError(Code.UNAVAILABLE, f"p2 answered HTTP {status} for {what}")
         if content_type != "application/json":
             raise _unexpected(what)
         try:
@@ -398,13 +402,13 @@ class P2Client:
         async for chunk in resp.content.iter_chunked(65536):
             size += len(chunk)
             if size > self.max_answer_bytes:
-                raise ServiceError("UNAVAILABLE", f"p2's answer about {what} is too large")
+                raise ServiceError(Code.UNAVAILABLE, f"p2's answer about {what} is too large")
             chunks.append(chunk)
         return b"".join(chunks)
 
 
 def _unexpected(what: str) -> ServiceError:
-    return ServiceError("UNAVAILABLE", f"p2 answered something unexpected about {what}")
+    return ServiceError(Code.UNAVAILABLE, f"p2 answered something unexpected about {what}")
 
 
 def _int_id(value: Any) -> int | None:
@@ -441,14 +445,14 @@ def _ob_fields(ob: Any, ob_id: int, instance: str) -> tuple[str, SkyPoint, str]:
         raise _unexpected(f"OB {ob_id}")
     if ob.get("itemType", "OB") != "OB":
         raise ServiceError(
-            "INVALID_ARGUMENT", f"item {ob_id} is a {ob.get('itemType')}, not an OB with a target"
+            Code.INVALID_ARGUMENT, f"item {ob_id} is a {ob.get('itemType')}, not an OB with a target"
         )
     run = _int_id(ob.get("runId"))
     if run is None:
         raise _unexpected(f"OB {ob_id}")
     target = ob.get("target")
     if not isinstance(target, dict) or not target.get("ra") or not target.get("dec"):
-        raise ServiceError("INVALID_ARGUMENT", f"OB {ob_id} has no target coordinates yet")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"OB {ob_id} has no target coordinates yet")
     point = SkyPoint(parse_ra(target["ra"]), parse_dec(target["dec"]))
     name = ob.get("name")
     return f"{instance}:{run}", point, name if isinstance(name, str) else ""

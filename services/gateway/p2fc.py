@@ -43,7 +43,7 @@ from services.gateway.openapi import Operation, Param, Reply, json_reply
 from services.gateway.p2 import P2Client, P2Context, parse_bases
 from services.gateway.problems import add_limit_headers, public_message
 from services.gateway.uploads import UploadFile, UploadTarget
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ ERRORS = {
     404: _error("NOT_FOUND: no such OB or image"),
     409: _error("RUN_MISMATCH or NOT_COMPATIBLE"),
     410: _error("GONE: the image was deleted or culled"),
-    500: _error("INTERNAL"),
+    500: _error(Code.INTERNAL),
     502: _error("p2 answered in a way this service cannot read"),
     503: _error("UNAVAILABLE: p2 or an internal service is down"),
 }
@@ -145,7 +145,7 @@ def endpoints(prefix: str) -> list[Operation]:
                 408: _error("REQUEST_TIMEOUT: the body stalled or came too slowly"),
                 413: _error("TOO_LARGE: over the size limit"),
                 422: _error("the file was refused (code per failed check, findings in errors)"),
-                429: _error("TOO_MANY_UPLOADS").with_headers(**retry),
+                429: _error(Code.TOO_MANY_UPLOADS).with_headers(**retry),
                 501: _error("NOT_SUPPORTED: generateFindingChart"),
                 503: _error("BUSY, UNAVAILABLE or STORE_UNAVAILABLE").with_headers(**retry),
             },
@@ -185,32 +185,37 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             if any(name == endpoint for _, name in routes):
                 allowed = sorted(m for m, name in routes if name == endpoint)
                 return error_response(
-                    405, "METHOD_NOT_ALLOWED", f"use {', '.join(allowed)} here", {"Allow": ", ".join(allowed)}
+                    405,
+                    Code.METHOD_NOT_ALLOWED,
+                    f"use {', '.join(allowed)} here",
+                    {"Allow": ", ".join(allowed)},
                 )
-            return error_response(404, "NOT_FOUND", "no such p2fc endpoint")
+            return error_response(404, Code.NOT_FOUND, "no such p2fc endpoint")
         return await handler(request)
     except ServiceError as err:
         if err.http_status >= 500:
             log.warning("p2fc %s %s -> %s: %s", request.method, endpoint, err.code, err.message)
         extra = {k: v for k, v in err.details.items() if k not in ("error", "code")}
         # p2's own failures come as UNAVAILABLE with a message the user needs ("p2 redirected").
-        message = err.message if err.code == "UNAVAILABLE" else public_message(err)
+        message = err.message if err.code == Code.UNAVAILABLE else public_message(err)
         return error_response(err.http_status, err.code, message, body_extra=extra)
     except NotSupported as exc:
-        return error_response(501, "NOT_SUPPORTED", str(exc))
+        return error_response(501, Code.NOT_SUPPORTED, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL", exc.reason)
+        return error_response(
+            exc.status, Code.INVALID_ARGUMENT if exc.status < 500 else Code.INTERNAL, exc.reason
+        )
     except Exception:
         # Still an answer p2api can read (JSON with `error`), never problem+json.
         log.exception("unexpected error in p2fc %s %s", request.method, endpoint)
-        return error_response(500, "INTERNAL", "internal error")
+        return error_response(500, Code.INTERNAL, "internal error")
 
 
 def error_response(
     status: int,
-    code: str,
+    code: Code,
     message: str,
     headers: dict[str, str] | None = None,
     body_extra: dict[str, Any] | None = None,
@@ -230,7 +235,9 @@ async def bkg_image(request: web.Request) -> web.Response:
     query = raw_query(request)
     mode = query.get("mode", "")
     if mode not in ("get_ob", "get_ob_image_list"):
-        raise ServiceError("INVALID_ARGUMENT", f"unknown mode {mode[:40]!r}: use get_ob or get_ob_image_list")
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, f"unknown mode {mode[:40]!r}: use get_ob or get_ob_image_list"
+        )
     ctx = await _resolve(request, query)
     selector = request.app[P2FC_GATEWAY].selector
     caller, ob = caller_of(ctx), ob_of(ctx)
@@ -269,9 +276,9 @@ async def post_root(request: web.Request) -> web.Response:
             return await _set_ob_info(request, fields)
         if not mode:
             raise NotSupported(FINDING_CHARTS)
-        raise ServiceError("INVALID_ARGUMENT", f"unknown mode {mode[:40]!r} for a form: use set_ob_info")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"unknown mode {mode[:40]!r} for a form: use set_ob_info")
     raise ServiceError(
-        "INVALID_ARGUMENT", "send a form (set_ob_info) or multipart/form-data (upload_bkg_image)"
+        Code.INVALID_ARGUMENT, "send a form (set_ob_info) or multipart/form-data (upload_bkg_image)"
     )
 
 
@@ -285,7 +292,7 @@ async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Resp
     value = fields.get("value", "")
     if not value:
         raise ServiceError(
-            "INVALID_ARGUMENT",
+            Code.INVALID_ARGUMENT,
             "value is missing: default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>",
         )
     parse_selection(value)  # a malformed value is refused before p2 is asked anything
@@ -306,7 +313,7 @@ async def _multipart(request: web.Request, pace: forms.Pace) -> web.Response:
             return await _set_ob_info(request, fields)
         if not fields.get("mode"):
             raise NotSupported(FINDING_CHARTS)
-        raise ServiceError("INVALID_ARGUMENT", f"the request has no {FILE_FIELD} part")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"the request has no {FILE_FIELD} part")
     for key in ("url", "access_token", "mode", "bkg_lam"):
         header = body.part_headers.get(key)
         if header is not None:
@@ -315,7 +322,9 @@ async def _multipart(request: web.Request, pace: forms.Pace) -> web.Response:
     if not mode:
         raise NotSupported(FINDING_CHARTS)
     if mode != "upload_bkg_image":
-        raise ServiceError("INVALID_ARGUMENT", f"unknown mode {mode[:40]!r} for a file: use upload_bkg_image")
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, f"unknown mode {mode[:40]!r} for a file: use upload_bkg_image"
+        )
     # A place among the uploads in progress, before p2 is asked or the file read.
     async with request.app[P2FC_GATEWAY].uploads.slot():
         return await _upload(request, file, fields)

@@ -17,29 +17,29 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from services.shared.errors import DOMAIN, RETRY_AFTER, ServiceError, title_of
+from services.shared.errors import DOMAIN, RETRY_AFTER, Code, ServiceError, title_of
 
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 _HTTP_CODES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    408: "REQUEST_TIMEOUT",
-    413: "TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
+    400: Code.INVALID_ARGUMENT,
+    401: Code.UNAUTHENTICATED,
+    403: Code.FORBIDDEN,
+    404: Code.NOT_FOUND,
+    405: Code.METHOD_NOT_ALLOWED,
+    408: Code.REQUEST_TIMEOUT,
+    413: Code.TOO_LARGE,
+    415: Code.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
-def type_uri(code: str) -> str:
+def type_uri(code: Code) -> str:
     return f"https://{DOMAIN}/problems/{code.lower().replace('_', '-')}"
 
 
 def problem_response(
-    status: int, code: str, title: str, detail: str, extra: dict[str, Any] | None = None
+    status: int, code: Code, title: str, detail: str, extra: dict[str, Any] | None = None
 ) -> web.Response:
     body: dict[str, Any] = {
         "type": type_uri(code),
@@ -57,21 +57,21 @@ def problem_response(
     return response
 
 
-def add_limit_headers(response: web.StreamResponse, code: str, details: dict[str, Any]) -> None:
+def add_limit_headers(response: web.StreamResponse, code: Code, details: dict[str, Any]) -> None:
     """Retry-After for a refusal for load; a body cut for its pace also ends the connection
     (what is left of it will not be read)."""
     retry = details.get(RETRY_AFTER)
     if isinstance(retry, int | float) and not isinstance(retry, bool) and retry > 0:
         response.headers["Retry-After"] = str(math.ceil(retry))
-    if code == "REQUEST_TIMEOUT":
+    if code == Code.REQUEST_TIMEOUT:
         response.force_close()
 
 
 # Codes whose messages describe our insides (addresses, call names): logged, not shown.
 _OPAQUE = {
-    "UNAVAILABLE": "a service the gateway needs is unavailable; please try again later",
-    "STORE_UNAVAILABLE": "the storage is unavailable; please try again later",
-    "INTERNAL": "internal error",
+    Code.UNAVAILABLE: "a service the gateway needs is unavailable; please try again later",
+    Code.STORE_UNAVAILABLE: "the storage is unavailable; please try again later",
+    Code.INTERNAL: "internal error",
 }
 
 
@@ -97,10 +97,10 @@ async def problems_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL")
+        code = _HTTP_CODES.get(exc.status, Code.INVALID_ARGUMENT if exc.status < 500 else Code.INTERNAL)
         title = (
             title_of(code)
-            if code in ("INVALID_ARGUMENT", "NOT_FOUND", "TOO_LARGE", "FORBIDDEN")
+            if code in (Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.TOO_LARGE, Code.FORBIDDEN)
             else exc.reason
         )
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
@@ -110,7 +110,7 @@ async def problems_middleware(
         return response
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
-        return problem_response(500, "INTERNAL", title_of("INTERNAL"), "internal error")
+        return problem_response(500, Code.INTERNAL, title_of(Code.INTERNAL), "internal error")
 
 
 class MalformedRequestLog(logging.Filter):

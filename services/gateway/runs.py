@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.grpc_client import call
 
 
@@ -21,7 +21,7 @@ class Runs:
             *(("delegate", d) for d in delegate_ids),
         ]:
             if not value or len(value) > 200 or not value.isprintable():
-                raise ServiceError("INVALID_ARGUMENT", f"{name} must be a non-empty printable string")
+                raise ServiceError(Code.INVALID_ARGUMENT, f"{name} must be a non-empty printable string")
         return await call(
             self.catalog.SetRun,
             catalog_pb2.SetRunRequest(run_id=run_id, owner_id=owner_id, delegate_ids=delegate_ids),

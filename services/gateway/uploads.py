@@ -21,7 +21,7 @@ from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.gateway.arguments import Caller, ObContext
 from services.gateway.metrics import Metrics
 from services.shared.admission import Admission, PerKeyLimit
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.grpc_client import call
 from services.shared.store import ObjectStore
@@ -77,9 +77,9 @@ class ValidationFailed(ServiceError):
 
     def __init__(self, report: validator_pb2.ValidationReport) -> None:
         first = report.errors[0] if report.errors else None
-        code_name = common_pb2.ErrorCode.Name(first.code) if first is not None else "BAD_HEADER"
+        code_name = common_pb2.ErrorCode.Name(first.code) if first is not None else Code.BAD_HEADER
         if code_name == "ERROR_CODE_UNSPECIFIED":
-            code_name = "BAD_HEADER"
+            code_name = Code.BAD_HEADER
         findings = [
             {
                 "code": common_pb2.ErrorCode.Name(e.code),
@@ -89,7 +89,7 @@ class ValidationFailed(ServiceError):
             for e in report.errors
         ]
         message = "; ".join(e.message for e in report.errors) or "the file was refused"
-        super().__init__(code_name, message, errors=findings)
+        super().__init__(Code(code_name), message, errors=findings)
         self.report = report
 
 
@@ -121,7 +121,7 @@ class Uploads:
         self.per_user = PerKeyLimit(
             max_uploads_per_user,
             retry_after_s,
-            "TOO_MANY_UPLOADS",
+            Code.TOO_MANY_UPLOADS,
             "uploads",
             on_refused=metrics.upload_refused,
         )
@@ -200,12 +200,12 @@ class Uploads:
             await _shielded(self.store.delete(key))
             if isinstance(exc, ServiceError):
                 self.metrics.upload_refused(exc.code)
-                if exc.code == "STORE_UNAVAILABLE":
+                if exc.code == Code.STORE_UNAVAILABLE:
                     self.metrics.store_writable.set(0)
             raise
         if total == 0:
             await _shielded(self.store.delete(key))
-            raise ServiceError("NOT_FITS", "the upload is empty")
+            raise ServiceError(Code.NOT_FITS, "the upload is empty")
         return StagedUpload(key=key, fits_hash=hasher.hexdigest(), size=total)
 
     async def _finish(
@@ -318,7 +318,7 @@ class Uploads:
         try:
             await call(self.catalog.AbortUpload, catalog_pb2.AbortUploadRequest(lease_id=lease_id))
         except ServiceError as err:
-            if err.code != "UNAVAILABLE":
+            if err.code != Code.UNAVAILABLE:
                 log.warning("AbortUpload failed: %s", err.message)
                 return
             log.warning("AbortUpload failed (%s); retrying in the background", err.message)
@@ -336,7 +336,7 @@ class Uploads:
                 log.info("upload lease %s aborted after a retry", lease_id)
                 return
             except ServiceError as err:
-                if err.code != "UNAVAILABLE":
+                if err.code != Code.UNAVAILABLE:
                     log.warning("AbortUpload failed: %s", err.message)
                     return
             delay = min(delay * 2, 15.0)

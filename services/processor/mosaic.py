@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.shared.errors import Code
 from services.shared.fits_header import CARD, CARDS_PER_BLOCK, FitsProblem, Limits, walk_seekable
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _failed(message: str) -> Exception:
     """PROCESSING_FAILED (the shared error type, imported on demand)."""
     from services.shared.errors import ServiceError
 
-    return ServiceError("PROCESSING_FAILED", message)
+    return ServiceError(Code.PROCESSING_FAILED, message)
 
 
 # Keywords carried from the input's primary and first chip headers.

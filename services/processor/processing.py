@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from services.processor import display, hips, mosaic, preview, sampling, source
 from services.processor.observation import Observation
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.settings import ProcessorSettings
 from services.shared.store import ObjectStore, StoreUnavailable
@@ -45,7 +45,7 @@ _CONTENT_HASH = re.compile(r"(?:^|/)([0-9a-f]{64})(?:/|$)")
 MAX_IN_FLIGHT = 32
 # Failures reported as they are; any other becomes PROCESSING_FAILED. A store that
 # cannot be written is a 503 to the user (try later), not a broken file (500).
-PASSED_THROUGH = ("PROCESSING_FAILED", "STORE_UNAVAILABLE")
+PASSED_THROUGH = (Code.PROCESSING_FAILED, Code.STORE_UNAVAILABLE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +171,7 @@ class Processor:
 
     async def process(self, job: Job) -> Outcome:
         if not job.output_prefix.endswith("/") or not job.source_key:
-            raise ServiceError("INVALID_ARGUMENT", "output_prefix must end with '/' and source_key be set")
+            raise ServiceError(Code.INVALID_ARGUMENT, "output_prefix must end with '/' and source_key be set")
         async with self._jobs:
             scratch = self.settings.scratch_dir or None
             if scratch:
@@ -185,13 +185,13 @@ class Processor:
                 if isinstance(exc, ServiceError) and exc.code in PASSED_THROUGH:
                     raise
                 if isinstance(exc, ServiceError):
-                    raise ServiceError("PROCESSING_FAILED", f"processing failed: {exc.message}") from exc
+                    raise ServiceError(Code.PROCESSING_FAILED, f"processing failed: {exc.message}") from exc
                 if isinstance(exc, Exception):
                     log.exception("processing %s failed", job.source_key)
                     # An OS error's text names paths and errnos of the pod: the log has it.
                     text = "" if isinstance(exc, OSError) else f": {exc}"
                     raise ServiceError(
-                        "PROCESSING_FAILED", f"processing failed: {type(exc).__name__}{text}"
+                        Code.PROCESSING_FAILED, f"processing failed: {type(exc).__name__}{text}"
                     ) from exc
                 raise
             finally:
@@ -205,7 +205,7 @@ class Processor:
         except StoreUnavailable:
             raise
         except ServiceError as err:
-            raise ServiceError("PROCESSING_FAILED", f"cannot read the upload: {err.message}") from err
+            raise ServiceError(Code.PROCESSING_FAILED, f"cannot read the upload: {err.message}") from err
         original_key = prefix + ORIGINAL
         stored = await _settled(self.store.put_file(original_key, upload, "application/fits"))
         await failpoint("upload.process")

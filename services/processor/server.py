@@ -9,7 +9,7 @@ import grpc
 from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from services.processor.processing import Processor, job_from_request
 from services.shared.admission import Admission
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.grpc_edge import GrpcServer, servicer_errors
 from services.shared.store import check_key
 
@@ -34,7 +34,9 @@ class ProcessorServicer(processor_pb2_grpc.ProcessorServiceServicer):
     ) -> processor_pb2.ProcessResponse:
         check_key(request.source_key)
         if not request.output_prefix.endswith("/"):
-            raise ServiceError("INVALID_ARGUMENT", "output_prefix must end with '/'", field="output_prefix")
+            raise ServiceError(
+                Code.INVALID_ARGUMENT, "output_prefix must end with '/'", field="output_prefix"
+            )
         check_key(request.output_prefix.rstrip("/"))
         async with self.admission.slot():
             outcome = await self.processor.process(job_from_request(request))

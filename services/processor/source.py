@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from astropy.io import fits
 
+from bgimages.common.v1.codes import Code  # not services.shared.errors: that brings gRPC
 from services.processor import display
 from services.processor.sampling import SkyImage
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from astropy.wcs import WCS
 
 
-def _error(code: str, message: str) -> Exception:
+def _error(code: Code, message: str) -> Exception:
     """The shared error type, imported on demand: it brings gRPC with it
     (25 ms), which the command-line HiPS needs only when it fails."""
     from services.shared.errors import ServiceError
@@ -48,7 +49,7 @@ def decompress(path: Path, dest: Path) -> Path:
             )
         if proc.returncode != 0:
             msg = proc.stderr.decode(errors="replace").strip()
-            raise _error("PROCESSING_FAILED", f"could not uncompress the .Z file: {msg}")
+            raise _error(Code.PROCESSING_FAILED, f"could not uncompress the .Z file: {msg}")
         return dest
     return path
 
@@ -61,7 +62,7 @@ def read_wcs(header: fits.Header, hdul: fits.HDUList | None = None) -> WCS:
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header, hdul, naxis=2)
     if not wcs.has_celestial or wcs.naxis != 2:
-        raise _error("INVALID_WCS", "the image has no celestial WCS")
+        raise _error(Code.INVALID_WCS, "the image has no celestial WCS")
     return wcs
 
 
@@ -114,13 +115,13 @@ def _open(
         if hdu is None:
             indices = image_hdu_indices(hdul)
             if not indices:
-                raise _error("NO_IMAGE_HDU", "the file holds no image")
+                raise _error(Code.NO_IMAGE_HDU, "the file holds no image")
             hdu = indices[0]
         if not 0 <= hdu < len(hdul):
-            raise _error("INVALID_ARGUMENT", f"the file has no HDU {hdu}")
+            raise _error(Code.INVALID_ARGUMENT, f"the file has no HDU {hdu}")
         item = hdul[hdu]
         if item.data is None or item.data.ndim < 2:
-            raise _error("NO_IMAGE_HDU", f"HDU {hdu} is not an image")
+            raise _error(Code.NO_IMAGE_HDU, f"HDU {hdu} is not an image")
 
         def load() -> tuple[np.ndarray, display.Statistics | None]:
             data = as_float_image(item.data)

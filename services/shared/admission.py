@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from services.shared.errors import RETRY_AFTER, ServiceError
+from services.shared.errors import RETRY_AFTER, Code, ServiceError
 
 
 class Admission:
@@ -44,9 +44,9 @@ class Admission:
         """Runs the block in its turn; BUSY when running and waiting are at their bounds."""
         if self._inside >= self.running + self.queued:
             if self._on_refused is not None:
-                self._on_refused("BUSY")
+                self._on_refused(Code.BUSY)
             raise ServiceError(
-                "BUSY",
+                Code.BUSY,
                 f"{self.what} is busy ({self.running} running, {self.queued} waiting); "
                 f"try again in {self.retry_after_s:g} s",
                 **{RETRY_AFTER: self.retry_after_s},
@@ -66,7 +66,7 @@ class PerKeyLimit:
         self,
         limit: int,
         retry_after_s: float,
-        code: str,
+        code: Code,
         what: str,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:

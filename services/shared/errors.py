@@ -44,7 +44,7 @@ class ServiceError(Exception):
 
     @property
     def grpc_status(self) -> grpc.StatusCode:
-        return CATALOGUE[self.code].grpc_status
+        return grpc.StatusCode[CATALOGUE[self.code].grpc_status]
 
     @property
     def http_status(self) -> int:

@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from bgimages.common.v1.codes import Code  # the catalogue alone (standard library only)
+
 BLOCK = 2880
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 CARD = 80
@@ -115,7 +117,7 @@ _NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 class FitsProblem(Exception):
     """A file that cannot be read as FITS, with a stable code and the HDU concerned."""
 
-    def __init__(self, code: str, message: str, hdu: int | None = None) -> None:
+    def __init__(self, code: Code, message: str, hdu: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -329,7 +331,7 @@ _EXTENSION_ORDER = "XTENSION, BITPIX, NAXIS, NAXIS1 ... NAXISn, PCOUNT, GCOUNT"
 
 
 def _nonstandard(index: int, what: str) -> FitsProblem:
-    return FitsProblem("NONSTANDARD_HEADER", f"HDU {index}: {what}", index)
+    return FitsProblem(Code.NONSTANDARD_HEADER, f"HDU {index}: {what}", index)
 
 
 def _value_text(field: str) -> str:
@@ -349,7 +351,7 @@ def _mandatory_card(header: Header, index: int, position: int, key: str) -> str:
             return card
         raise _nonstandard(index, f"{key} has no value: FITS 4.0 requires '= ' in bytes 9-10, then the value")
     if key not in header:
-        raise FitsProblem("BAD_HEADER", f"HDU {index}: mandatory keyword {key} is missing", index)
+        raise FitsProblem(Code.BAD_HEADER, f"HDU {index}: mandatory keyword {key} is missing", index)
     there = f"{card[:8].rstrip()!r}" if card.strip() else ("a blank card" if card else "the END card")
     opening, kind = (_PRIMARY_ORDER, "primary") if index == 0 else (_EXTENSION_ORDER, "extension")
     raise _nonstandard(
@@ -373,7 +375,7 @@ def _integer_card(header: Header, index: int, position: int, key: str, free: lis
 def _primary_first_card(header: Header, free: list[str]) -> None:
     card = header.text[:CARD]
     if card[:8] != "SIMPLE  " and "SIMPLE" not in header:
-        raise FitsProblem("NOT_FITS", "the file does not start with a FITS primary header (SIMPLE)")
+        raise FitsProblem(Code.NOT_FITS, "the file does not start with a FITS primary header (SIMPLE)")
     card = _mandatory_card(header, 0, 0, "SIMPLE")
     value = parse_value(card[9:])
     if value is False:
@@ -494,13 +496,13 @@ class _HeaderBudget:
     def check_block(self, index: int, cards_in_header: int) -> None:
         if cards_in_header > self.limits.max_header_cards:
             raise FitsProblem(
-                "TOO_MANY_CARDS",
+                Code.TOO_MANY_CARDS,
                 f"HDU {index}: the header has more than {self.limits.max_header_cards} cards",
                 index,
             )
         if self.total_cards + cards_in_header > self.limits.max_total_header_cards:
             raise FitsProblem(
-                "TOO_MANY_CARDS",
+                Code.TOO_MANY_CARDS,
                 f"the headers hold more than {self.limits.max_total_header_cards} cards in all",
                 index,
             )
@@ -554,7 +556,7 @@ def _check_block(block: bytes, index: int, cards_before: int) -> None:
     if m is not None:
         card = cards_before + m.start() // CARD + 1
         raise FitsProblem(
-            "BAD_HEADER",
+            Code.BAD_HEADER,
             f"HDU {index}: header card {card} holds a byte that is not printable ASCII "
             f"(0x{block[m.start()]:02x}): a malformed card, or binary data where the header "
             "should have ended (no END card)",
@@ -579,7 +581,7 @@ def _read_header(
                 misplaced = _misplaced_first(block, 0)
                 if misplaced is not None:
                     raise misplaced
-                raise FitsProblem("NOT_FITS", "the file is not FITS: it does not start with SIMPLE")
+                raise FitsProblem(Code.NOT_FITS, "the file is not FITS: it does not start with SIMPLE")
             end = _end_card(block)
             head = block if end < 0 else block[: end * CARD]
             _check_block(head, index, nblocks * CARDS_PER_BLOCK)
@@ -591,7 +593,7 @@ def _read_header(
                 return Header(b"".join(parts)), nblocks * BLOCK
         if len(chunk) < BLOCK * ahead:
             raise FitsProblem(
-                "TRUNCATED",
+                Code.TRUNCATED,
                 f"HDU {index}: the file ends inside the header, before its END card",
                 index,
             )
@@ -610,20 +612,20 @@ def detect_compression(head: bytes) -> str:
     for magic, name in _OTHER_COMPRESSION.items():
         if head.startswith(magic):
             raise FitsProblem(
-                "UNSUPPORTED_COMPRESSION",
+                Code.UNSUPPORTED_COMPRESSION,
                 f"the file is {name}-compressed; upload FITS, gzip (.fits.gz), Unix compress (.fits.Z) "
                 "or tile-compressed (fpack) FITS",
             )
     if head.startswith(b"SIMPLE") or _card_at(head[:BLOCK], b"SIMPLE  =") > 0:
         return "none"  # a SIMPLE card further down is refused by the header walk
     if not head:
-        raise FitsProblem("NOT_FITS", "the file is empty")
-    raise FitsProblem("NOT_FITS", "the file is not FITS: it does not start with SIMPLE")
+        raise FitsProblem(Code.NOT_FITS, "the file is empty")
+    raise FitsProblem(Code.NOT_FITS, "the file is not FITS: it does not start with SIMPLE")
 
 
 def _check_hdu_count(index: int, limits: Limits) -> None:
     if index >= limits.max_hdus:
-        raise FitsProblem("TOO_MANY_HDUS", f"the file has more than {limits.max_hdus} HDUs", index)
+        raise FitsProblem(Code.TOO_MANY_HDUS, f"the file has more than {limits.max_hdus} HDUs", index)
 
 
 def _ranges_ok(hdu: HduHeader, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -657,7 +659,7 @@ def walk_seekable(f: IO[bytes], limits: Limits, on_header: OnHeader | None = Non
         end = hdu.data_offset + hdu.data_size
         if end > size:
             raise FitsProblem(
-                "TRUNCATED",
+                Code.TRUNCATED,
                 f"HDU {index}: the header declares {_human(hdu.data_size)} of data "
                 f"but the file ends {_human(end - size)} short of it",
                 index,
@@ -677,7 +679,7 @@ class _Decompressor:
     def __init__(self, source: IO[bytes], cap: int, chunk: int = 1 << 20) -> None:
         gzip = shutil.which("gzip")
         if gzip is None:  # pragma: no cover - gzip is part of every Debian base system
-            raise FitsProblem("UNSUPPORTED_COMPRESSION", "gzip is not installed on the validator")
+            raise FitsProblem(Code.UNSUPPORTED_COMPRESSION, "gzip is not installed on the validator")
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
         self.proc = subprocess.Popen(
             [gzip, "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
@@ -729,7 +731,7 @@ class _Decompressor:
         self.count += got
         if self.count > self.cap:
             raise FitsProblem(
-                "TOO_LARGE", f"the file decompresses to more than {_human(self.cap)}, the limit"
+                Code.TOO_LARGE, f"the file decompresses to more than {_human(self.cap)}, the limit"
             )
         return b"".join(parts)
 
@@ -750,7 +752,7 @@ class _Decompressor:
             self.count += got
             if self.count > self.cap:
                 raise FitsProblem(
-                    "TOO_LARGE", f"the file decompresses to more than {_human(self.cap)}, the limit"
+                    Code.TOO_LARGE, f"the file decompresses to more than {_human(self.cap)}, the limit"
                 )
         return done
 
@@ -827,7 +829,7 @@ def walk_stream(
             hdu = describe_structure(header, index, offset, offset + header_size)
             if hdu.data_offset + hdu.data_size > limits.max_decompressed_bytes:
                 raise FitsProblem(
-                    "TOO_LARGE",
+                    Code.TOO_LARGE,
                     f"HDU {index}: the header declares {_human(hdu.data_size)} of data; the file would "
                     f"decompress to more than {_human(limits.max_decompressed_bytes)}, the limit",
                     index,
@@ -848,7 +850,7 @@ def walk_stream(
             got = pos + dec.skip(hdu.data_size - pos)
             if got < hdu.data_size:
                 raise FitsProblem(
-                    "TRUNCATED",
+                    Code.TRUNCATED,
                     f"HDU {index}: the header declares {_human(hdu.data_size)} of data "
                     f"but the stream ends {_human(hdu.data_size - got)} short of it",
                     index,
@@ -857,7 +859,7 @@ def walk_stream(
             dec.skip(hdu.padded_size - hdu.data_size)
             offset = hdu.data_offset + hdu.padded_size
     except FitsProblem as problem:
-        if problem.code != "TRUNCATED":
+        if problem.code != Code.TRUNCATED:
             dec.abort()
             raise
         # The stream ended early: gzip says whether it was cut or corrupt, unless reading the source failed.
@@ -881,8 +883,8 @@ def walk_stream(
 def _stream_problem(rc: int, message: str, hdu: int | None) -> FitsProblem:
     text = message.replace("stdin: ", "").strip() or f"gzip exited with status {rc}"
     if "unexpected end of file" in text:
-        return FitsProblem("TRUNCATED", f"the compressed stream is truncated ({text})", hdu)
-    return FitsProblem("BAD_COMPRESSION", f"the compressed stream is corrupt ({text})", hdu)
+        return FitsProblem(Code.TRUNCATED, f"the compressed stream is truncated ({text})", hdu)
+    return FitsProblem(Code.BAD_COMPRESSION, f"the compressed stream is corrupt ({text})", hdu)
 
 
 def walk(f: IO[bytes], limits: Limits, on_header: OnHeader | None = None) -> Scan:

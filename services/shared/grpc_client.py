@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 TOKEN_HEADER = "x-service-token"
 
@@ -33,7 +33,7 @@ RETRY_POLICY = {
     "initialBackoff": "0.25s",
     "maxBackoff": "2s",
     "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
+    "retryableStatusCodes": [Code.UNAVAILABLE],
 }
 # Retries stop while more than a tenth of the calls fail (no retry storm on an outage).
 RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
@@ -146,8 +146,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> ServiceError:
                     break
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return ServiceError("UNAVAILABLE", f"internal service unavailable: {exc.details()}")
-    return ServiceError("INTERNAL", f"internal call failed: {code.name}")
+        return ServiceError(Code.UNAVAILABLE, f"internal service unavailable: {exc.details()}")
+    return ServiceError(Code.INTERNAL, f"internal call failed: {code.name}")
 
 
 async def call(

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from services.shared.errors import DOMAIN, ServiceError
+from services.shared.errors import DOMAIN, Code, ServiceError
 from services.shared.grpc_client import TOKEN_HEADER
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def servicer_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
             await context.abort_with_status(rpc_status.to_status(status_of(err)))  # type: ignore[attr-defined]
         except Exception:
             log.exception("unexpected error in %s", fn.__qualname__)
-            internal = ServiceError("INTERNAL", "internal error")
+            internal = ServiceError(Code.INTERNAL, "internal error")
             await context.abort_with_status(rpc_status.to_status(status_of(internal)))  # type: ignore[attr-defined]
 
     wrapper.__name__ = fn.__name__

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
 def check_key(key: str) -> str:
     """Refuses keys that could leave the store's namespace."""
     if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise ServiceError("INVALID_ARGUMENT", f"invalid object key {key!r}")
+        raise ServiceError(Code.INVALID_ARGUMENT, f"invalid object key {key!r}")
     return key
 
 
@@ -58,7 +58,7 @@ class ObjectMissing(StoreError):
     """No object under the key (NOT_FOUND)."""
 
     def __init__(self, key: str) -> None:
-        super().__init__("NOT_FOUND", f"no object {key!r}")
+        super().__init__(Code.NOT_FOUND, f"no object {key!r}")
         self.key = key
 
 
@@ -67,7 +67,7 @@ class StoreUnavailable(StoreError):
     says only what failed: the OS's or the network's text goes to the log (`unavailable`)."""
 
     def __init__(self, message: str = "the object store is unavailable") -> None:
-        super().__init__("STORE_UNAVAILABLE", message)
+        super().__init__(Code.STORE_UNAVAILABLE, message)
 
 
 class ObjectStore(Protocol):

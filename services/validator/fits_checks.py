@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.fits_header import FitsProblem, HduHeader, Limits, walk
 from services.shared.store import ObjectStore
 from services.validator import filters, footprint
@@ -58,11 +58,11 @@ class Target:
 def check_position(name: str, ra: float, dec: float) -> Sky:
     """Refuses malformed coordinates (a wrong request, not a bad file)."""
     if not (math.isfinite(ra) and math.isfinite(dec)):
-        raise ServiceError("INVALID_ARGUMENT", f"{name}: coordinates must be finite numbers", field=name)
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{name}: coordinates must be finite numbers", field=name)
     if not -90.0 <= dec <= 90.0:
-        raise ServiceError("INVALID_ARGUMENT", f"{name}: declination {dec} is outside -90..90", field=name)
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{name}: declination {dec} is outside -90..90", field=name)
     if not -360.0 <= ra <= 720.0:
-        raise ServiceError("INVALID_ARGUMENT", f"{name}: right ascension {ra} is out of range", field=name)
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{name}: right ascension {ra} is out of range", field=name)
     return ra % 360.0, dec
 
 
@@ -154,7 +154,7 @@ class _Inspector:
             result.skip_reason = f"invalid WCS: {exc}"
             self.problems.append(
                 Problem(
-                    "INVALID_WCS", f"HDU {_name(hdu.index, result.extname)}: invalid WCS: {exc}", hdu.index
+                    Code.INVALID_WCS, f"HDU {_name(hdu.index, result.extname)}: invalid WCS: {exc}", hdu.index
                 )
             )
             return []
@@ -235,26 +235,26 @@ def _tile_geometry(hdu: HduHeader, max_bytes: int) -> tuple[int, list[int]]:
     zcmp = str(header.get("ZCMPTYPE", "") or "").strip().upper()
     if zcmp not in TILE_COMPRESSIONS:
         raise FitsProblem(
-            "UNSUPPORTED_COMPRESSION",
+            Code.UNSUPPORTED_COMPRESSION,
             f"HDU {hdu.index}: unknown tile compression ZCMPTYPE = {zcmp!r}",
             hdu.index,
         )
     zbitpix = header.get("ZBITPIX")
     if zbitpix not in (8, 16, 32, 64, -32, -64) or isinstance(zbitpix, bool):
-        raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZBITPIX = {zbitpix!r} is not valid", hdu.index)
+        raise FitsProblem(Code.BAD_HEADER, f"HDU {hdu.index}: ZBITPIX = {zbitpix!r} is not valid", hdu.index)
     znaxis = header.get("ZNAXIS")
     if not isinstance(znaxis, int) or isinstance(znaxis, bool) or not 0 <= znaxis <= 999:
-        raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZNAXIS = {znaxis!r} is not valid", hdu.index)
+        raise FitsProblem(Code.BAD_HEADER, f"HDU {hdu.index}: ZNAXIS = {znaxis!r} is not valid", hdu.index)
     axes = []
     for n in range(1, znaxis + 1):
         v = header.get(f"ZNAXIS{n}")
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZNAXIS{n} = {v!r} is not valid", hdu.index)
+            raise FitsProblem(Code.BAD_HEADER, f"HDU {hdu.index}: ZNAXIS{n} = {v!r} is not valid", hdu.index)
         axes.append(v)
     size = math.prod(axes) * abs(zbitpix) // 8 if axes else 0
     if size > max_bytes:
         raise FitsProblem(
-            "TOO_LARGE",
+            Code.TOO_LARGE,
             f"HDU {hdu.index}: the tile-compressed image would decompress to {size / 1e9:.1f} GB, "
             f"more than the limit of {max_bytes / 1e9:.1f} GB",
             hdu.index,
@@ -264,12 +264,14 @@ def _tile_geometry(hdu: HduHeader, max_bytes: int) -> tuple[int, list[int]]:
     for n, length in enumerate(axes, start=1):
         tile = header.get(f"ZTILE{n}", length if n == 1 else 1)
         if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
-            raise FitsProblem("BAD_HEADER", f"HDU {hdu.index}: ZTILE{n} = {tile!r} is not valid", hdu.index)
+            raise FitsProblem(
+                Code.BAD_HEADER, f"HDU {hdu.index}: ZTILE{n} = {tile!r} is not valid", hdu.index
+            )
         tiles *= -(-length // tile)
     rows = hdu.axes[1] if len(hdu.axes) > 1 else 0
     if axes and rows != tiles:
         raise FitsProblem(
-            "BAD_HEADER",
+            Code.BAD_HEADER,
             f"HDU {hdu.index}: the tile table has {rows} rows but the tiling needs {tiles}",
             hdu.index,
         )
@@ -379,7 +381,7 @@ def free_format_warnings(free_format: dict[int, tuple[str, ...]]) -> list[Proble
         where = f"HDU {indices[0]}" if len(indices) == 1 else f"HDUs {_hdu_ranges(indices)}"
         out.append(
             Problem(
-                "NONSTANDARD_HEADER",
+                Code.NONSTANDARD_HEADER,
                 f"{where}: {', '.join(keys)} {'has its value' if len(keys) == 1 else 'have their values'} "
                 "in free format; FITS 4.0 requires the mandatory keywords' values in fixed format "
                 "(a logical or an integer ending in byte 30, XTENSION's quote in byte 11). Accepted, as "
@@ -402,7 +404,12 @@ def _field_problem(
     which: str, pos: Sky, insp: _Inspector, by_index: dict[int, HduResult], blank: set[int]
 ) -> Problem | None:
     """The field-of-view check of one position: None when it falls on an image's pixels."""
-    label, prefix = ("target", "TARGET") if which == "target" else ("BOA reference star", "BOA")
+    label = "target" if which == "target" else "BOA reference star"
+    outside, in_gap = (
+        (Code.TARGET_OUTSIDE_FIELD, Code.TARGET_IN_CHIP_GAP)
+        if which == "target"
+        else (Code.BOA_OUTSIDE_FIELD, Code.BOA_IN_CHIP_GAP)
+    )
     attr = "contains_target" if which == "target" else "contains_boa"
     if any(getattr(by_index[i], attr) for i in insp.footprints):
         return None
@@ -410,7 +417,7 @@ def _field_problem(
     if blank:
         names = ", ".join(_name(i, by_index[i].extname) for i in sorted(blank))
         return Problem(
-            f"{prefix}_OUTSIDE_FIELD",
+            outside,
             f"{what} falls only on blank pixels (no data: NaN or BLANK) of HDU {names}",
         )
     offsets = {i: footprint.offset_from(fp.corners, pos) for i, fp in insp.footprints.items()}
@@ -420,12 +427,12 @@ def _field_problem(
     where = "the image" if single else f"HDU {_name(nearest, by_index[nearest].extname)}"
     if not single and footprint.in_convex_hull([fp.corners for fp in insp.footprints.values()], pos):
         return Problem(
-            f"{prefix}_IN_CHIP_GAP",
+            in_gap,
             f"{what} falls in a gap between the chips: {off.distance} {off.direction} of "
             f"{where}, the nearest chip",
         )
     return Problem(
-        f"{prefix}_OUTSIDE_FIELD",
+        outside,
         f"{what} is outside the field: {off.distance} {off.direction} of {where}"
         + ("" if single else ", the nearest chip"),
     )
@@ -455,9 +462,11 @@ def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits) -> Rep
     by_index = {r.index: r for r in insp.results}
     hdus = {h.index: h for h in scan.hdus}
     problems = list(insp.problems)
-    if not insp.candidates and not any(p.code in ("UNSUPPORTED_COMPRESSION", "BAD_HEADER") for p in problems):
+    if not insp.candidates and not any(
+        p.code in (Code.UNSUPPORTED_COMPRESSION, Code.BAD_HEADER) for p in problems
+    ):
         skipped = "; ".join(f"HDU {r.index}: {r.skip_reason}" for r in insp.results if r.skip_reason)
-        problems.append(Problem("NO_IMAGE_HDU", f"The file holds no image of the sky ({skipped})"))
+        problems.append(Problem(Code.NO_IMAGE_HDU, f"The file holds no image of the sky ({skipped})"))
 
     # Pixels around each position: a position on blank pixels is not on the image.
     blank: dict[str, set[int]] = {"target": set(), "boa": set()}
@@ -485,7 +494,7 @@ def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits) -> Rep
     if not found.name:
         problems.append(
             Problem(
-                "NO_FILTER",
+                Code.NO_FILTER,
                 "No filter found: the headers carry no BANDPASS or FILTER keyword and none of the "
                 "instrument's filter keywords; give the bandpass with the upload",
             )

@@ -7,13 +7,14 @@ from typing import Any
 
 from bgimages.common.v1 import common_pb2
 from bgimages.validator.v1 import validator_pb2
+from services.shared.errors import Code
 
 
 @dataclasses.dataclass
 class Problem:
     """One failed check: a stable code (common.v1.ErrorCode name), the HDU, a message for people."""
 
-    code: str
+    code: Code
     message: str
     hdu: int | None = None
 

@@ -11,7 +11,7 @@ import grpc
 
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.shared.admission import Admission
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.failpoints import failpoint
 from services.shared.fits_header import Limits
 from services.shared.grpc_edge import GrpcServer, servicer_errors
@@ -36,7 +36,7 @@ def limits_of(settings: ValidatorSettings) -> Limits:
 def target_of(request: validator_pb2.ValidateRequest) -> Target:
     """The OB's positions, refused when malformed."""
     if not request.HasField("ob") or not request.ob.HasField("target"):
-        raise ServiceError("INVALID_ARGUMENT", "ob.target is required", field="ob.target")
+        raise ServiceError(Code.INVALID_ARGUMENT, "ob.target is required", field="ob.target")
     target = check_position("ob.target", request.ob.target.ra_deg, request.ob.target.dec_deg)
     boa = None
     if request.ob.HasField("boa_star"):

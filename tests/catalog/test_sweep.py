@@ -10,7 +10,7 @@ from services.catalog.images import Images
 from services.catalog.model import Caller
 from services.catalog.repository import Repository
 from services.shared import grpc_client
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.store import LocalStore, ObjectStore, S3Store
 from tests.catalog.conftest import TOKEN, Harness, caller, fits_hash, next_ob, ob, square, start_catalog
 
@@ -24,7 +24,7 @@ class StoreThatCannotDelete:
         self.store = store
 
     async def delete_prefix(self, prefix: str) -> tuple[int, int]:
-        raise ServiceError("STORE_UNAVAILABLE", "gone away")
+        raise ServiceError(Code.STORE_UNAVAILABLE, "gone away")
 
 
 async def begin(h: Harness, label: str) -> catalog_pb2.BeginUploadResponse:

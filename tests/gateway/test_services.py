@@ -21,7 +21,7 @@ from services.gateway.hips_tokens import HipsTokens
 from services.gateway.images import Images
 from services.gateway.metrics import Metrics
 from services.gateway.uploads import UploadFile, Uploads, UploadTarget, ValidationFailed
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.store import LocalStore
 
 Reply = Message | Callable[[Any], Message]
@@ -99,7 +99,7 @@ async def test_a_target_learnt_after_the_file_is_refused_before_the_catalog_is_a
     catalog = stub()
 
     async def target() -> UploadTarget:
-        raise ServiceError("INVALID_ARGUMENT", "run_id is required")
+        raise ServiceError(Code.INVALID_ARGUMENT, "run_id is required")
 
     with pytest.raises(ServiceError, match="run_id"):
         await uploads(store, catalog, stub()).upload(CALLER, UploadFile(chunks(b"x" * 10)), target)
@@ -135,7 +135,7 @@ async def test_displays_are_sent_in_one_batch_and_kept_when_the_catalog_fails() 
     def record(request: catalog_pb2.RecordDisplaysRequest) -> Message:
         sent.append(list(request.fits_hashes))
         if len(sent) == 1:
-            raise ServiceError("UNAVAILABLE", "catalog down")
+            raise ServiceError(Code.UNAVAILABLE, "catalog down")
         return catalog_pb2.RecordDisplaysResponse()
 
     displays = Displays(catalog=stub(RecordDisplays=record), flush_s=60)

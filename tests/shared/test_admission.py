@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from services.shared.admission import Admission, PerKeyLimit
-from services.shared.errors import RETRY_AFTER, ServiceError
+from services.shared.errors import RETRY_AFTER, Code, ServiceError
 
 
 async def test_running_waiting_and_refused() -> None:
@@ -55,7 +55,7 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
 
 def test_per_key_limit() -> None:
     refused: list[str] = []
-    limit = PerKeyLimit(2, 30, "TOO_MANY_UPLOADS", "uploads", on_refused=refused.append)
+    limit = PerKeyLimit(2, 30, Code.TOO_MANY_UPLOADS, "uploads", on_refused=refused.append)
     with limit.slot("alice"), limit.slot("alice"), limit.slot("bob"):
         with pytest.raises(ServiceError) as err, limit.slot("alice"):
             pass

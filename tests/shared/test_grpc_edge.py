@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from services.shared.errors import ServiceError
+from services.shared.errors import Code, ServiceError
 from services.shared.grpc_client import call, channel
 from services.shared.grpc_edge import LIVENESS, GrpcServer, servicer_errors
 
@@ -21,7 +21,7 @@ NAME = "bgimages.catalog.v1.CatalogService"
 class Refusing(catalog_pb2_grpc.CatalogServiceServicer):
     @servicer_errors
     async def SetRun(self, request: catalog_pb2.SetRunRequest, context: grpc.aio.ServicerContext) -> None:
-        raise ServiceError("UNKNOWN_RUN", f"no run {request.run_id}", run_id=request.run_id)
+        raise ServiceError(Code.UNKNOWN_RUN, f"no run {request.run_id}", run_id=request.run_id)
 
 
 @pytest.fixture
