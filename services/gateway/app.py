@@ -349,6 +349,14 @@ def content_security_policy(settings: GatewaySettings) -> str:
     )
 
 
+async def sign_in(request: web.Request) -> web.Response:
+    """GET /sign-in: to where users get a token (SIGN_IN_URL); the gateway mints none."""
+    target = request.app[SETTINGS].sign_in_url
+    if not target:
+        raise ServiceError(Code.NOT_FOUND, "no sign-in is configured (SIGN_IN_URL)")
+    raise web.HTTPFound(target)
+
+
 async def page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -639,6 +647,16 @@ def routes(settings: GatewaySettings) -> list[Operation]:
             "The Background-image page",
             {200: files("HTML", "text/html")},
             page,
+        ),
+        Operation(
+            "GET",
+            "/sign-in",
+            "The page's Sign in link: a redirect to where users get a token (SIGN_IN_URL)",
+            {
+                302: Reply("to SIGN_IN_URL").with_headers(Location="SIGN_IN_URL"),
+                404: problem("none configured"),
+            },
+            sign_in,
         ),
         _static("/static/{filename:.+}", "The page's scripts and styles", STATIC_DIR),
     ]

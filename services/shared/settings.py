@@ -365,6 +365,9 @@ class GatewaySettings(Common):
     public_url: Annotated[str, AfterValidator(_http_url_or_empty)] = env(
         "PUBLIC_URL", "", "external base URL of the gateway (for HiPS links)"
     )
+    sign_in_url: Annotated[str, AfterValidator(_http_url_or_empty)] = env(
+        "SIGN_IN_URL", "", "where the page's Sign in link leads (p2's sign-on; make run: the development one)"
+    )
     default_survey_name: Text = env("DEFAULT_SURVEY_NAME", "DSS2 colour", "name of the default survey")
     default_survey_dir: str = env(
         "DEFAULT_SURVEY_DIR", "", "local HiPS folder served at /surveys/default/ (tests, no internet)"

@@ -21,6 +21,7 @@ import aiohttp
 import jwt
 import pytest
 import yarl
+from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from services.gateway.app import GATEWAY, create_app
@@ -777,3 +778,16 @@ async def test_interrupted_upload_leaves_nothing(gateway: Gateway, tmp_path: Pat
         await asyncio.sleep(0.1)
     assert (await gateway.store_keys(), await gateway.image_rows()) == before
     del reader
+
+
+async def test_the_sign_in_link_leads_where_set(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    # Not configured (the harness's gateway): a problem, no redirect anywhere.
+    async with http.get(f"{gateway.url}/sign-in", allow_redirects=False) as resp:
+        assert resp.status == 404 and (await resp.json())["code"] == "NOT_FOUND"
+    # Configured: a redirect to p2's sign-on (make run: the development sign-in). No token is minted here.
+    settings = GatewaySettings(
+        dev_mode=True, hips_signing_key=SecretStr("k" * 32), sign_in_url="https://sso.example.org/login"
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        resp = await client.get("/sign-in", allow_redirects=False)
+        assert resp.status == 302 and resp.headers["Location"] == "https://sso.example.org/login"
