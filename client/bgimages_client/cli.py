@@ -51,12 +51,23 @@ HINTS: dict[str, str] = {
 
 
 def explain(err: BgImagesError) -> str:
+    """The code and its hint, then each finding once. The gateway's detail joins the
+    findings' messages, and a message may already name its HDU: neither is repeated."""
     lines = [f"error {err.code}: {HINTS.get(err.code, err.title or 'request refused')}"]
-    if err.detail:
-        lines.append(f"  gateway says: {err.detail}")
+    findings: list[str] = []
     for finding in err.errors:
-        hdu = f"HDU {finding['hdu']}: " if "hdu" in finding else ""
-        lines.append(f"  - {finding.get('code', '')}: {hdu}{finding.get('message', '')}")
+        message = str(finding.get("message", ""))
+        hdu = finding.get("hdu")
+        if hdu is not None and not message.startswith(("HDU ", "HDUs ")):
+            message = f"HDU {hdu}: {message}"
+        code = finding.get("code", "")
+        text = f"{code}: {message}" if code and code != err.code else message
+        if text and text not in findings:
+            findings.append(text)
+    if findings:
+        lines += [f"  - {text}" for text in findings]
+    elif err.detail:
+        lines.append(f"  gateway says: {err.detail}")
     return "\n".join(lines)
 
 

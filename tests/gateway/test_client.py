@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from bgimages_client import BackgroundImages, BgImagesError
+from bgimages_client.cli import HINTS, explain
 
 from tests.gateway import harness
 from tests.gateway.harness import Gateway, field, new_ob, new_user
@@ -149,3 +150,29 @@ async def test_list_marks_what_a_delegate_of_a_delegate_sees(gateway: Gateway, t
     assert "( ) default:" in out.stdout
     marked = [line for line in out.stdout.splitlines() if line.startswith("(*)")]
     assert marked == [f"(*) selected: {image.fits_hash}  \"owner's.fits\"  filter=R  (shared by {owner})"]
+
+
+def test_command_line_tells_each_finding_once() -> None:
+    # The gateway's detail joins the findings' messages, and a message may name its HDU already.
+    err = BgImagesError(
+        422,
+        "POST",
+        "/api/v1/obs/1/background-images",
+        "INVALID_WCS",
+        "HDU 0: invalid WCS: singular matrix; no filter found",
+        errors=[
+            {"code": "INVALID_WCS", "hdu": 0, "message": "HDU 0: invalid WCS: singular matrix"},
+            {"code": "NO_FILTER", "hdu": 1, "message": "no filter found"},
+            {"code": "NO_FILTER", "hdu": 1, "message": "no filter found"},
+        ],
+    )
+    assert explain(err).splitlines() == [
+        f"error INVALID_WCS: {HINTS['INVALID_WCS']}",
+        "  - HDU 0: invalid WCS: singular matrix",
+        "  - NO_FILTER: HDU 1: no filter found",
+    ]
+    bare = BgImagesError(404, "GET", "/api/v1/images/f", "NOT_FOUND", "no such image")
+    assert explain(bare).splitlines() == [
+        f"error NOT_FOUND: {HINTS['NOT_FOUND']}",
+        "  gateway says: no such image",
+    ]
