@@ -3,8 +3,11 @@
 Load the page, upload a generated FITS through the Upload button, see it
 selected and drawn by Aladin Lite (tile requests answered 200, pixels on the
 canvas where the image lies), switch back to the default survey, delete the
-image, see it gone. A file name that is HTML stays text. Screenshots are
-kept under test-artifacts/browser/.
+image, see it gone. A file name that is HTML stays text. The first view says
+what to do; a file without a filter is uploaded with the bandpass field; the
+processing after the last byte shows; target and BOA star are two labelled
+markers; a paw-print is shown whole; a refusal tells each finding once; long
+file names stay on one line. Screenshots are kept under test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from playwright.async_api import Browser, Error, FilePayload, Page, Response, as
 
 from tests import contract
 from tests.fitsgen import write_image
-from tests.gateway.harness import Gateway, new_ob, new_user
+from tests.gateway import harness
+from tests.gateway.harness import Gateway, field, new_ob, new_user
 
 pytestmark = pytest.mark.browser
 
@@ -41,11 +45,25 @@ EMPTY = np.array([60, 60, 60])
 # Records what the page does that a user would see only in passing.
 WATCH = """
 window.__busy = [];
+window.__phases = [];
 window.__dialogs = 0;
 new MutationObserver(() => {
   const b = document.getElementById('upload-button');
   if (b) window.__busy.push(b.getAttribute('aria-busy'));
-}).observe(document, {subtree: true, attributes: true, attributeFilter: ['aria-busy']});
+  const phase = document.body && document.body.dataset.upload;
+  const text = document.getElementById('upload-text');
+  if (phase !== undefined) window.__phases.push(phase + ':' + (text ? text.textContent : ''));
+  if (phase === 'processing' && !window.__processing) {
+    const bar = document.getElementById('upload-progress');
+    window.__processing = {
+      text: text.textContent,
+      spinner: !b.querySelector('.spinner').hidden,
+      busy: b.getAttribute('aria-busy'),
+      indeterminate: !bar.hidden && !bar.hasAttribute('value'),
+      status: document.getElementById('status').textContent,
+    };
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ['aria-busy', 'data-upload']});
 """
 
 
@@ -98,7 +116,8 @@ class PageLog:
         return [m for m in self.console if "Content Security Policy" in m or "Refused to" in m]
 
 
-async def open_page(browser: Browser, gateway: Gateway, user: str, ob: int, run: str) -> tuple[Page, PageLog]:
+async def new_page(browser: Browser, gateway: Gateway, ob: int, run: str) -> tuple[Page, PageLog]:
+    """The page for one OB, not loaded yet."""
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
     log = PageLog(page)
     page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
@@ -106,6 +125,11 @@ async def open_page(browser: Browser, gateway: Gateway, user: str, ob: int, run:
     fragment = f"ob={ob}&run={run}&ra={TARGET[0]}&dec={TARGET[1]}&boa_ra={BOA[0]}&boa_dec={BOA[1]}"
     await page.goto(f"{gateway.url}/#{fragment}")
     await page.wait_for_function("() => document.body.dataset.ready === 'yes'")
+    return page, log
+
+
+async def open_page(browser: Browser, gateway: Gateway, user: str, ob: int, run: str) -> tuple[Page, PageLog]:
+    page, log = await new_page(browser, gateway, ob, run)
     await page.fill("#ctx-token", gateway.token(user))
     await page.click("#ctx-load")
     await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
@@ -158,6 +182,10 @@ async def test_upload_select_display_switch_delete(
     fits_hash = selection.split("|", 1)[1]
     await page.wait_for_function("(s) => document.body.dataset.display === s", arg=selection, timeout=30000)
     assert "true" in await page.evaluate("() => window.__busy"), "the Upload button never showed it was busy"
+    # The bar while the bytes go up, then "Processing…" until the gateway answers.
+    phases = await page.evaluate("() => window.__phases")
+    assert phases.index("processing:Processing…") > phases.index("sending:Uploading…"), phases
+    assert phases[-1] == ":Upload", phases
     assert await page.evaluate("() => document.querySelector('#upload-button .spinner').hidden")
     row = page.locator(f".choice[data-fits-hash='{fits_hash}']")
     assert await row.locator("input[type=radio]").is_checked()
@@ -188,7 +216,10 @@ async def test_upload_select_display_switch_delete(
     # The bright stars are there (near white), and the target marker (red).
     assert (middle.min(axis=2) > 200).sum() > 20, "no stars visible"
     red = (image_view[..., 0] > 180) & (image_view[..., 1] < 90) & (image_view[..., 2] < 90)
-    assert red.sum() > 10, "the target / BOA markers are not drawn"
+    assert red.sum() > 10, "the target marker is not drawn"
+    cyan = (image_view[..., 0] < 90) & (image_view[..., 1] > 170) & (image_view[..., 2] > 190)
+    assert cyan.sum() > 10, "the BOA star marker is not drawn"
+    await assert_markers(page)
     assert log.csp_violations() == [], log.csp_violations()
 
     # Back to the default survey.
@@ -260,6 +291,189 @@ async def test_refused_upload_shows_the_reason(browser: Browser, gateway: Gatewa
     assert "TARGET_OUTSIDE_FIELD" in status and "target" in status.lower()
     assert await page.is_checked("input[value='default']")
     await aladin_pixels(page, "6-refused")
+    await page.close()
+
+
+MARKERS = """() => Object.fromEntries(Object.entries(window.bgPage.markers).map(([key, c]) => [key, {
+  name: c.name, shape: c.shape, color: c.color, labelled: c.displayLabel, column: c.labelColumn,
+  sources: c.getSources().map((s) => [s.ra, s.dec, s.data[c.labelColumn]]),
+}]))"""
+
+
+async def assert_markers(page: Page) -> None:
+    """Target and BOA star: two layers, drawn differently, each labelled with its name."""
+    markers = await page.evaluate(MARKERS)
+    target, boa = markers["target"], markers["boa"]
+    assert (target["name"], boa["name"]) == ("target", "BOA star")
+    assert target["shape"] != boa["shape"] and target["color"] != boa["color"]
+    assert target["labelled"] and boa["labelled"]
+    assert [s[2] for s in target["sources"]] == ["target"] and [s[2] for s in boa["sources"]] == ["BOA star"]
+    assert target["sources"][0][:2] == pytest.approx(list(TARGET))
+    assert boa["sources"][0][:2] == pytest.approx(list(BOA))
+    assert await page.is_visible("#legend") and await page.is_visible("#legend-boa")
+    assert "target" in await page.inner_text("#legend") and "BOA star" in await page.inner_text("#legend")
+
+
+async def upload_file(page: Page, path: Path, name: str | None = None) -> None:
+    """Chooses a file with the Upload button and waits for the answer."""
+    payload = FilePayload(name=name or path.name, mimeType="application/fits", buffer=path.read_bytes())
+    await page.evaluate("() => { window.__phases = []; }")
+    await page.set_input_files("#upload-input", files=[payload])
+    await page.wait_for_function(
+        "() => window.__phases.length && window.__phases[window.__phases.length - 1] === ':Upload'",
+        timeout=120000,
+    )
+
+
+async def test_first_view_says_what_to_do(browser: Browser, gateway: Gateway) -> None:
+    user = new_user()
+    page, _ = await new_page(browser, gateway, new_ob(), gateway.new_run(user))
+    await page.screenshot(path=str(ARTIFACTS / "0-first-view-page.png"), full_page=True)
+    hint = await page.inner_text("#first-hint")
+    assert "Load" in hint and "upload" in hint
+    assert await page.is_visible("#display-hint")
+    assert await page.get_attribute("#upload-button", "aria-disabled") == "true"
+    assert "Load an OB" in (await page.get_attribute("#upload-button", "title") or "")
+    await page.fill("#ctx-token", gateway.token(user))
+    await page.click("#ctx-load")
+    await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
+    assert await page.locator("#first-hint").count() == 0
+    assert not await page.is_visible("#display-hint")
+    assert await page.get_attribute("#upload-button", "aria-disabled") == "false"
+    await page.close()
+
+
+async def test_bandpass_field_uploads_a_file_without_filter(
+    browser: Browser, gateway: Gateway, tmp_path: Path
+) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    page, _ = await open_page(browser, gateway, user, new_ob(), run)
+    bare = field(tmp_path, "no filter.fits", filter_name=None)
+    await upload_file(page, bare)
+    status = await page.inner_text("#status.error")
+    assert status.count("NO_FILTER") == 1, status
+    assert await page.evaluate("() => document.activeElement.id") == "upload-bandpass"
+    assert "wanted" in (await page.get_attribute("#upload-bandpass", "class") or "")
+    assert await page.is_visible("#upload-retry")
+    await aladin_pixels(page, "7-no-filter")
+
+    await page.fill("#upload-bandpass", "Ks")
+    await page.evaluate("() => { window.__phases = []; }")
+    await page.click("#upload-retry")
+    await page.wait_for_function(
+        "() => (document.body.dataset.selected || '').startsWith('user_bkg_image|')", timeout=120000
+    )
+    row = page.locator(f".choice[data-fits-hash='{harness.sha256(bare)}']")
+    assert await row.locator("input[type=radio]").is_checked()
+    assert "filter Ks" in await row.locator(".meta").inner_text()
+    assert "selected background" in await page.inner_text("#status")
+    await page.close()
+
+
+async def test_processing_shows_after_the_last_byte(
+    browser: Browser, gateway: Gateway, tmp_path: Path
+) -> None:
+    user = new_user()
+    page, _ = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
+    big = field(tmp_path, "big.fits", size=1024)
+    payload = FilePayload(name=big.name, mimeType="application/fits", buffer=big.read_bytes())
+    # Answers come late (as a 4096² image's would), long enough for a picture of the page meanwhile.
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    slow = {"offline": False, "latency": 3000, "downloadThroughput": -1, "uploadThroughput": -1}
+    await cdp.send("Network.emulateNetworkConditions", slow)
+    await page.set_input_files("#upload-input", files=[payload])
+    # The page as it was when the last byte went (recorded by WATCH), and a picture of it.
+    await page.wait_for_function(
+        "() => window.__phases.length && document.body.dataset.upload !== 'sending'", timeout=60000
+    )
+    await page.screenshot(path=str(ARTIFACTS / "8-processing-page.png"), full_page=True)
+    await cdp.send("Network.emulateNetworkConditions", {**slow, "latency": 0})
+    await page.wait_for_function("() => document.body.dataset.upload === ''", timeout=120000)
+    seen = await page.evaluate("() => window.__processing")
+    assert seen is not None, "no processing state between the last byte and the answer"
+    assert seen["text"] == "Processing…" and seen["spinner"] and seen["busy"] == "true", seen
+    assert seen["indeterminate"] and "Checking big.fits" in seen["status"], seen
+    phases = await page.evaluate("() => window.__phases")
+    assert phases.index("processing:Processing…") > phases.index("sending:Uploading…"), phases
+    await page.wait_for_selector(f".choice[data-fits-hash='{harness.sha256(big)}'] input:checked")
+    assert not await page.is_visible("#upload-button .spinner")
+    await page.close()
+
+
+async def test_paw_print_is_shown_whole(browser: Browser, gateway: Gateway, tmp_path: Path) -> None:
+    user = new_user()
+    page, log = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
+    # Two chips with the target (and BOA star) on the eastern one.
+    half = 256 * 0.36 / 3600 / 2
+    shift = (half + 8 / 3600) / np.cos(np.deg2rad(TARGET[1]))
+    paw = harness.paw_print(tmp_path, ra=TARGET[0] - shift, dec=TARGET[1])
+    await upload_file(page, paw)
+    await page.wait_for_function("() => document.body.dataset.display.startsWith('user_bkg_image|')")
+    await settle(page, log)
+    image = await page.evaluate("() => window.bgPage.listing.selected.image")
+    corners = [c for fp in image["footprints"] for c in fp["corners"]]
+    assert len(image["footprints"]) == 2 and len(corners) == 8
+    width, height = await page.evaluate("() => window.bgPage.aladin.getSize()")
+    pixels = await page.evaluate(
+        "(cs) => cs.map(([ra, dec]) => window.bgPage.aladin.world2pix(ra, dec))", corners
+    )
+    assert all(p is not None and 0 <= p[0] <= width and 0 <= p[1] <= height for p in pixels), pixels
+    xs = [p[0] for p in pixels]
+    # Whole, and not lost in a wide view: the chips fill most of the view's width.
+    assert max(xs) - min(xs) > 0.6 * width, (xs, width)
+    view = await aladin_pixels(page, "9-paw-print")
+    await assert_markers(page)
+    # Both chips are drawn: image pixels left and right of the middle, the gap between.
+    row = view[view.shape[0] // 2]
+    left, right = int(min(xs)) + 10, int(max(xs)) - 10
+    assert np.abs(row[left] - EMPTY).sum() > 12 and np.abs(row[right] - EMPTY).sum() > 12
+    await page.close()
+
+
+async def test_refusal_tells_each_finding_once(browser: Browser, gateway: Gateway, tmp_path: Path) -> None:
+    user = new_user()
+    page, _ = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
+    await upload_file(page, harness.no_wcs(tmp_path))
+    status = await page.inner_text("#status.error")
+    assert status.count("INVALID_WCS") == 1 and status.count("HDU 0") == 1, status
+    assert "HDU 0: HDU 0" not in status
+    findings = await page.locator("#status .finding").all_inner_texts()
+    assert findings and len(findings) == len(set(findings)), findings
+    await upload_file(page, field(tmp_path, "bare.fits", filter_name=None))
+    status = await page.inner_text("#status.error")
+    assert status.count("NO_FILTER") == 1, status
+    findings = await page.locator("#status .finding").all_inner_texts()
+    assert len(findings) == 1 and status.count(findings[0]) == 1, status
+    await aladin_pixels(page, "10-refused-once")
+    await page.close()
+
+
+async def test_long_file_names_stay_on_one_line(browser: Browser, gateway: Gateway, tmp_path: Path) -> None:
+    user = new_user()
+    page, _ = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
+    names = [
+        "ADP.2024-03-14T05:12:44.123_HAWKI_Ks_pawprint_reduced_stacked_astrometry_calibrated.fits",
+        "x" * 120 + ".fits",
+    ]
+    for n, name in enumerate(names):
+        await upload_file(page, field(tmp_path, f"long{n}.fits"), name=name)
+    await page.wait_for_function("() => document.querySelectorAll('.choice[data-own=\"yes\"]').length === 2")
+    boxes = await page.evaluate(
+        """() => [...document.querySelectorAll(
+          '.choice[data-own="yes"] .name, #display-caption')].map((e) => ({
+          text: e.textContent, title: e.title, scroll: e.scrollWidth, client: e.clientWidth,
+          height: e.getBoundingClientRect().height, line: parseFloat(getComputedStyle(e).lineHeight)
+            || 1.3 * parseFloat(getComputedStyle(e).fontSize),
+        }))"""
+    )
+    assert {b["text"] for b in boxes[:2]} == set(names)
+    for box in boxes:
+        assert box["title"] == box["text"], box
+        assert box["scroll"] > box["client"], f"not cut: {box}"
+        assert box["height"] < 1.5 * box["line"], f"wraps: {box}"
+    await aladin_pixels(page, "11-long-names")
     await page.close()
 
 

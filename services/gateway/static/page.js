@@ -5,7 +5,7 @@ import A from "/vendor/aladin-lite/aladin.js";
 
 const $ = (id) => document.getElementById(id);
 const API = "/api/v1";
-const state = { ctx: null, listing: null, aladin: null, markers: null, busy: false };
+const state = { ctx: null, listing: null, aladin: null, markers: null, busy: false, lastFile: null };
 window.bgPage = state; // for people debugging in the console, and the browser test
 
 function el(tag, attrs = {}, ...children) {
@@ -21,20 +21,58 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function setStatus(text, isError = false) {
+function setStatus(content, isError = false) {
   const status = $("status");
-  status.textContent = text;
+  if (typeof content === "string") status.textContent = content;
+  else status.replaceChildren(...content);
   status.classList.toggle("error", isError);
 }
 
-function problemText(problem, fallback) {
-  if (!problem || typeof problem !== "object") return fallback;
-  const lines = [`${problem.title || "Error"} (${problem.code || problem.status}): ${problem.detail || ""}`];
+const HDU_PREFIX = /^HDUs? /;
+
+// A problem+json as one headline (title and code) and each finding once. The
+// gateway's `detail` joins the findings' messages, and a finding's message may
+// already name its HDU: neither is repeated.
+function problemNodes(problem, fallback) {
+  if (!problem || typeof problem !== "object") return [el("p", { className: "headline" }, fallback)];
+  const code = problem.code || String(problem.status || "");
+  const headline = el("p", { className: "headline" }, problem.title || "Error");
+  if (code) headline.append(" ", el("span", { className: "code" }, `(${code})`));
+  const seen = new Set();
+  const findings = [];
   for (const finding of problem.errors || []) {
-    const hdu = finding.hdu !== undefined ? `HDU ${finding.hdu}: ` : "";
-    lines.push(`• ${hdu}${finding.message}`);
+    const message = finding.message || finding.code || "";
+    const named = finding.hdu !== undefined && finding.hdu !== null && !HDU_PREFIX.test(message);
+    const text = named ? `HDU ${finding.hdu}: ${message}` : message;
+    if (text && !seen.has(text)) {
+      seen.add(text);
+      findings.push(text);
+    }
   }
-  return lines.join("\n");
+  if (findings.length === 1) return [headline, el("p", { className: "finding" }, findings[0])];
+  if (findings.length) {
+    return [headline, el("ul", {}, ...findings.map((text) => el("li", { className: "finding" }, text)))];
+  }
+  return problem.detail ? [headline, el("p", {}, problem.detail)] : [headline];
+}
+
+function problemText(problem, fallback) {
+  return problemNodes(problem, fallback)
+    .map((node) => node.textContent)
+    .join("\n");
+}
+
+class ApiError extends Error {
+  constructor(problem, fallback) {
+    super(problemText(problem, fallback));
+    this.problem = problem;
+    this.fallback = fallback;
+  }
+}
+
+function showError(err) {
+  if (err instanceof ApiError) setStatus(problemNodes(err.problem, err.fallback), true);
+  else setStatus(String(err.message || err), true);
 }
 
 // ---- context ------------------------------------------------------------------------------------
@@ -87,15 +125,21 @@ async function api(method, path, { params, json } = {}) {
   }
   const resp = await fetch(url, { method, headers, body });
   const data = await resp.json().catch(() => null);
-  if (!resp.ok) {
-    const err = new Error(problemText(data, `${resp.status} ${resp.statusText}`));
-    err.problem = data;
-    throw err;
-  }
+  if (!resp.ok) throw new ApiError(data, `${resp.status} ${resp.statusText}`);
   return data;
 }
 
 // ---- the list -----------------------------------------------------------------------------------
+
+// One line cut with an ellipsis (page.css); the whole text in its tooltip.
+function line(className, text) {
+  return el("span", { className, title: text }, text);
+}
+
+// A file name inside a sentence: cut with an ellipsis too, never broken mid-word.
+function fileName(name) {
+  return el("span", { className: "file", title: name }, name);
+}
 
 function formatDate(iso) {
   return iso ? iso.slice(0, 10) : "recently";
@@ -131,8 +175,8 @@ function imageRow(image, selected, own) {
   const meta = [image.filter && `filter ${image.filter}`, image.object_name, !own && `shared by ${image.owner_id}`]
     .filter(Boolean)
     .join(" · ");
-  const parts = [el("span", { className: "name" }, image.file_name)];
-  if (meta) parts.push(el("span", { className: "meta" }, meta));
+  const parts = [line("name", image.file_name)];
+  if (meta) parts.push(line("meta", meta));
   let trash = null;
   if (own) {
     trash = el("button", { type: "button", className: "trash", title: "Delete this image" }, trashIcon());
@@ -147,7 +191,7 @@ function imageRow(image, selected, own) {
 }
 
 function group(title, rows, emptyText) {
-  const box = el("div", { className: "group" }, el("h2", {}, title));
+  const box = el("div", { className: "group" }, el("h3", {}, title));
   if (rows.length) box.append(...rows);
   else if (emptyText) box.append(el("p", { className: "empty" }, emptyText));
   return box;
@@ -157,13 +201,13 @@ function renderList(listing) {
   const selected = listing.selected.selection;
   const groups = [
     group("Default survey", [
-      choice("default", [el("span", { className: "name" }, listing.default_survey.name)], {
+      choice("default", [line("name", listing.default_survey.name)], {
         checked: selected === "default",
       }),
     ]),
   ];
   if (!["default", "user_image"].includes(listing.selected.kind)) {
-    groups.push(group("Other", [choice(selected, [el("span", { className: "name" }, selected)], { checked: true })]));
+    groups.push(group("Other", [choice(selected, [line("name", selected)], { checked: true })]));
   }
   groups.push(group("My images", listing.own.map((i) => imageRow(i, selected, true)), "No image of yours fits this OB."));
   groups.push(group("Shared images", listing.shared.map((i) => imageRow(i, selected, false)), "None."));
@@ -174,8 +218,8 @@ function renderList(listing) {
       const label = el(
         "label",
         {},
-        el("span", { className: "name" }, t.file_name),
-        el("span", { className: "meta" }, `${verb} on ${formatDate(t.removed_at)}, please upload again`),
+        line("name", t.file_name),
+        line("meta", `${verb} on ${formatDate(t.removed_at)}, please upload again`),
       );
       return el("div", { className: "choice tombstone", dataset: { fitsHash: t.fits_hash } }, radio, label);
     });
@@ -206,7 +250,7 @@ async function select(selection) {
     await api("PUT", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-image`, { json });
     await refresh();
   } catch (err) {
-    setStatus(err.message, true);
+    showError(err);
     await refresh().catch(() => {});
   }
 }
@@ -215,48 +259,79 @@ async function removeImage(image) {
   if (!confirm(`Delete ${image.file_name}? OBs using it fall back to the default survey.`)) return;
   try {
     await api("DELETE", `${API}/images/${image.fits_hash}`);
-    setStatus(`Deleted ${image.file_name}.`);
+    setStatus([el("p", {}, "Deleted ", fileName(image.file_name), ".")]);
     await refresh();
   } catch (err) {
-    setStatus(err.message, true);
+    showError(err);
   }
 }
 
 // ---- upload -------------------------------------------------------------------------------------
 
-function setUploading(on) {
-  state.busy = on;
-  document.querySelector("#upload-button .spinner").hidden = !on;
-  $("upload-text").textContent = on ? "Uploading…" : "Upload";
-  $("upload-button").setAttribute("aria-busy", on ? "true" : "false");
-  $("upload-progress").hidden = !on;
-  $("upload-input").disabled = on;
+// "sending" while the bytes go up (the bar), "processing" once they are all sent and
+// the gateway checks the file and builds its mosaic and HiPS (seconds for a large
+// image), "" when the answer is in.
+function setUploadPhase(phase, file) {
+  state.busy = phase !== "";
+  document.body.dataset.upload = phase;
+  document.querySelector("#upload-button .spinner").hidden = !phase;
+  $("upload-text").textContent = { sending: "Uploading…", processing: "Processing…", "": "Upload" }[phase];
+  $("upload-button").setAttribute("aria-busy", phase ? "true" : "false");
+  $("upload-input").disabled = state.busy;
+  $("upload-retry").hidden = true;
+  const bar = $("upload-progress");
+  bar.hidden = !phase;
+  if (phase === "sending") bar.value = 0;
+  if (phase === "processing") {
+    bar.removeAttribute("value"); // indeterminate: the gateway tells no progress of its own
+    setStatus([
+      el("p", {}, "Checking ", fileName(file.name), " against the OB and building its display…"),
+      el("p", { className: "next" }, "This takes a few seconds, more for a large image."),
+    ]);
+  }
+}
+
+function askForBandpass() {
+  const field = $("upload-bandpass");
+  field.classList.add("wanted");
+  field.focus();
+  $("upload-retry").hidden = !state.lastFile;
+  $("status").append(el("p", { className: "next" }, "Type the image's bandpass (e.g. Ks) in the Bandpass field and upload again."));
 }
 
 function upload(file) {
   const ctx = state.ctx;
   const form = new FormData();
   for (const [key, value] of obParams(ctx)) form.append(key, value);
+  const bandpass = $("upload-bandpass").value.trim();
+  // Before the file: the gateway reads the fields that precede it first.
+  if (bandpass) form.append("bandpass", bandpass);
   form.append("file", file, file.name);
+  state.lastFile = file;
   const xhr = new XMLHttpRequest();
   xhr.open("POST", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-images`);
   xhr.setRequestHeader("Authorization", `Bearer ${ctx.token}`);
   xhr.responseType = "json";
   xhr.upload.addEventListener("progress", (ev) => {
-    if (ev.lengthComputable) $("upload-progress").value = Math.round((100 * ev.loaded) / ev.total);
+    if (ev.lengthComputable && state.busy) $("upload-progress").value = Math.round((100 * ev.loaded) / ev.total);
   });
-  setUploading(true);
-  setStatus(`Uploading ${file.name}…`);
+  xhr.upload.addEventListener("load", () => setUploadPhase("processing", file));
+  setUploadPhase("sending", file);
+  setStatus([el("p", {}, "Uploading ", fileName(file.name), "…")]);
   return new Promise((resolve) => {
     xhr.addEventListener("loadend", async () => {
-      setUploading(false);
+      setUploadPhase("");
       if (xhr.status === 201) {
-        setStatus(`Uploaded ${file.name}; it is now the selected background.`);
-        await refresh().catch((err) => setStatus(err.message, true));
+        $("upload-bandpass").classList.remove("wanted");
+        state.lastFile = null;
+        setStatus([el("p", {}, "Uploaded ", fileName(file.name), "; it is now the selected background.")]);
+        await refresh().catch(showError);
       } else if (xhr.status === 0) {
         setStatus("The upload was interrupted (network error).", true);
+        $("upload-retry").hidden = false;
       } else {
-        setStatus(problemText(xhr.response, `Upload failed: ${xhr.status}`), true);
+        setStatus(problemNodes(xhr.response, `Upload failed: ${xhr.status}`), true);
+        if (xhr.response && xhr.response.code === "NO_FILTER") askForBandpass();
       }
       $("upload-input").value = "";
       resolve();
@@ -271,30 +346,61 @@ function absolute(url) {
   return new URL(url, location.href).href;
 }
 
-function footprintFov(image) {
-  let max = 0;
-  for (const fp of image.footprints || []) {
-    for (const a of fp.corners) {
-      for (const b of fp.corners) {
-        const dDec = a[1] - b[1];
-        const dRa = (a[0] - b[0]) * Math.cos((a[1] * Math.PI) / 180);
-        max = Math.max(max, Math.hypot(dRa, dDec));
-      }
-    }
-  }
-  return max > 0 ? Math.min(max * 1.3, 60) : 0.5;
+// The smallest view holding every footprint of the image (all chips of a
+// paw-print) and the OB's positions: offsets from the target, so that an image
+// across RA 0 stays whole.
+function footprintView(image, ctx) {
+  const ra0 = Number(ctx.ra);
+  const points = (image.footprints || []).flatMap((fp) => fp.corners);
+  if (!points.length) return null;
+  points.push([ra0, Number(ctx.dec)]);
+  if (ctx.boaRa && ctx.boaDec) points.push([Number(ctx.boaRa), Number(ctx.boaDec)]);
+  const dRa = points.map(([ra]) => ((((ra - ra0) % 360) + 540) % 360) - 180);
+  const decs = points.map(([, dec]) => dec);
+  const [raMin, raMax] = [Math.min(...dRa), Math.max(...dRa)];
+  const [decMin, decMax] = [Math.min(...decs), Math.max(...decs)];
+  const dec = (decMin + decMax) / 2;
+  const ra = (((ra0 + (raMin + raMax) / 2) % 360) + 360) % 360;
+  const width = (raMax - raMin) * Math.cos((dec * Math.PI) / 180);
+  const height = decMax - decMin;
+  const [w, h] = state.aladin.getSize();
+  // Aladin's field of view is the width of the view: a tall field needs more of it.
+  const fov = Math.max(width, (height * w) / Math.max(h, 1)) * 1.15;
+  return { ra, dec, fov: Math.min(Math.max(fov, 1 / 60), 180) };
 }
+
+// Target and BOA star as two layers of their own: a red circle and a cyan
+// rhombus, labelled on the canvas (Aladin draws labels as text; these layer
+// names are ours, never a user's: Aladin renders layer names as HTML).
+const MARKERS = {
+  target: { name: "target", shape: "circle", color: "#ff3b3b", sourceSize: 20 },
+  boa: { name: "BOA star", shape: "rhomb", color: "#22d3ee", sourceSize: 18 },
+};
 
 function markOb(ctx) {
   const aladin = state.aladin;
-  if (state.markers) state.markers.removeAll();
-  else {
-    state.markers = A.catalog({ name: "OB", sourceSize: 22, color: "#ff3b3b", shape: "cross" });
-    aladin.addCatalog(state.markers);
+  if (!state.markers) {
+    state.markers = {};
+    for (const [key, style] of Object.entries(MARKERS)) {
+      const layer = A.catalog({
+        ...style,
+        displayLabel: true,
+        labelColumn: "label",
+        labelColor: style.color,
+        labelFont: "bold 14px sans-serif",
+      });
+      aladin.addCatalog(layer);
+      state.markers[key] = layer;
+    }
   }
-  const sources = [A.source(Number(ctx.ra), Number(ctx.dec), { name: "Target" })];
-  if (ctx.boaRa && ctx.boaDec) sources.push(A.source(Number(ctx.boaRa), Number(ctx.boaDec), { name: "BOA star" }));
-  state.markers.addSources(sources);
+  const { target, boa } = state.markers;
+  target.removeAll();
+  boa.removeAll();
+  target.addSources([A.source(Number(ctx.ra), Number(ctx.dec), { label: MARKERS.target.name })]);
+  const hasBoa = Boolean(ctx.boaRa && ctx.boaDec);
+  if (hasBoa) boa.addSources([A.source(Number(ctx.boaRa), Number(ctx.boaDec), { label: MARKERS.boa.name })]);
+  $("legend").hidden = false;
+  $("legend-boa").hidden = !hasBoa;
 }
 
 async function display(selection) {
@@ -324,22 +430,30 @@ async function display(selection) {
     });
   }
   const aladin = state.aladin;
-  aladin.gotoRaDec(Number(ctx.ra), Number(ctx.dec));
+  $("display-hint").hidden = true;
   let layer;
+  let view = null;
+  // Aladin Lite renders layer names as HTML: only names of ours, never user text.
   if (selection.kind === "user_image" && selection.image) {
     const image = selection.image;
     const hips = await api("GET", `${API}/images/${image.fits_hash}/hips`, {
       params: new URLSearchParams({ ob_id: ctx.ob }),
     });
-    // Aladin Lite renders layer names as HTML: never hand it user text.
     layer = A.imageHiPS(hips.hips_url, { name: `user image ${image.fits_hash.slice(0, 12)}` });
-    aladin.setFoV(footprintFov(image));
+    view = footprintView(image, ctx);
     caption.textContent = `${image.file_name}${image.filter ? ` (filter ${image.filter})` : ""}`;
   } else {
     const survey = state.listing.default_survey;
-    layer = A.imageHiPS(absolute(survey.hips_url), { name: survey.name });
+    layer = A.imageHiPS(absolute(survey.hips_url), { name: "default survey" });
     caption.textContent =
       selection.kind === "default" ? survey.name : `${selection.selection} (shown over the default survey)`;
+  }
+  caption.title = caption.textContent;
+  if (view) {
+    aladin.gotoRaDec(view.ra, view.dec);
+    aladin.setFoV(view.fov);
+  } else {
+    aladin.gotoRaDec(Number(ctx.ra), Number(ctx.dec));
   }
   aladin.setBaseImageLayer(layer);
   markOb(ctx);
@@ -356,9 +470,12 @@ async function load(ev) {
     await refresh();
     setStatus("");
     $("upload-input").disabled = false;
+    $("upload-bandpass").disabled = false;
     $("upload-button").setAttribute("aria-disabled", "false");
+    $("upload-button").title = "Choose a FITS file to upload for this OB";
+    $("dialog-ob").textContent = `OB ${state.ctx.ob} · run ${state.ctx.run}`;
   } catch (err) {
-    setStatus(err.message, true);
+    showError(err);
   }
 }
 
@@ -368,4 +485,8 @@ $("upload-input").addEventListener("change", (ev) => {
   const file = ev.target.files[0];
   if (file && state.ctx && !state.busy) upload(file);
 });
+$("upload-retry").addEventListener("click", () => {
+  if (state.lastFile && state.ctx && !state.busy) upload(state.lastFile);
+});
+$("upload-bandpass").addEventListener("input", (ev) => ev.target.classList.remove("wanted"));
 document.body.dataset.ready = "yes";
