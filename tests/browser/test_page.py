@@ -340,6 +340,11 @@ async def test_first_view_says_what_to_do(browser: Browser, gateway: Gateway) ->
     assert await page.locator("#first-hint").count() == 0
     assert not await page.is_visible("#display-hint")
     assert await page.get_attribute("#upload-button", "aria-disabled") == "false"
+    # The Upload button works from the keyboard too.
+    async with page.expect_file_chooser(timeout=5000) as chooser:
+        await page.focus("#upload-button")
+        await page.keyboard.press("Enter")
+    assert not (await chooser.value).is_multiple()
     await page.close()
 
 

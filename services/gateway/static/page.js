@@ -485,6 +485,13 @@ $("upload-input").addEventListener("change", (ev) => {
   const file = ev.target.files[0];
   if (file && state.ctx && !state.busy) upload(file);
 });
+// The file input is hidden inside the button: Enter and Space open it as a click does.
+$("upload-button").addEventListener("keydown", (ev) => {
+  if ((ev.key === "Enter" || ev.key === " ") && !$("upload-input").disabled) {
+    ev.preventDefault();
+    $("upload-input").click();
+  }
+});
 $("upload-retry").addEventListener("click", () => {
   if (state.lastFile && state.ctx && !state.busy) upload(state.lastFile);
 });
