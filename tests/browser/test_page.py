@@ -437,6 +437,30 @@ async def test_paw_print_is_shown_whole(browser: Browser, gateway: Gateway, tmp_
     await page.close()
 
 
+async def test_tiles_outside_the_image_are_not_asked_for_once_the_moc_is_in(
+    browser: Browser, gateway: Gateway, tmp_path: Path
+) -> None:
+    # Aladin Lite reads the HiPS's Moc.fits by itself and asks only for tiles it covers. Only the
+    # first tiles, asked for before the MOC is in, may find none (404): a race inside Aladin Lite.
+    user = new_user()
+    page, log = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
+    await upload_file(page, field(tmp_path, "moc.fits", size=512))
+    await page.wait_for_function("() => document.body.dataset.display.startsWith('user_bkg_image|')")
+    await settle(page, log)
+    ours = [u for _, u in log.hips if "/api/v1/images/" in u]
+    assert any(u.endswith("/Moc.fits") for u in ours), ours
+    before = len(log.hips)
+    for fov in (0.3, 1.0, 3.0):  # out past the image, where lower orders hold it and its neighbours
+        await page.evaluate("(f) => window.bgPage.aladin.setFoV(f)", fov)
+        await settle(page, log, 1.0)
+    await page.evaluate("() => window.bgPage.aladin.gotoRaDec(150.2, 2.2)")
+    await settle(page, log, 1.0)
+    later = [(s, u) for s, u in log.hips[before:] if "/api/v1/images/" in u]
+    assert later, "no tile asked for while zooming out"
+    assert [(s, u) for s, u in later if s != 200] == []
+    await page.close()
+
+
 async def test_refusal_tells_each_finding_once(browser: Browser, gateway: Gateway, tmp_path: Path) -> None:
     user = new_user()
     page, _ = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
