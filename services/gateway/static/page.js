@@ -296,7 +296,8 @@ function askForBandpass() {
   field.classList.add("wanted");
   field.focus();
   $("upload-retry").hidden = !state.lastFile;
-  $("status").append(el("p", { className: "next" }, "Type the image's bandpass (e.g. Ks) in the Bandpass field and upload again."));
+  const next = "Type the image's bandpass (e.g. Ks) in the Bandpass field and upload again.";
+  $("status").append(el("p", { className: "next" }, next));
 }
 
 function upload(file) {
@@ -312,10 +313,11 @@ function upload(file) {
   xhr.open("POST", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-images`);
   xhr.setRequestHeader("Authorization", `Bearer ${ctx.token}`);
   xhr.responseType = "json";
+  const sending = () => document.body.dataset.upload === "sending";
   xhr.upload.addEventListener("progress", (ev) => {
-    if (ev.lengthComputable && state.busy) $("upload-progress").value = Math.round((100 * ev.loaded) / ev.total);
+    if (ev.lengthComputable && sending()) $("upload-progress").value = Math.round((100 * ev.loaded) / ev.total);
   });
-  xhr.upload.addEventListener("load", () => setUploadPhase("processing", file));
+  xhr.upload.addEventListener("load", () => sending() && setUploadPhase("processing", file));
   setUploadPhase("sending", file);
   setStatus([el("p", {}, "Uploading ", fileName(file.name), "…")]);
   return new Promise((resolve) => {
