@@ -470,6 +470,7 @@ async def test_refusal_tells_each_finding_once(browser: Browser, gateway: Gatewa
     assert "HDU 0: HDU 0" not in status
     findings = await page.locator("#status .finding").all_inner_texts()
     assert findings and len(findings) == len(set(findings)), findings
+    await page.locator("#selector").screenshot(path=str(ARTIFACTS / "10-invalid-wcs-selector.png"))
     await upload_file(page, field(tmp_path, "bare.fits", filter_name=None))
     status = await page.inner_text("#status.error")
     assert status.count("NO_FILTER") == 1, status
