@@ -19,6 +19,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -345,6 +346,25 @@ async def test_first_view_says_what_to_do(browser: Browser, gateway: Gateway) ->
         await page.focus("#upload-button")
         await page.keyboard.press("Enter")
     assert not (await chooser.value).is_multiple()
+    await page.close()
+
+
+async def test_a_link_with_a_token_loads_the_ob(browser: Browser, gateway: Gateway) -> None:
+    # The sign-in's link (services/devrun.py page_link): the whole context in the fragment.
+    user = new_user()
+    run = gateway.new_run(user)
+    ob = new_ob()
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    token = gateway.token(user)
+    fragment = urlencode({"token": token, "ob": ob, "run": run, "ra": TARGET[0], "dec": TARGET[1]})
+    await page.goto(f"{gateway.url}/#{fragment}")
+    await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
+    assert await page.is_checked("input[value='default']")
+    assert "token" not in page.url, "the token stays in the address bar"
+    assert f"ob={ob}" in page.url
+    assert await page.input_value("#ctx-token") == token
+    assert not await page.is_visible("#ctx-token"), "the context form stays open"
+    assert await page.get_attribute("#sign-in", "href") == "/sign-in"
     await page.close()
 
 

@@ -92,6 +92,10 @@ function readContext() {
   return ctx;
 }
 
+// The context comes from the fragment (p2's link, or the sign-in's: `#token=...&ob=...`),
+// else from this tab's last use. A token in the fragment is kept for this tab only and
+// taken out of the address bar and history at once. Answers whether the fragment holds a
+// whole context to load.
 function restoreContext() {
   const saved = JSON.parse(sessionStorage.getItem("bg-context") || "{}");
   const hash = new URLSearchParams(location.hash.slice(1));
@@ -102,7 +106,14 @@ function restoreContext() {
   $("ctx-dec").value = pick("dec", "dec");
   $("ctx-boa-ra").value = pick("boa_ra", "boaRa");
   $("ctx-boa-dec").value = pick("boa_dec", "boaDec");
+  const token = hash.get("token");
+  if (token) {
+    sessionStorage.setItem("bg-token", token);
+    hash.delete("token");
+    history.replaceState(null, "", `${location.pathname}${location.search}#${hash}`);
+  }
   $("ctx-token").value = sessionStorage.getItem("bg-token") || "";
+  return Boolean(token) && ["ob", "run", "ra", "dec"].every((key) => hash.get(key));
 }
 
 function obParams(ctx) {
@@ -481,7 +492,7 @@ async function load(ev) {
   }
 }
 
-restoreContext();
+const signedIn = restoreContext();
 $("context").addEventListener("submit", load);
 $("upload-input").addEventListener("change", (ev) => {
   const file = ev.target.files[0];
@@ -499,3 +510,7 @@ $("upload-retry").addEventListener("click", () => {
 });
 $("upload-bandpass").addEventListener("input", (ev) => ev.target.classList.remove("wanted"));
 document.body.dataset.ready = "yes";
+if (signedIn) {
+  $("context-panel").open = false;
+  load();
+}
