@@ -368,7 +368,12 @@ class DevP2(LoopThread):
             raise _error(web.HTTPUnsupportedMediaType, "a finding chart is image/jpeg")
         data = await request.read()
         if len(data) > MAX_CHART_BYTES:
-            raise _error(web.HTTPRequestEntityTooLarge, "a finding chart is at most 1 MB")
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=MAX_CHART_BYTES,
+                actual_size=len(data),
+                text='{"error": "a finding chart is at most 1 MB"}',
+                content_type="application/json",
+            )
         if not data.startswith(b"\xff\xd8"):
             raise _error(web.HTTPBadRequest, "not a JPEG image")
         charts = self.charts.setdefault(ob["obId"], [])
@@ -376,10 +381,13 @@ class DevP2(LoopThread):
             raise _error(web.HTTPBadRequest, f"at most {MAX_CHARTS} finding charts per OB")
         m = re.search(r'filename="([^"]*)"', request.headers.get("Content-Disposition", ""))
         charts.append((m.group(1) if m else f"fc{len(charts) + 1}.jpg", data))
-        return web.Response(status=201, headers={"ETag": f'"{len(charts)}"'})
+        return web.Response(
+            status=201, headers={"ETag": f'"{len(charts)}"', "Content-Type": "application/json"}
+        )
 
     async def _delete_chart(self, request: web.Request) -> web.Response:
         charts, index = self._chart_at(request)
         self._editable(self._visible_ob(request))
         del charts[index - 1]  # the later charts slide down
-        return web.Response(status=204)
+        # An empty answer still names a type: p2api reads the Content-Type of every answer.
+        return web.Response(status=204, headers={"Content-Type": "text/plain"})
