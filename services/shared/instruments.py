@@ -418,7 +418,7 @@ def _rows() -> tuple[InstrumentMode, ...]:
         detectors=_fors2_chips(_FORS2_SR, 204.0),
         gaps_arcsec=(4.0,),
         pa=_FORS2_PA,
-        templates=("FORS2_img", "FORS2_ipol", "FORS2_ocd"),
+        templates=("FORS2_img",),
         source=(
             f"{_FORS2_MANUAL}: Table 2.2 p.6 (6.8'x6.8' SR, 0.125\"/unbinned pixel) and 'Field vignetting "
             "and detector geometry' p.6 (chips offset 33\" from the axis; field centre on y-pixel ~260 of "
@@ -551,7 +551,7 @@ def _rows() -> tuple[InstrumentMode, ...]:
                 "field is a circle, so only the IFUs' orientation depends on it."
             ),
         ),
-        templates=("KMOS_",),
+        templates=(),
         source=(
             "https://www.eso.org/sci/facilities/paranal/instruments/kmos/inst.html (24 pick-off arms "
             "patrolling a 7.2' diameter focal plane); Sharples et al. 2014, Proc. SPIE 9147, 91470W §1 "
@@ -592,7 +592,7 @@ def _rows() -> tuple[InstrumentMode, ...]:
         title="CRIRES+ slit spectroscopy",
         field=rectangle("slit viewer", 22.8, 33.8, centre=(3.6, -0.2)),
         acquisition=rectangle("slit viewer", 22.8, 33.8, centre=(3.6, -0.2)),
-        slits=(SlitSet("", "INS.SLIT1.WID", 10.0, (0.2, 0.4), 0.2),),
+        slits=(SlitSet("", None, 10.0, (0.2, 0.4), 0.2),),
         pa=PositionAngleRule(
             parameter="INS.DROT.POSANG",
             sign=1,
@@ -613,8 +613,8 @@ def _rows() -> tuple[InstrumentMode, ...]:
         ),
         unconfirmed=(
             "The acquisition template's keyword name was cut from the text reached (INS.DROT.POSANG from "
-            "the spectro-astrometry template's list keyword); the slit-width parameter name INS.SLIT1.WID "
-            'was not read in a manual. The viewer offset is given for the 0.2" slit.'
+            "the spectro-astrometry template's list keyword); the slit's template parameter was not read. "
+            'The viewer offset is given for the 0.2" slit.'
         ),
     )
     uves_slit = InstrumentMode(
@@ -625,7 +625,7 @@ def _rows() -> tuple[InstrumentMode, ...]:
         acquisition=_UVES_VIEWER,
         slits=_UVES_SLITS,
         pa=_UVES_PA,
-        templates=("UVES_blue_acq_slit", "UVES_red_acq_slit", "UVES_dic"),
+        templates=("UVES_blue_acq_slit", "UVES_red_acq_slit"),
         source=(
             f'{_UVES_MANUAL}: §2.2.1 p.15-16 (derotator, PA; slit viewer field ~45" diameter); §2.2.2 p.17 '
             '(slit width 0.15-20", deckers up to 30"); Table 3.2 p.33 (recommended slit lengths 3-16" by '
@@ -804,25 +804,39 @@ def _rotate(points: Iterable[Point], pa_deg: float) -> list[tuple[float, float]]
     return [(u * c + v * s, -u * s + v * c) for u, v in points]
 
 
+def _basis(ra_deg: float, dec_deg: float) -> tuple[tuple[float, float, float], ...]:
+    """The unit vector to (ra, dec) and the local east and north unit vectors there.
+
+    At a pole "north" is the direction of the meridian ra + 180 deg, as the limit from below gives.
+    """
+    a, d = math.radians(ra_deg), math.radians(dec_deg)
+    point = (math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d))
+    east = (-math.sin(a), math.cos(a), 0.0)
+    north = (-math.sin(d) * math.cos(a), -math.sin(d) * math.sin(a), math.cos(d))
+    return point, east, north
+
+
+def _radec(x: float, y: float, z: float) -> tuple[float, float]:
+    # atan2 throughout: well conditioned at the poles, where asin is not.
+    return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.atan2(z, math.hypot(x, y)))
+
+
 def _deproject(ra_deg: float, dec_deg: float, east: float, north: float) -> tuple[float, float]:
-    """Inverse gnomonic projection of standard coordinates (arcsec) about (ra, dec)."""
-    a0, d0 = math.radians(ra_deg), math.radians(dec_deg)
+    """Inverse gnomonic projection of standard coordinates (arcsec) about (ra, dec).
+
+    The tangent-plane point p0 + xi e + eta n, seen from the sphere's centre.
+    """
+    p0, e, n = _basis(ra_deg, dec_deg)
     xi, eta = east * ARCSEC, north * ARCSEC
-    denom = math.cos(d0) - eta * math.sin(d0)
-    ra = a0 + math.atan2(xi, denom)
-    dec = math.atan2(math.sin(d0) + eta * math.cos(d0), math.hypot(xi, denom))
-    return math.degrees(ra) % 360.0, math.degrees(dec)
+    return _radec(*(p0[i] + xi * e[i] + eta * n[i] for i in range(3)))
 
 
 def _offset_by(ra_deg: float, dec_deg: float, pa_deg: float, sep_arcsec: float) -> tuple[float, float]:
-    """The point `sep` arcsec from (ra, dec) towards position angle `pa` (north through east)."""
-    a0, d0 = math.radians(ra_deg), math.radians(dec_deg)
+    """The point `sep` arcsec from (ra, dec) along the great circle towards position angle `pa`."""
+    p0, e, n = _basis(ra_deg, dec_deg)
     phi, r = math.radians(pa_deg), sep_arcsec * ARCSEC
-    dec = math.asin(math.sin(d0) * math.cos(r) + math.cos(d0) * math.sin(r) * math.cos(phi))
-    ra = a0 + math.atan2(
-        math.sin(phi) * math.sin(r) * math.cos(d0), math.cos(r) - math.sin(d0) * math.sin(dec)
-    )
-    return math.degrees(ra) % 360.0, math.degrees(dec)
+    c, s = math.cos(r), math.sin(r)
+    return _radec(*(c * p0[i] + s * (math.cos(phi) * n[i] + math.sin(phi) * e[i]) for i in range(3)))
 
 
 def focal_to_sky(
@@ -973,7 +987,16 @@ def bounding_radius_arcsec(mode: InstrumentMode) -> float:
     reach = 0.0
     for slits in mode.slits:
         widest = max(slits.widths_arcsec or (slits.width_range_arcsec or (0.0, 0.0)))
-        reach = max(reach, math.hypot(widest / 2.0, slits.length_arcsec / 2.0))
-    reach = max(reach, *(s.reach + worst_offset for s in shapes))
-    # A focal-plane distance is tan() of the angle on the sky (gnomonic projection).
-    return math.degrees(math.atan(reach * ARCSEC)) * 3600.0
+        reach = max(reach, _angle(math.hypot(widest / 2.0, slits.length_arcsec / 2.0)))
+    for shape in shapes:
+        if shape.kind == "circle":
+            # Drawn at its true angular radius around its projected centre.
+            reach = max(reach, _angle(math.hypot(*shape.centre) + worst_offset) + shape.radius)
+        else:
+            reach = max(reach, _angle(shape.reach + worst_offset))
+    return reach
+
+
+def _angle(distance: float) -> float:
+    """The angle on the sky (arcsec) of a focal-plane distance (arcsec): its arctangent (gnomonic)."""
+    return math.degrees(math.atan(distance * ARCSEC)) * 3600.0
