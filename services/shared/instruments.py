@@ -299,14 +299,13 @@ _XSH_MANUAL = "X-shooter User Manual, VLT-MAN-ESO-14650-4942 Issue P96 (2015-06-
 _XSH_PA = PositionAngleRule(
     parameter="TEL.ROT.OFFANGLE",
     sign=1,
-    parallactic_value=-9999.0,
+    parallactic_value=9999.0,
     confirmed=False,
     note=(
-        "The slit acquisition template XSHOOTER_slt_acq sets TEL.ROT.OFFANGLE; the X-shooter manual "
-        "pages reached do not state its sign. Taken as the slit's sky PA (north through east), as "
-        "F. Vogt's fcmaker (github.com/fpavogt/fcmaker, fcmaker_xshooter.py) draws it. The value "
-        "meaning 'parallactic angle' was not read in an ESO document: -9999 is fcmaker's reading "
-        "of p2 OBs (9999 is FORS2's)."
+        "TEL.ROT.OFFANGLE of the slit acquisition template XSHOOTER_slt_acq, as F. Vogt's fcmaker "
+        "(github.com/fpavogt/fcmaker, fcmaker_xshooter.py) reads it from p2; the X-shooter manual pages "
+        "reached do not state its sign. Taken as the slit's sky PA (north through east), as fcmaker "
+        "draws it; 9999 means the parallactic angle there too (fcmaker), not read in an ESO document."
     ),
 )
 _XSH_SLITS = (
@@ -339,6 +338,10 @@ _MUSE_PA = PositionAngleRule(
     ),
 )
 _MUSE_PAGE = "https://www.eso.org/sci/facilities/paranal/instruments/muse/overview.html"
+_MUSE_PAPER = (
+    "Bacon et al. 2004, 'The second-generation VLT instrument MUSE', Proc. SPIE 5492, doi:10.1117/12.549009: "
+    'a field of 1\'x1\' sampled at 0.2", and a 7.5"x7.5" field sampled at 25 mas'
+)
 
 _CRIRES_MANUAL = "CRIRES User Manual, ESO-254264 Issue P109.4 (2021-12-01)"
 
@@ -502,8 +505,11 @@ def _rows() -> tuple[InstrumentMode, ...]:
         field=rectangle("field", 60.0, 60.0),
         pa=_MUSE_PA,
         templates=("MUSE_wfm",),
-        source=f"{_MUSE_PAGE} (WFM 1'x1', 0.2\" sampling); corners as drawn by fcmaker_muse.py (+-31\")",
-        unconfirmed="MUSE User Manual not reachable; the field's slight tilt on the sky is not modelled.",
+        source=f'{_MUSE_PAPER} (wide-field mode); {_MUSE_PAGE}; fcmaker_muse.py draws the corners at ~31"',
+        unconfirmed=(
+            "MUSE User Manual (ESO-261650) not reachable: the as-built size is the design paper's; the "
+            "field's slight tilt on the sky is not modelled."
+        ),
     )
     muse_nfm = dataclasses.replace(
         muse_wfm,
@@ -511,8 +517,8 @@ def _rows() -> tuple[InstrumentMode, ...]:
         title="MUSE narrow-field mode",
         field=rectangle("field", 7.5, 7.5),
         templates=("MUSE_nfm",),
-        source=f'{_MUSE_PAGE} (NFM 7.5"x7.5", 0.025" sampling)',
-        unconfirmed='MUSE User Manual not reachable (it quotes 7.42"x7.43" as remembered, not read).',
+        source=f"{_MUSE_PAPER} (narrow-field mode); {_MUSE_PAGE}",
+        unconfirmed='MUSE User Manual not reachable: its as-built size (7.42"x7.43" as remembered) not read.',
     )
     xsh_slt = InstrumentMode(
         instrument="XSHOOTER",
@@ -542,12 +548,13 @@ def _rows() -> tuple[InstrumentMode, ...]:
         ifu=rectangle("IFU", 2.8, 2.8),
         ifu_count=24,
         pa=PositionAngleRule(
-            parameter="TEL.ROT.OFFANGLE",
+            parameter=None,
             sign=1,
             confirmed=False,
             note=(
-                "KARMA writes the rotator angle into the OB (KARMA User Manual VLT-MAN-KMO-146606-002, "
-                "'Telescope position/rotator angle'); its relation to the sky PA was not found. The patrol "
+                "KARMA sets the rotator angle of the OB (KARMA User Manual VLT-MAN-KMO-146606-002, "
+                "'Telescope position/rotator angle'); the OB keyword and its relation to the sky PA were not "
+                "found. The patrol "
                 "field is a circle, so only the IFUs' orientation depends on it."
             ),
         ),
@@ -614,7 +621,8 @@ def _rows() -> tuple[InstrumentMode, ...]:
         unconfirmed=(
             "The acquisition template's keyword name was cut from the text reached (INS.DROT.POSANG from "
             "the spectro-astrometry template's list keyword); the slit's template parameter was not read. "
-            'The viewer offset is given for the 0.2" slit.'
+            'The viewer offset is given for the 0.2" slit; Fig. 27\'s caption gives the field as 22.8"x30.8" '
+            'where the text says 22.8"x33.8".'
         ),
     )
     uves_slit = InstrumentMode(
