@@ -246,18 +246,23 @@ _FORS2_PA = PositionAngleRule(
 )
 
 
-def _fors2_chips(scale: float, half_field: float) -> tuple[Shape, ...]:
-    """FORS2's MIT mosaic clipped to the unvignetted field, for an unbinned scale (arcsec/pixel).
+def _fors2_chips(scale: float, half_field: float | None) -> tuple[Shape, ...]:
+    """FORS2's MIT mosaic for an unbinned scale (arcsec/pixel), clipped to a square field if given.
 
     Chip 1 (upper, north at rotator 0) has the field centre on its y-pixel ~260; chip 2 sits below
-    it, shifted by 480 um = 32 unbinned 15-um pixels (the gap). Each chip is 2048 pixels high.
+    it, shifted by 480 um = 32 unbinned 15-um pixels (the gap). Each chip is 4096 x 2048 pixels.
     """
     chip1_bottom = -260.0 * scale
     gap = 480.0 / 15.0 * scale
     chip2_top = chip1_bottom - gap
-    chip1 = box("CHIP1", -half_field, half_field, chip1_bottom, min(half_field, chip1_bottom + 2048 * scale))
-    chip2 = box("CHIP2", -half_field, half_field, max(-half_field, chip2_top - 2048 * scale), chip2_top)
-    return chip1, chip2
+    left, right = -2048 * scale, 2048 * scale
+    chip1_top, chip2_bottom = chip1_bottom + 2048 * scale, chip2_top - 2048 * scale
+    if half_field is not None:
+        left, right = -half_field, half_field
+        chip1_top, chip2_bottom = min(half_field, chip1_top), max(-half_field, chip2_bottom)
+    return box("CHIP1", left, right, chip1_bottom, chip1_top), box(
+        "CHIP2", left, right, chip2_bottom, chip2_top
+    )
 
 
 _FORS2_SR = 0.125  # arcsec per unbinned pixel, SR collimator (Table 2.2)
@@ -434,8 +439,8 @@ def _rows() -> tuple[InstrumentMode, ...]:
         fors2_img,
         mode="HR",
         title="FORS2 imaging, high-resolution collimator",
-        field=rectangle("field", 252.0, 252.0),
-        detectors=_fors2_chips(_FORS2_HR, 126.0),
+        field=_envelope("field", _fors2_chips(_FORS2_HR, None)),
+        detectors=_fors2_chips(_FORS2_HR, None),
         gaps_arcsec=(round(32 * _FORS2_HR, 2),),
         templates=(),
         source=(
@@ -444,8 +449,9 @@ def _rows() -> tuple[InstrumentMode, ...]:
             f"by the camera); chip geometry as for SR (p.6, Table 2.7 p.19); §3.9.3 p.28; {_FORS2_PAGE}"
         ),
         unconfirmed=(
-            "Chip 1's y-pixel ~260 for the field centre is stated for unbinned SR; used for HR too. "
-            "The vignetted corners are not cut."
+            "The HR field is taken as the whole mosaic (the 4.2' is 'for the mosaiced CCDs'), assuming the "
+            "optical axis on the same pixel as in SR (y ~260 of chip 1, stated for SR) and centred in x: "
+            "4.3'x4.35', offset 17\" south of the pointing. The vignetted corners are not cut."
         ),
     )
     fors2_lss = dataclasses.replace(

@@ -167,6 +167,16 @@ def test_hawki_four_detectors_with_their_gaps(pointing: tuple[float, float]) -> 
     assert north_south_gap == pytest.approx(15.0, abs=0.1)
 
 
+def test_fors2_high_resolution_field_is_the_mosaic() -> None:
+    found = instruments.field_outlines(instruments.lookup("FORS2", "HR"), 150.0, -30.0, 0.0)
+    for side in sides_arcsec(found[0]):
+        assert side == pytest.approx(4.2 * 60, abs=10.0)  # "4.2'x4.2' ... for the mosaiced CCDs"
+    chip1, chip2 = named(found, "CHIP1"), named(found, "CHIP2")
+    assert sky(chip1.vertices[0]).separation(sky(chip2.vertices[3])).arcsec == pytest.approx(
+        32 * 0.0632, abs=1e-3
+    )
+
+
 @pytest.mark.parametrize("pointing", POINTINGS)
 def test_fors2_two_ccds_with_their_gap(pointing: tuple[float, float]) -> None:
     ra, dec = pointing
@@ -189,7 +199,6 @@ def test_fors2_two_ccds_with_their_gap(pointing: tuple[float, float]) -> None:
         ("MUSE", "WFM", 60.0, 60.0),
         ("MUSE", "NFM", 7.5, 7.5),
         ("XSHOOTER", "SLT", 90.0, 90.0),
-        ("FORS2", "HR", 252.0, 252.0),
         ("CRIRES", "SPEC", 22.8, 33.8),
         ("SPHERE", "IRDIS", 11.0, 12.5),
         ("ERIS", "SPIFFIER_250MAS", 8.0, 8.0),
