@@ -395,11 +395,16 @@ _ESPRESSO_UNCONFIRMED = (
     "was not found."
 )
 
+_VISIR_MANUAL = "VISIR User Manual, VLT-MAN-ESO-14300-3514 Issue 110.0 (2022-02-24)"
 _VISIR_PA = PositionAngleRule(
-    parameter=None,
+    parameter="TEL.ROT.OFFANGLE",
+    sign=-1,
+    confirmed=True,
     note=(
-        "VISIR User Manual §5.2.1 'Instrument orientation on the sky' exists (Issue 95) but its text "
-        "was not reachable; the parameter and its sign are not known here."
+        "VISIR User Manual §4.2.1 pp.24-25: 'A positive value rotates the VISIR field of view clockwise "
+        "(from North to West)'; for a slit through two objects at PA, 'TEL.ROT.OFFANGLE = 360 - PA'; the "
+        "templates label it 'Rotator on Sky (=-PA on Sky)' (pp.44-48). Imager north up, east left at 0; "
+        "the spectrometer's image is mirrored (east right), its slit north-south at 0."
     ),
 )
 _SPHERE_PA = PositionAngleRule(
@@ -681,30 +686,40 @@ def _rows() -> tuple[InstrumentMode, ...]:
     visir_img = InstrumentMode(
         instrument="VISIR",
         mode="IMG",
-        title="VISIR imaging",
+        title="VISIR imaging, small-field objective",
         field=rectangle("field", 38.0, 38.0),
         pa=_VISIR_PA,
+        templates=("VISIR_img",),
         source=(
-            "https://www.eso.org/sci/facilities/paranal/instruments/visir.html; VISIR User Manual "
-            "VLT-MAN-ESO-14300-3514"
+            f'{_VISIR_MANUAL}: §3.1.1 p.10 (AQUARIUS detector, small field 38.0"x38.0" at 0.045"/pixel, '
+            "the standard set-up; intermediate field 1'x1' at 0.076\"); §4.2.1 pp.24-25 (PA); "
+            "https://www.eso.org/sci/facilities/paranal/instruments/visir.html"
         ),
-        unconfirmed=(
-            'The imager\'s field after the 2016 detector upgrade is given as 38"x38" as remembered from '
-            "ESO's "
-            'VISIR page, not read here (the 2012 manual\'s 19.2" and 32.3" fields are for the old detector; '
-            "irdb's summary says 60\")."
-        ),
+    )
+    visir_if = dataclasses.replace(
+        visir_img,
+        mode="IMG_IF",
+        title="VISIR imaging, intermediate-field objective",
+        field=rectangle("field", 60.0, 60.0),
+        templates=(),
     )
     visir_spec = dataclasses.replace(
         visir_img,
         mode="SPEC",
         title="VISIR long-slit spectroscopy",
-        slits=(SlitSet("", None, 32.5, (), None),),
+        field=rectangle("spectrometer field", 14.0, 34.0),
+        slits=(SlitSet("", "INS.SLIT1.WIDTH", 34.0, (0.4, 0.75, 1.0), None),),
+        templates=("VISIR_spec",),
         source=(
-            "VISIR User Manual VLT-MAN-ESO-14300-3514 Issue 95 (2014-08-27) Fig. 8: 'the long slits have a "
-            'length of 32.5"\' (short cross-dispersed slits 4.1"); imaging field as VISIR IMG'
+            f'{_VISIR_MANUAL}: §3.2.1 p.14 (\'The long slits have a length of 34"\'; widths 0.4", 0.75", '
+            '1"); p.17 (the spectrometer images through its wide slit a 14"x34" field); template '
+            "tables p.54 (INS.SLIT1.WIDTH 0.40 0.75 1.00, no default); §4.2.1 pp.24-25 (slit north-south "
+            "at TEL.ROT.OFFANGLE 0, PA = 360 - TEL.ROT.OFFANGLE)"
         ),
-        unconfirmed="Slit widths not found: `slit_outlines` needs the width from the caller.",
+        unconfirmed=(
+            "INS.SLIT1.WIDTH has no default: `slit_outlines` needs the OB's width. Issue 95 (2014) gave "
+            '32.5" for the long slits; Issue 110 gives 34".'
+        ),
     )
     sphere = [
         InstrumentMode(
@@ -736,6 +751,7 @@ def _rows() -> tuple[InstrumentMode, ...]:
         uves_imsl,
         *espresso,
         visir_img,
+        visir_if,
         visir_spec,
         *sphere,
     )
@@ -902,6 +918,13 @@ def _reference(
     return slits, chosen, slits.offset_of(chosen) if slits.widths_arcsec else 0.0
 
 
+def _field_offset(mode: InstrumentMode, width: float | None, arm: str | None) -> float:
+    """Where the field centre sits along u relative to the target: only slits at offsets move it."""
+    if mode.slits and width is None and not mode.slit_set(arm).offsets_arcsec:
+        return 0.0
+    return _reference(mode, width, arm)[2]
+
+
 def _slit_shape(slits: SlitSet, width: float) -> Shape:
     label = f'{slits.arm} {width:g}"x{slits.length_arcsec:g}"'.strip()
     return rectangle(
@@ -922,8 +945,7 @@ def field_outlines(
 
     For a mode with slits at offsets (FORS2 LSS) the target sits on the chosen slit (`width`).
     """
-    _, _, offset = _reference(mode, width, arm)
-    shift = (-offset, 0.0)
+    shift = (-_field_offset(mode, width, arm), 0.0)
     found = [_to_sky(mode.field.shifted(*shift), "field", ra_deg, dec_deg, pa_deg)]
     found += [_to_sky(d.shifted(*shift), "detector", ra_deg, dec_deg, pa_deg) for d in mode.detectors]
     return tuple(found)
@@ -978,7 +1000,7 @@ def outlines(
     arm: str | None = None,
 ) -> tuple[SkyPolygon, ...]:
     """Everything a finding chart draws: field, detectors, acquisition field, apertures, slit(s)."""
-    _, _, offset = _reference(mode, width, arm)
+    offset = _field_offset(mode, width, arm)
     found = list(field_outlines(mode, ra_deg, dec_deg, pa_deg, width=width, arm=arm))
     if mode.acquisition is not None and mode.acquisition != mode.field:
         found.append(_to_sky(mode.acquisition.shifted(-offset, 0.0), "acquisition", ra_deg, dec_deg, pa_deg))

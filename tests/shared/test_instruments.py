@@ -141,6 +141,9 @@ def test_rows_name_the_pa_parameters_the_manuals_give() -> None:
     crires = instruments.lookup("CRIRES")
     assert crires.pa.parameter == "INS.DROT.POSANG" and crires.pa.confirmed
     assert instruments.sky_position_angle(crires, 370.0) == pytest.approx(10.0)
+    visir = instruments.lookup("VISIR")
+    assert visir.pa.confirmed
+    assert instruments.sky_position_angle(visir, 300.0) == pytest.approx(60.0)  # OFFANGLE = 360 - PA
 
 
 # --- the documented sizes, measured on the sky -------------------------------------------------
@@ -201,6 +204,8 @@ def test_fors2_two_ccds_with_their_gap(pointing: tuple[float, float]) -> None:
         ("XSHOOTER", "SLT", 90.0, 90.0),
         ("CRIRES", "SPEC", 22.8, 33.8),
         ("SPHERE", "IRDIS", 11.0, 12.5),
+        ("VISIR", "IMG", 38.0, 38.0),
+        ("VISIR", "SPEC", 14.0, 34.0),
         ("ERIS", "SPIFFIER_250MAS", 8.0, 8.0),
     ],
 )
@@ -358,7 +363,9 @@ def test_slits_without_documented_widths_take_the_callers() -> None:
     with pytest.raises(ServiceError):
         instruments.outlines(visir, 150.0, -30.0, 0.0)
     (slit,) = instruments.slit_outlines(visir, 150.0, -30.0, 0.0, width=0.75)
-    assert sides_arcsec(slit) == pytest.approx([0.75, 32.5, 0.75, 32.5], abs=1e-6)
+    assert sides_arcsec(slit) == pytest.approx([0.75, 34.0, 0.75, 34.0], abs=1e-6)
+    with pytest.raises(ServiceError):
+        instruments.slit_outlines(visir, 150.0, -30.0, 0.0, width=0.5)  # offered: 0.4, 0.75, 1.0
     uves = instruments.lookup("UVES")
     (slit,) = instruments.slit_outlines(uves, 150.0, -30.0, 0.0, width=0.7)
     assert sides_arcsec(slit)[1] == pytest.approx(10.0, abs=1e-6)
@@ -374,8 +381,8 @@ def test_everything_drawn_lies_inside_the_bounding_radius(row: InstrumentMode) -
     radius = instruments.bounding_radius_arcsec(row)
     assert radius >= max(row.field.width, row.field.height) / 2.0 - 1e-6
     widths: list[float | None] = [None]
-    if row.slits and not row.slits[0].widths_arcsec and row.slits[0].default_width_arcsec is None:
-        widths = [1.0]  # VISIR: no documented width
+    if row.slits and row.slits[0].default_width_arcsec is None:
+        widths = [1.0]  # VISIR: no default width
     elif row.slits and row.slits[0].offsets_arcsec:
         widths = list(row.slits[0].widths_arcsec)  # FORS2 LSS: every slit position
     for pointing in POINTINGS:
