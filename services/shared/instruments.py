@@ -30,6 +30,7 @@ from services.shared.errors import Code, ServiceError
 
 __all__ = [
     "InstrumentMode",
+    "InvalidGeometry",
     "PositionAngleRule",
     "Shape",
     "SkyPolygon",
@@ -328,7 +329,8 @@ _XSH_SOURCE = (
 )
 _XSH_UNCONFIRMED = (
     'VIS (0.4-5.0") and NIR (0.4-5.0") slit widths are the manual\'s VIS/NIR slit tables as remembered, '
-    'not re-read in this session (only the UVB table and the 0.9" defaults were); sign of '
+    'not re-read in this session (only the UVB table and the 0.9" defaults were; third-party X-shooter '
+    "code names 0.7x11 and 0.6x11 slits); sign of "
     "TEL.ROT.OFFANGLE (see pa.note); orientation of the A&G field at PA 0."
 )
 
