@@ -36,9 +36,7 @@ def run() -> list[Row]:
     runs = int(os.environ.get("BENCH_GAIA_RUNS", "5"))
     spec = GaiaImageSpec.for_observation(RA, DEC, RADIUS_ARCSEC, 2027.25, iq_arcsec=1.0)
     t = demo_table(RA, DEC, radius_arcsec=spec.cone_radius_arcsec, count=SOURCES)
-    sources = GaiaSources.of(
-        t["ra"], t["dec"], t["phot_g_mean_mag"], t["pmra"], t["pmdec"], t["source_id"], t["ref_epoch"]
-    )
+    sources = GaiaSources.from_table(t)
     WORK.mkdir(parents=True, exist_ok=True)
     image = WORK / "gaia.fits"
     image.write_bytes(gaia_image_fits(sources, spec))  # warm: first calls pay for lazy imports

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyvo
+import pyvo.utils.http
 import requests
 import urllib3.exceptions
 from pyvo.dal.exceptions import DALAccessError, DALQueryError, DALServiceError
@@ -92,6 +93,27 @@ class GaiaSources:
             ref_epoch=column(ref_epoch, DR3_EPOCH),
         )
 
+    @classmethod
+    def from_table(cls, table: Any) -> GaiaSources:
+        """Sources from a table with Gaia's column names (an astropy Table, as pyvo's
+        `to_table()` gives): masked (NULL) values become NaN."""
+        missing = [c for c in COLUMNS if c not in table.colnames]
+        if missing:
+            raise ValueError(f"columns missing: {missing}")
+
+        def floats(name: str) -> np.ndarray:
+            return np.asarray(np.ma.filled(np.ma.asarray(table[name], dtype=np.float64), np.nan))
+
+        return cls(
+            source_id=np.asarray(np.ma.filled(table["source_id"], 0), dtype=np.int64),
+            ra_deg=floats("ra"),
+            dec_deg=floats("dec"),
+            pmra_mas_yr=floats("pmra"),
+            pmdec_mas_yr=floats("pmdec"),
+            g_mag=floats("phot_g_mean_mag"),
+            ref_epoch=floats("ref_epoch"),
+        )
+
     def positions_at(self, epoch: float) -> tuple[np.ndarray, np.ndarray]:
         """(ra, dec) in degrees at `epoch` (Julian year): each source moved along the
         great circle of its proper motion, as a star at a great distance with no radial
@@ -146,6 +168,7 @@ class _TimeoutSession(requests.Session):
     def __init__(self, timeout: tuple[float, float]) -> None:
         super().__init__()
         self.timeout = timeout
+        self.headers["User-Agent"] = f"bgimages {pyvo.utils.http.USER_AGENT}"
 
     def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("timeout") is None:
@@ -187,13 +210,6 @@ def _unavailable(err: BaseException, url: str) -> ServiceError:
     return ServiceError(Code.UNAVAILABLE, f"Gaia catalogue: the TAP service {text}", reason=reason, url=url)
 
 
-def _column(table: Any, name: str, dtype: type) -> np.ndarray:
-    values = table[name]
-    if dtype is np.int64:
-        return np.asarray(np.ma.filled(values, 0), dtype=np.int64)
-    return np.asarray(np.ma.filled(np.ma.asarray(values, dtype=np.float64), np.nan), dtype=np.float64)
-
-
 class GaiaCatalogue:
     """Cone queries of a Gaia source table through a TAP service.
 
@@ -231,19 +247,7 @@ class GaiaCatalogue:
         try:
             # MAXREC = TOP: a service whose default limit is lower would cut the answer.
             result = self._service.run_sync(adql, maxrec=top)
-            table = result.to_table()
-            missing = [c for c in COLUMNS if c not in table.colnames]
-            if missing:
-                raise ValueError(f"columns missing from the answer: {missing}")
-            return GaiaSources(
-                source_id=_column(table, "source_id", np.int64),
-                ra_deg=_column(table, "ra", np.float64),
-                dec_deg=_column(table, "dec", np.float64),
-                pmra_mas_yr=_column(table, "pmra", np.float64),
-                pmdec_mas_yr=_column(table, "pmdec", np.float64),
-                g_mag=_column(table, "phot_g_mean_mag", np.float64),
-                ref_epoch=_column(table, "ref_epoch", np.float64),
-            )
+            return GaiaSources.from_table(result.to_table())
         except (DALAccessError, requests.RequestException, OSError, ValueError, KeyError, TypeError) as err:
             raise _unavailable(err, self.url) from err
 

@@ -37,6 +37,8 @@ MAX_SIDE_PX = 4096
 MIN_SCALE_ARCSEC = 0.01
 # Each PSF is drawn out to this many sigma: beyond, it is below 1e-7 of its peak.
 STAMP_SIGMAS = 5.7
+# Sources drawn at once: bounds the stamps' memory (8192 x 15 x 15 x 8 bytes, 15 MB, an array).
+CHUNK_SOURCES = 8192
 MIN_IQ_ARCSEC, MAX_IQ_ARCSEC = 0.02, 30.0
 MAX_RADIUS_ARCSEC = 3600.0
 # Room added to the catalogue's cone for stars that move into the field by the epoch.
@@ -83,8 +85,13 @@ class GaiaImageSpec:
     noise: float = DEFAULT_NOISE  # GAIA_im_noise: noise sigma / brightest pixel
 
     def __post_init__(self) -> None:
+        # Canonical values: the key is the spec, and two specs with one key draw the same image.
+        object.__setattr__(self, "ra_deg", round(float(self.ra_deg) % 360.0, 8) % 360.0)
+        object.__setattr__(self, "dec_deg", round(float(self.dec_deg), 8))
+        object.__setattr__(self, "radius_arcsec", round(float(self.radius_arcsec), 3))
         object.__setattr__(self, "epoch", round(float(self.epoch), 2))
-        object.__setattr__(self, "ra_deg", float(self.ra_deg) % 360.0)
+        object.__setattr__(self, "iq_arcsec", round(float(self.iq_arcsec), 4))
+        object.__setattr__(self, "noise", float(f"{float(self.noise):.6e}"))
         problems = []
         if not (math.isfinite(self.ra_deg) and -90.0 <= self.dec_deg <= 90.0):
             problems.append(f"not a sky position: ({self.ra_deg}, {self.dec_deg})")
@@ -122,7 +129,7 @@ class GaiaImageSpec:
 
     @property
     def key(self) -> str:
-        """The canonical text of the spec: equal specs, equal keys (0.1 mas in position)."""
+        """The canonical text of the spec (positions to 0.04 mas): equal specs, equal keys."""
         return (
             f"gaia-dr3 ra={_fixed(self.ra_deg, 8)} dec={_fixed(self.dec_deg, 8)} "
             f"r={_fixed(self.radius_arcsec, 3)} epoch={self.epoch:.2f} "
@@ -195,13 +202,27 @@ def _profiles(centres: np.ndarray, first: np.ndarray, size: int, sigma: float) -
     return 0.5 * np.diff(cdf, axis=1)
 
 
+def _stamps(x: np.ndarray, y: np.ndarray, flux: np.ndarray, side: int, half: int, sigma: float) -> np.ndarray:
+    """The stamps of these sources summed onto a flat side x side image."""
+    size = 2 * half + 1
+    x0 = np.rint(x).astype(np.int64) - half
+    y0 = np.rint(y).astype(np.int64) - half
+    px = _profiles(x, x0, size, sigma)  # (n, size)
+    py = _profiles(y, y0, size, sigma)
+    cols = x0[:, None] + np.arange(size)  # (n, size)
+    rows = y0[:, None] + np.arange(size)
+    weights = flux[:, None, None] * py[:, :, None] * px[:, None, :]  # (n, size, size)
+    index = rows[:, :, None] * side + cols[:, None, :]
+    valid = ((rows >= 0) & (rows < side))[:, :, None] & ((cols >= 0) & (cols < side))[:, None, :]
+    return np.bincount(index[valid], weights=weights[valid], minlength=side * side)
+
+
 def draw(sources: GaiaSources, spec: GaiaImageSpec) -> np.ndarray:
     """The noiseless image (float64, rows south to north): every source's PSF on a stamp
-    of a few sigma around it, summed with one `bincount` (no full-image array per source)."""
+    of a few sigma around it, summed with `bincount` (no full-image array per source)."""
     side = spec.side_px
     sigma = spec.iq_arcsec / spec.scale_arcsec / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     half = max(1, math.ceil(STAMP_SIGMAS * sigma))
-    size = 2 * half + 1
     image = np.zeros(side * side)
     if len(sources) == 0:
         return image.reshape(side, side)
@@ -218,16 +239,9 @@ def draw(sources: GaiaSources, spec: GaiaImageSpec) -> np.ndarray:
         & (y < side + half)
     )
     x, y, flux = x[inside], y[inside], flux[inside]
-    x0 = np.rint(x).astype(np.int64) - half
-    y0 = np.rint(y).astype(np.int64) - half
-    px = _profiles(x, x0, size, sigma)  # (n, size)
-    py = _profiles(y, y0, size, sigma)
-    cols = x0[:, None] + np.arange(size)  # (n, size)
-    rows = y0[:, None] + np.arange(size)
-    weights = flux[:, None, None] * py[:, :, None] * px[:, None, :]  # (n, size, size)
-    index = rows[:, :, None] * side + cols[:, None, :]
-    valid = ((rows >= 0) & (rows < side))[:, :, None] & ((cols >= 0) & (cols < side))[:, None, :]
-    image += np.bincount(index[valid], weights=weights[valid], minlength=side * side)
+    for start in range(0, len(x), CHUNK_SOURCES):
+        part = slice(start, start + CHUNK_SOURCES)
+        image += _stamps(x[part], y[part], flux[part], side, half, sigma)
     return image.reshape(side, side)
 
 

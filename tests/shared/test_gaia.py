@@ -214,3 +214,15 @@ def test_a_source_without_proper_motion_stays_at_its_catalogue_place() -> None:
     sources = GaiaSources.of([10.0, 20.0], [-30.0, 45.0], [12.0, 13.0], [np.nan, 0.0], [np.nan, 0.0])
     ra, dec = sources.positions_at(2031.25)
     assert np.allclose(ra, [10.0, 20.0], atol=1e-12) and np.allclose(dec, [-30.0, 45.0], atol=1e-12)
+
+
+def test_null_values_of_a_table_become_nan() -> None:
+    t = Table(
+        {name: np.ma.masked_array([1.0, 2.0], mask=[False, name == "pmra"]) for name in COLUMNS},
+    )
+    t["source_id"] = np.array([5, 6], dtype=np.int64)
+    sources = GaiaSources.from_table(t)
+    assert np.isnan(sources.pmra_mas_yr[1]) and sources.pmra_mas_yr[0] == 1.0
+    assert list(sources.source_id) == [5, 6]
+    with pytest.raises(ValueError, match="pmdec"):
+        GaiaSources.from_table(t[["source_id", "ra", "dec", "pmra", "phot_g_mean_mag", "ref_epoch"]])

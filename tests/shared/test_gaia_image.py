@@ -135,8 +135,7 @@ def test_fluxes_are_ten_to_the_minus_point_four_g() -> None:
 
 
 def demo_sources(ra: float, dec: float, radius: float, count: int) -> GaiaSources:
-    t = demo_table(ra, dec, radius_arcsec=radius, count=count)
-    return GaiaSources.of(t["ra"], t["dec"], t["phot_g_mean_mag"], t["pmra"], t["pmdec"], t["source_id"])
+    return GaiaSources.from_table(demo_table(ra, dec, radius_arcsec=radius, count=count))
 
 
 def test_the_same_request_gives_the_same_bytes() -> None:
@@ -224,3 +223,21 @@ def test_the_image_passes_the_validator_for_its_target() -> None:
     report = validate_file(io.BytesIO(data), Target(target=(150.0, 2.0)))
     assert report.ok, report.to_dict()
     assert report.filter == "G"
+
+
+def test_sources_drawn_in_chunks_give_the_same_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.shared import gaia_image
+
+    sources = demo_sources(30.0, 60.0, 200.0, 700)
+    spec = GaiaImageSpec(30.0, 60.0, 150.0, 2021.0, noise=0.0)
+    whole = draw(sources, spec)
+    monkeypatch.setattr(gaia_image, "CHUNK_SOURCES", 64)
+    assert np.allclose(draw(sources, spec), whole, rtol=1e-12, atol=0.0)
+
+
+def test_specs_that_differ_below_the_keys_precision_are_one_spec() -> None:
+    a = GaiaImageSpec(200.0, -45.0, 300.0, 2027.161, 0.9, 1e-4)
+    b = GaiaImageSpec(200.0 + 1e-11, -45.0 - 1e-11, 300.0 + 1e-6, 2027.158, 0.90000001, 1.0000001e-4)
+    assert a == b and a.key == b.key
+    sources = GaiaSources.of([200.0], [-45.0], [12.0])
+    assert gaia_image_fits(sources, a) == gaia_image_fits(sources, b)
