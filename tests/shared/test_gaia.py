@@ -125,7 +125,7 @@ def test_a_server_that_is_down_is_unavailable_quickly() -> None:
 
 
 def test_a_slow_server_times_out_as_unavailable(tap: DevTap) -> None:
-    tap.delay_s = 2.0
+    tap.delay_s = 1.5
     catalogue = GaiaCatalogue(tap.url, read_timeout_s=0.3)
     err, took = unavailable(lambda: catalogue.cone(RA, DEC, 60.0))
     assert err.code is Code.UNAVAILABLE and err.details["reason"] == "timeout"
@@ -134,7 +134,7 @@ def test_a_slow_server_times_out_as_unavailable(tap: DevTap) -> None:
 
 
 async def test_the_async_call_answers_by_its_deadline(tap: DevTap) -> None:
-    tap.delay_s = 2.0
+    tap.delay_s = 1.5
     catalogue = GaiaCatalogue(tap.url, read_timeout_s=30.0)
     start = time.perf_counter()
     with pytest.raises(ServiceError) as err:
@@ -142,7 +142,7 @@ async def test_the_async_call_answers_by_its_deadline(tap: DevTap) -> None:
     assert err.value.code is Code.UNAVAILABLE and err.value.details["reason"] == "timeout"
     assert time.perf_counter() - start < 1.0
     tap.delay_s = 0.0
-    await asyncio.sleep(2.0)  # let the abandoned thread finish before the server stops
+    await asyncio.sleep(1.5)  # let the abandoned thread finish before the server stops
 
 
 async def test_the_async_call_returns_the_sources(tap: DevTap, table: Table) -> None:

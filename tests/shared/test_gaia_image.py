@@ -13,9 +13,9 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from services.devtap import demo_table
+from services.devtap import DevTap, demo_table
 from services.shared.errors import Code, ServiceError
-from services.shared.gaia import GaiaSources
+from services.shared.gaia import GaiaCatalogue, GaiaSources
 from services.shared.gaia_image import (
     MAX_SIDE_PX,
     GaiaImageSpec,
@@ -241,3 +241,23 @@ def test_specs_that_differ_below_the_keys_precision_are_one_spec() -> None:
     assert a == b and a.key == b.key
     sources = GaiaSources.of([200.0], [-45.0], [12.0])
     assert gaia_image_fits(sources, a) == gaia_image_fits(sources, b)
+
+
+def test_from_the_tap_service_to_the_image() -> None:
+    """The path the selector takes: the spec's cone through pyvo, then the drawing; a
+    bright fast mover added to the demo catalogue lands where astropy says."""
+    b = BARNARD
+    table = demo_table(b["ra"], b["dec"], radius_arcsec=500.0, count=1500)
+    table.add_row([4242, b["ra"], b["dec"], b["pmra"], b["pmdec"], 7.0, 2016.0])
+    tap = DevTap(table)
+    tap.start()
+    try:
+        spec = GaiaImageSpec.for_observation(b["ra"], b["dec"], 200.0, datetime.date(2029, 2, 1))
+        sources = GaiaCatalogue(tap.url).cone(spec.ra_deg, spec.dec_deg, spec.cone_radius_arcsec)
+    finally:
+        tap.stop()
+    assert 4242 in sources.source_id and sources.g_mag[0] == 7.0  # the brightest first
+    hdu = render(sources, spec)
+    star = GaiaSources.of([b["ra"]], [b["dec"]], [7.0], [b["pmra"]], [b["pmdec"]])
+    want = astropy_positions(star, spec.epoch)[0]
+    assert measured(hdu, want.ra.deg, want.dec.deg).separation(want).arcsec < 0.1
