@@ -26,12 +26,14 @@ ALADIN_JS = ROOT / "node_modules" / "aladin-lite" / "dist" / "aladin.js"
 CHROMIUM = "/usr/bin/chromium"
 EMPTY = (60, 60, 60)  # Aladin Lite's background where nothing is drawn
 SIZE, SCALE = 512, 0.4
+# The first survey is a path with nothing (no tiles): were it /hips, Aladin Lite could ask for a few
+# tiles of its default format before the layer of the format under test replaces it.
 PAGE = """<!doctype html><html><body style="margin:0">
 <div id="aladin" style="width:600px;height:600px"></div>
 <script type="module">
 import A from "/aladin.js";
 await A.init;
-const aladin = A.aladin("#aladin", {target: "%(ra)s %(dec)s", fov: 0.12, cooFrame: "ICRS", survey: "/hips",
+const aladin = A.aladin("#aladin", {target: "%(ra)s %(dec)s", fov: 0.12, cooFrame: "ICRS", survey: "/none",
   hipsList: [], log: false, showReticle: false, showLayersControl: false, showGotoControl: false,
   showSettingsControl: false, showShareControl: false, showProjectionControl: false,
   showFullscreenControl: false, showSimbadPointerControl: false, showCooGridControl: false,
