@@ -259,39 +259,15 @@ def mint_token(
     return jwt.encode(payload, secret, algorithm="HS256", headers={"kid": DEV_JWT_KID})
 
 
-def write_sample(
-    path: Path, ra: float = 150.0, dec: float = 2.0, size: int = 1024, scale_arcsec: float = 0.5
-) -> Path:
-    """A TAN image with a FILTER keyword, centred on (ra, dec), for the curl line."""
-    import numpy as np
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    w = WCS(naxis=2)
-    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    w.wcs.crval = [ra, dec]
-    w.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
-    w.wcs.cd = np.array([[-scale_arcsec / 3600, 0.0], [0.0, scale_arcsec / 3600]])
-    rng = np.random.default_rng(0)
-    data = rng.normal(100.0, 5.0, (size, size)).astype(np.float32)
-    yy, xx = np.mgrid[0:size, 0:size]
-    for _ in range(60):
-        x, y, f = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(200, 5000)
-        data += (f * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.0)).astype(np.float32)
-    header = w.to_header()
-    header["FILTER"] = "R"
-    header["OBJECT"] = "Demo field"
-    fits.PrimaryHDU(data, header).writeto(path, overwrite=True)
-    return path
-
-
 def build_demo_survey(workdir: Path) -> Path:
     """A local stand-in for the default survey (there may be no internet): a
     1.7-degree field around the demo target, made into a HiPS by our own
     processor's command."""
     out = workdir / "default-survey"
     if not (out / "properties").exists():
-        wide = write_sample(workdir / "survey-field.fits", size=1024, scale_arcsec=6.0)
+        from services import devworld
+
+        wide = devworld.write_field(workdir / "survey-field.fits", devworld.FIELD, 1024, 6.0, filter_name="R")
         subprocess.run(
             [
                 sys.executable,

@@ -184,6 +184,23 @@ def write_files(folder: Path) -> dict[str, Path]:
     return out
 
 
+def write_field(
+    path: Path,
+    centre: tuple[float, float],
+    size: int,
+    scale_arcsec: float,
+    filter_name: str = "",
+    name: str = "",
+) -> Path:
+    """A single-image FITS file of `_sky`."""
+    from astropy.io import fits
+
+    fits.PrimaryHDU(*_sky(centre, size, scale_arcsec, seed=0, filter_name=filter_name, name=name)).writeto(
+        path, overwrite=True
+    )
+    return path
+
+
 def _sky(
     centre: tuple[float, float],
     size: int,
