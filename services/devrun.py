@@ -80,6 +80,12 @@ class Suite:
             "SCRATCH_DIR": str(self.workdir / "scratch"),
         }
         self.env.update(env or {})
+        # The development TAP service stands in for ESA's Gaia archive unless one is named.
+        self._tap_port = 0
+        if "GAIA_TAP_URL" not in self.env:
+            self._tap_port = free_port()
+            self.env["GAIA_TAP_URL"] = f"http://127.0.0.1:{self._tap_port}/tap"
+        self.tap: Any = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self.supervise = supervise
@@ -102,6 +108,12 @@ class Suite:
     def start(self, timeout: float = 120.0) -> None:
         Path(self.env["SCRATCH_DIR"]).mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
+        if self._tap_port and self.tap is None:
+            from services import devworld
+            from services.devtap import DevTap
+
+            self.tap = DevTap(devworld.gaia_catalogue(), port=self._tap_port)
+            self.tap.start()
         for name in SERVICES:
             self._spawn(name)
         try:
@@ -220,6 +232,9 @@ class Suite:
         for log in self._logs.values():
             log.close()
         self._logs.clear()
+        if self.tap is not None:
+            self.tap.stop()
+            self.tap = None
 
     def token(self, user: str, scope: str = "", ttl: int = 12 * 3600, **claims: Any) -> str:
         """A JWT for `user` signed with the suite's development key."""
@@ -437,6 +452,7 @@ The suite is up.
   Gateway:            {suite.gateway_url}/   (the "Select background image" page)
   Sign in (demo):     {sign_in.url}
   Development p2:     {p2.url}   (login {p2.login_url})
+  Development TAP:    {suite.env["GAIA_TAP_URL"]}   (a Gaia-like catalogue of the demo fields)
 
 {devworld.describe(p2_tokens)}
 

@@ -248,3 +248,14 @@ def describe(tokens: dict[str, str]) -> str:
             f"{boa}; {ob.note}"
         )
     return "\n".join(lines)
+
+
+def gaia_catalogue() -> Any:
+    """The development TAP service's Gaia-like table: sources around each demo field
+    (`services.devtap.demo_table`), the same every time."""
+    from astropy.table import vstack
+
+    from services.devtap import demo_table
+
+    fields = [(FIELD, 900.0, 3000), (PAW_CENTRE, 900.0, 3000), ((210.0, -30.0), 600.0, 1000)]
+    return vstack([demo_table(ra, dec, radius, count) for (ra, dec), radius, count in fields])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -29,6 +30,7 @@ from services.shared.store import ObjectStore
 
 _NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # survey names and DPIDs: printable ASCII
 MAX_DISPLAY_BATCH = 10_000
+MAX_SOURCE_KEYS = 16
 
 
 def point_key(p: SkyPoint) -> PointKey:
@@ -61,13 +63,17 @@ class Images:
         t = await self.repo.visible_tombstone(conn, caller, fits_hash, self._since())
         return _gone(t) if t else access.not_found(fits_hash)
 
-    async def listing(self, caller: Caller, ob: ObRef) -> Listing:
+    async def listing(self, caller: Caller, ob: ObRef, source_keys: Sequence[str] = ()) -> Listing:
+        """What the selector shows for the OB; with the stored system-owned images of
+        `source_keys` (the OB's Gaia image) for a caller with access to its run."""
         access.check_same_instance(caller, ob.run_id)
+        if len(source_keys) > MAX_SOURCE_KEYS or any(len(k) > 1024 for k in source_keys):
+            raise ServiceError(Code.INVALID_ARGUMENT, f"at most {MAX_SOURCE_KEYS} source keys of 1024 bytes")
         target = point_key(ob.require_target())
         boa = point_key(ob.boa_star) if ob.boa_star else None
         async with self.repo.connection() as conn:
-            row, found, image, tombstones = await self.repo.listing(
-                conn, caller, ob.ob_id, ob.run_id, target, boa, self._since()
+            row, found, image, tombstones, generated = await self.repo.listing(
+                conn, caller, ob.ob_id, ob.run_id, target, boa, self._since(), source_keys
             )
         ctx = access.ObContext.of(row)
         access.check_run_access(ctx, caller, ob)
@@ -79,6 +85,7 @@ class Images:
             shared=[i for i in found if not i.owned_by_caller],
             selected=selected,
             tombstones=tombstones,
+            generated=generated,
         )
 
     async def _selection(
@@ -99,8 +106,14 @@ class Images:
                 raise await self._missing(conn, caller, fits_hash)
             return image
 
-    async def select(self, caller: Caller, ob: ObRef, kind: SelectionKind, value: str) -> SelectionView:
-        """A use: selects a background for the OB (DESIGN.md "use" and "association")."""
+    async def select(
+        self, caller: Caller, ob: ObRef, kind: SelectionKind, value: str, source_key: str = ""
+    ) -> SelectionView:
+        """A use: selects a background for the OB (DESIGN.md "use" and "association").
+        A Gaia selection with `source_key` shows that stored system-owned image
+        (NOT_FOUND when it is not stored: the gateway makes it)."""
+        if source_key and kind != SelectionKind.GAIA:
+            raise ServiceError(Code.INVALID_ARGUMENT, "source_key goes with a gaia selection only")
         if kind == SelectionKind.USER_IMAGE:
             value = check_hash(value)
             target = point_key(ob.require_target())
@@ -122,6 +135,8 @@ class Images:
                 raise ServiceError(
                     Code.RUN_MISMATCH, f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id
                 )
+            if source_key:
+                return await self._select_generated(conn, caller, ob, kind, source_key)
             if kind != SelectionKind.USER_IMAGE:
                 await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, None)
                 return SelectionView(kind, value)
@@ -151,6 +166,20 @@ class Images:
             await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, image.image_id)
             fresh = await self.repo.image_by_id(conn, image.image_id, caller.user_id)
         return SelectionView(kind, value, fresh)
+
+    async def _select_generated(
+        self, conn: asyncpg.Connection, caller: Caller, ob: ObRef, kind: SelectionKind, source_key: str
+    ) -> SelectionView:
+        """Selects the stored system-owned image of `source_key`: a use (its content's
+        last use) that associates the OB's run, whoever the caller is."""
+        image = await self.repo.generated_image(conn, source_key, caller.user_id)
+        if image is None or not await self.repo.touch_content(conn, image.content_id):
+            raise ServiceError(Code.NOT_FOUND, "that image is not stored (any more); make it first")
+        await self.repo.touch_image(conn, image.image_id)
+        await self.repo.associate(conn, image.image_id, ob.run_id)
+        await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, "", image.image_id)
+        fresh = await self.repo.image_by_id(conn, image.image_id, caller.user_id)
+        return SelectionView(kind, "", fresh)
 
     async def get_selection(self, caller: Caller, ob_id: int, run_id: str) -> SelectionView:
         """The OB's selection, for anyone with access to its run (display rule)."""

@@ -85,6 +85,29 @@ class ObRef:
         return self.target
 
 
+SYSTEM_OWNER_PREFIX = "system:"
+GENERATED_KINDS = (SelectionKind.GAIA,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    """A system-owned image the suite makes (a Gaia image), not a user's upload: owned by
+    `owner_id` ("system:gaia"), one per `source_key`, shown as a selection of `kind`."""
+
+    owner_id: str
+    source_key: str
+    kind: SelectionKind
+
+    def __post_init__(self) -> None:
+        source = self.owner_id.removeprefix(SYSTEM_OWNER_PREFIX)
+        if source == self.owner_id or not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", source):
+            raise ServiceError(Code.INVALID_ARGUMENT, "generated.owner_id must be system:<source>")
+        if not 0 < len(self.source_key) <= 1024 or not self.source_key.isprintable():
+            raise ServiceError(Code.INVALID_ARGUMENT, "generated.source_key must be printable text")
+        if self.kind not in GENERATED_KINDS:
+            raise ServiceError(Code.INVALID_ARGUMENT, "generated.kind must be SELECTION_KIND_GAIA")
+
+
 def instance_of(identifier: str) -> str:
     """The p2 instance an id is namespaced by: the text before its first ':'
     ("p2" for "p2:52052"), empty when there is none. OBs are keyed by
@@ -147,6 +170,7 @@ class ImageView:
     hips_prefix: str
     owned_by_caller: bool
     content_id: int = 0
+    source_key: str = ""  # what a system-owned image is made from; empty for uploads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +198,7 @@ class Listing:
     shared: list[ImageView]
     selected: SelectionView
     tombstones: list[TombstoneView]
+    generated: list[ImageView] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,7 +49,7 @@ LISTABLE = """(i.owner_id = $1 OR EXISTS (
 IMAGE_COLUMNS = """
     i.image_id, i.fits_hash, i.owner_id, i.file_name, i.filter, i.object_name,
     c.file_bytes, c.stored_bytes, c.hips_order, c.cut_low, c.cut_high, i.created_at, i.last_used_at,
-    c.fits_key, c.preview_key, c.hips_prefix, c.content_id,
+    c.fits_key, c.preview_key, c.hips_prefix, c.content_id, i.source_key,
     ARRAY(SELECT ir2.run_id FROM image_runs ir2
           WHERE ir2.image_id = i.image_id ORDER BY ir2.run_id) AS run_ids,
     (SELECT json_agg(json_build_array(f.hdu, f.pixel_scale_arcsec, f.corners) ORDER BY f.hdu)
@@ -81,7 +81,7 @@ def compatible_ctes(gate: str) -> str:
         SELECT {IMAGE_COLUMNS}, (i.owner_id = $1) AS own
         FROM fit JOIN images i ON i.content_id = fit.content_id
                  JOIN contents c ON c.content_id = i.content_id
-        WHERE {LISTABLE}
+        WHERE {LISTABLE} AND i.source_key IS NULL
         ORDER BY own DESC, i.last_used_at DESC, i.image_id
         LIMIT $7
     )"""
@@ -95,8 +95,9 @@ TOMBSTONE_HOLDS = """EXISTS (SELECT 1 FROM tombstone_footprints f WHERE f.tombst
 # What the selector shows for one OB, in one round trip: the caller's access to
 # the named run ($13) and the OB's pin and selection ($15, $12), the compatible
 # images (looked up only when the caller may see the OB), the selected image,
-# and the caller's tombstones since $14 of images that would fit the OB and whose
-# bytes the caller has not uploaded again since.
+# the caller's tombstones since $14 of images that would fit the OB and whose
+# bytes the caller has not uploaded again since, and the stored system-owned images
+# of the source keys $16.
 LISTING = f"""WITH {MY_RUNS},
     ob AS (SELECT * FROM obs WHERE p2_instance = $15 AND ob_id = $12),
     ctx AS (
@@ -122,14 +123,30 @@ LISTING = f"""WITH {MY_RUNS},
                               WHERE i.owner_id = t.owner_id AND i.fits_hash = t.fits_hash)
               AND {TOMBSTONE_HOLDS.format(keys="$3", x="$4", y="$5", z="$6")}
               AND ($8::bigint[] IS NULL OR {TOMBSTONE_HOLDS.format(keys="$8", x="$9", y="$10", z="$11")})
-            ORDER BY t.fits_hash, t.removed_at DESC LIMIT 50) t) AS tombstones
+            ORDER BY t.fits_hash, t.removed_at DESC LIMIT 50) t) AS tombstones,
+        (SELECT json_agg(g ORDER BY g.source_key) FROM (
+            SELECT {IMAGE_COLUMNS} FROM images i JOIN contents c ON c.content_id = i.content_id
+            WHERE i.source_key = ANY($16::text[]) AND ctx.has_access) g) AS generated
     FROM ctx"""
 
 
 def listing_args(
-    caller: Caller, ob_id: int, run_id: str, target: PointKey, boa: PointKey | None, since: dt.datetime
+    caller: Caller,
+    ob_id: int,
+    run_id: str,
+    target: PointKey,
+    boa: PointKey | None,
+    since: dt.datetime,
+    source_keys: Sequence[str] = (),
 ) -> list[object]:
-    return [*compatible_args(caller, target, boa, 500), ob_id, run_id, since, caller.instance]
+    return [
+        *compatible_args(caller, target, boa, 500),
+        ob_id,
+        run_id,
+        since,
+        caller.instance,
+        list(source_keys),
+    ]
 
 
 def compatible_args(caller: Caller, target: PointKey, boa: PointKey | None, limit: int) -> list[object]:
@@ -173,12 +190,14 @@ def image_view(row: Mapping[str, Any], user_id: str) -> ImageView:
         cut_high=row["cut_high"],
         created_at=_when(row["created_at"]),
         last_used_at=_when(row["last_used_at"]),
-        run_ids=tuple(row["run_ids"]),
+        # A system-owned image's runs are other programmes' OBs on the same field: not told.
+        run_ids=() if row["source_key"] else tuple(row["run_ids"]),
         fits_key=row["fits_key"],
         preview_key=row["preview_key"],
         hips_prefix=row["hips_prefix"],
         owned_by_caller=row["owner_id"] == user_id,
         content_id=row["content_id"],
+        source_key=row["source_key"] or "",
     )
 
 
@@ -414,6 +433,17 @@ class Repository:
         )
         return None if row is None else image_view(row, user_id)
 
+    async def generated_image(
+        self, conn: asyncpg.Connection, source_key: str, user_id: str
+    ) -> ImageView | None:
+        """The system-owned image made from `source_key`, if stored."""
+        row = await conn.fetchrow(
+            f"""SELECT {IMAGE_COLUMNS}
+                FROM images i JOIN contents c ON c.content_id = i.content_id WHERE i.source_key = $1""",
+            source_key,
+        )
+        return None if row is None else image_view(row, user_id)
+
     async def own_image(self, conn: asyncpg.Connection, owner_id: str, fits_hash: str) -> ImageView | None:
         row = await conn.fetchrow(
             f"""SELECT {IMAGE_COLUMNS}
@@ -433,13 +463,17 @@ class Repository:
         target: PointKey,
         boa: PointKey | None,
         since: dt.datetime,
-    ) -> tuple[asyncpg.Record, list[ImageView], ImageView | None, list[TombstoneView]]:
-        """The OB context row, compatible images, selected image and tombstones (LISTING)."""
-        row = await conn.fetchrow(LISTING, *listing_args(caller, ob_id, run_id, target, boa, since))
+        source_keys: Sequence[str] = (),
+    ) -> tuple[asyncpg.Record, list[ImageView], ImageView | None, list[TombstoneView], list[ImageView]]:
+        """The OB context row, compatible images, selected image, tombstones and the
+        stored system-owned images of `source_keys` (LISTING)."""
+        args = listing_args(caller, ob_id, run_id, target, boa, since, source_keys)
+        row = await conn.fetchrow(LISTING, *args)
         images = [image_view(r, caller.user_id) for r in json.loads(row["images"] or "[]")]
         selected = image_view(json.loads(row["selected"]), caller.user_id) if row["selected"] else None
         tombstones = [tombstone_view(t) for t in json.loads(row["tombstones"] or "[]")]
-        return row, images, selected, tombstones
+        generated = [image_view(r, caller.user_id) for r in json.loads(row["generated"] or "[]")]
+        return row, images, selected, tombstones, generated
 
     async def content_holds(self, conn: asyncpg.Connection, content_id: int, point: PointKey) -> bool:
         keys, (x, y, z) = point
@@ -663,12 +697,13 @@ class Repository:
         file_name: str,
         filter: str,
         object_name: str,
+        source_key: str | None = None,
     ) -> tuple[int, bool]:
         """The owner's image of fits_hash, made if new; (image_id, created)."""
         row = await conn.fetchrow(
             """INSERT INTO images (owner_id, fits_hash, content_id, file_name, filter, object_name,
-                                   created_at, last_used_at)
-               VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), clock_timestamp())
+                                   source_key, created_at, last_used_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp(), clock_timestamp())
                ON CONFLICT (owner_id, fits_hash)
                    DO UPDATE SET last_used_at = greatest(images.last_used_at, clock_timestamp())
                RETURNING image_id, (xmax = 0) AS created""",
@@ -678,6 +713,7 @@ class Repository:
             file_name,
             filter,
             object_name,
+            source_key,
         )
         return row["image_id"], row["created"]
 
@@ -721,14 +757,17 @@ class Repository:
         self, conn: asyncpg.Connection, image_ids: Sequence[int], reason: RemovalReason
     ) -> list[TombstoneView]:
         """Removes images with their associations, falls back the OBs that
-        selected them to the default survey, and writes their tombstones."""
+        selected them to the default survey, and writes their tombstones. OBs
+        showing a system-owned image keep their kind (it is made again when
+        asked); such images get no tombstone."""
         ids = list(image_ids)
         rows = await conn.fetch(
             """INSERT INTO tombstones (owner_id, fits_hash, file_name, run_ids, removed_at, reason)
                SELECT i.owner_id, i.fits_hash, i.file_name,
                       ARRAY(SELECT run_id FROM image_runs r WHERE r.image_id = i.image_id ORDER BY run_id),
                       clock_timestamp(), $2
-               FROM images i WHERE i.image_id = ANY($1::bigint[]) ORDER BY i.image_id
+               FROM images i WHERE i.image_id = ANY($1::bigint[]) AND i.source_key IS NULL
+               ORDER BY i.image_id
                RETURNING *""",
             ids,
             int(reason),
@@ -743,7 +782,9 @@ class Repository:
             [r["tombstone_id"] for r in rows],
         )
         await conn.execute(
-            """UPDATE obs SET sel_kind = $2, sel_value = '', sel_image_id = NULL, updated_at = now()
+            """UPDATE obs SET sel_kind = CASE WHEN sel_kind = 5 THEN $2 ELSE sel_kind END,
+                              sel_value = CASE WHEN sel_kind = 5 THEN '' ELSE sel_value END,
+                              sel_image_id = NULL, updated_at = now()
                WHERE sel_image_id = ANY($1::bigint[])""",
             ids,
             int(SelectionKind.DEFAULT),

@@ -17,6 +17,7 @@ from services.catalog.images import Images
 from services.catalog.model import (
     Caller,
     FootprintIn,
+    Generated,
     ImageView,
     ObRef,
     SelectionKind,
@@ -58,6 +59,10 @@ def ob_of(msg: common_pb2.ObContext) -> ObRef:
 
 def footprint_of(msg: catalog_pb2.Footprint) -> FootprintIn:
     return FootprintIn(msg.hdu, tuple(point_of(c) for c in msg.corners), msg.pixel_scale_arcsec)
+
+
+def generated_of(msg: catalog_pb2.Generated) -> Generated:
+    return Generated(msg.owner_id, msg.source_key, kind_of(msg.kind))
 
 
 def kind_of(value: int) -> SelectionKind:
@@ -103,6 +108,7 @@ def image_pb(i: ImageView) -> catalog_pb2.Image:
         preview_key=i.preview_key,
         hips_prefix=i.hips_prefix,
         owned_by_caller=i.owned_by_caller,
+        source_key=i.source_key,
     )
 
 
@@ -184,6 +190,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             request.fits_hash,
             request.size_bytes,
             request.staging_key,
+            generated_of(request.generated) if request.HasField("generated") else None,
         )
         resp = catalog_pb2.BeginUploadResponse(
             action=int(begun.action),  # type: ignore[arg-type]
@@ -220,6 +227,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
                 cut_high=request.cut_high,
                 stored_bytes=request.stored_bytes,
             ),
+            generated_of(request.generated) if request.HasField("generated") else None,
         )
         return image_pb(image)
 
@@ -240,12 +248,15 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def ListImages(
         self, request: catalog_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.ListImagesResponse:
-        listing = await self.images.listing(caller_of(request.caller), ob_of(request.ob))
+        listing = await self.images.listing(
+            caller_of(request.caller), ob_of(request.ob), list(request.source_keys)
+        )
         return catalog_pb2.ListImagesResponse(
             own=[image_pb(i) for i in listing.own],
             shared=[image_pb(i) for i in listing.shared],
             selected=selection_pb(listing.selected),
             tombstones=[tombstone_pb(t) for t in listing.tombstones],
+            generated=[image_pb(i) for i in listing.generated],
         )
 
     @servicer_errors
@@ -259,7 +270,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.SelectRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.Selection:
         selection = await self.images.select(
-            caller_of(request.caller), ob_of(request.ob), kind_of(request.kind), request.value
+            caller_of(request.caller),
+            ob_of(request.ob),
+            kind_of(request.kind),
+            request.value,
+            request.source_key,
         )
         return selection_pb(selection)
 

@@ -16,7 +16,15 @@ import logging
 import re
 
 from services.catalog import access, footprint
-from services.catalog.model import Caller, FootprintIn, ImageView, ObRef, SelectionKind, check_hash
+from services.catalog.model import (
+    Caller,
+    FootprintIn,
+    Generated,
+    ImageView,
+    ObRef,
+    SelectionKind,
+    check_hash,
+)
 from services.catalog.removal import purge
 from services.catalog.repository import Repository, lease_uuid
 from services.shared.errors import Code, ServiceError
@@ -86,9 +94,18 @@ class Uploads:
         self.lease_ttl_s = lease_ttl_s
 
     async def begin(
-        self, caller: Caller, ob: ObRef, fits_hash: str, size_bytes: int, staging_key: str = ""
+        self,
+        caller: Caller,
+        ob: ObRef,
+        fits_hash: str,
+        size_bytes: int,
+        staging_key: str = "",
+        generated: Generated | None = None,
     ) -> Begun:
+        """The caller needs access to the OB's run; the image will be theirs, or the
+        system owner's when the suite makes it (`generated`)."""
         fits_hash = check_hash(fits_hash)
+        owner_id = generated.owner_id if generated else caller.user_id
         if size_bytes < 0:
             raise ServiceError(Code.INVALID_ARGUMENT, "size_bytes is negative")
         if staging_key and not _STAGING_KEY.match(staging_key):
@@ -104,7 +121,7 @@ class Uploads:
                 lease = await self.repo.insert_lease(
                     conn,
                     fits_hash=fits_hash,
-                    owner_id=caller.user_id,
+                    owner_id=owner_id,
                     ob_id=ob.ob_id,
                     run_id=ob.run_id,
                     generation=content["generation"],
@@ -114,7 +131,7 @@ class Uploads:
                     staging_key=staging_key,
                     file_bytes=size_bytes,
                 )
-                existing = await self.repo.own_image(conn, caller.user_id, fits_hash)
+                existing = await self.repo.own_image(conn, owner_id, fits_hash)
                 return Begun(
                     Action.REUSE_CONTENT,
                     str(lease),
@@ -128,7 +145,7 @@ class Uploads:
             lease = await self.repo.insert_lease(
                 conn,
                 fits_hash=fits_hash,
-                owner_id=caller.user_id,
+                owner_id=owner_id,
                 ob_id=ob.ob_id,
                 run_id=ob.run_id,
                 generation=generation,
@@ -148,8 +165,12 @@ class Uploads:
         fits_hash: str,
         described: Described,
         processed: Processed,
+        generated: Generated | None = None,
     ) -> ImageView:
+        """Records the image and makes it the OB's selection; a system-owned one
+        (`generated`) already stored for its source key is selected instead."""
         fits_hash = check_hash(fits_hash)
+        owner_id = generated.owner_id if generated else caller.user_id
         access.check_same_instance(caller, ob.run_id)
         lease_key = lease_uuid(lease_id)
         if lease_key is None:
@@ -171,17 +192,24 @@ class Uploads:
                 raise ServiceError(
                     Code.NOT_FOUND, "unknown or expired upload lease; upload again", lease_id=lease_id
                 )
-            if (lease["fits_hash"], lease["owner_id"], lease["ob_id"]) != (
-                fits_hash,
-                caller.user_id,
-                ob.ob_id,
-            ):
+            if (lease["fits_hash"], lease["owner_id"], lease["ob_id"]) != (fits_hash, owner_id, ob.ob_id):
                 raise ServiceError(
                     Code.INVALID_ARGUMENT, "the lease was taken for another upload", lease_id=lease_id
                 )
             if lease["run_id"] != ob.run_id:
                 raise ServiceError(Code.RUN_MISMATCH, f"OB {ob.ob_id} belongs to run {lease['run_id']!r}")
-            if lease["reuse"]:
+            made = (
+                None if generated is None else await self.repo.generated_image(conn, generated.source_key, "")
+            )
+            if made is not None:
+                # Made meanwhile by another request (the same key): that one is shown;
+                # what this request wrote is for nothing.
+                if await self.repo.lock_content(conn, made.content_id) is None:
+                    raise ServiceError(Code.GONE, "the image was removed meanwhile; ask again")
+                content_id = made.content_id
+                if not lease["reuse"]:
+                    orphan_prefix = lease["prefix"]
+            elif lease["reuse"]:
                 content = None
                 if lease["content_id"] is not None:
                     content = await self.repo.lock_content(conn, lease["content_id"])
@@ -223,15 +251,19 @@ class Uploads:
                     content_id = new_id
                     await self.repo.insert_footprints(conn, content_id, index_rows)
                     await self.repo.add_usage(conn, bytes_=processed.stored_bytes, contents=1)
-            image_id, created = await self.repo.upsert_image(
-                conn,
-                owner_id=caller.user_id,
-                fits_hash=fits_hash,
-                content_id=content_id,
-                file_name=described.file_name,
-                filter=described.filter,
-                object_name=described.object_name,
-            )
+            if made is not None:
+                image_id, created = made.image_id, False
+            else:
+                image_id, created = await self.repo.upsert_image(
+                    conn,
+                    owner_id=owner_id,
+                    fits_hash=fits_hash,
+                    content_id=content_id,
+                    file_name=described.file_name,
+                    filter=described.filter,
+                    object_name=described.object_name,
+                    source_key=generated.source_key if generated else None,
+                )
             if created:
                 await self.repo.add_to_content_count(conn, content_id, 1)
             pinned = await self.repo.pin_ob(conn, caller.instance, ob.ob_id, ob.run_id)
@@ -240,11 +272,11 @@ class Uploads:
                     Code.RUN_MISMATCH, f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id
                 )
             await self.repo.touch_content(conn, content_id)
-            # An upload is a use by the owner: it associates the OB's run.
+            # An upload is a use by the owner: it associates the OB's run (and so does
+            # making a system-owned image for an OB of the run).
             await self.repo.associate(conn, image_id, ob.run_id)
-            await self.repo.set_selection(
-                conn, caller.instance, ob.ob_id, SelectionKind.USER_IMAGE, fits_hash, image_id
-            )
+            kind, value = (SelectionKind.USER_IMAGE, fits_hash) if generated is None else (generated.kind, "")
+            await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, image_id)
             if created:
                 await self.repo.add_usage(conn, images=1)
             image = await self.repo.image_by_id(conn, image_id, caller.user_id)

@@ -21,7 +21,13 @@ from aiohttp import web
 from pydantic import Field, ValidationError
 
 from services.gateway import forms, openapi, p2fc, representations
-from services.gateway.arguments import ObContext, check_hash, decimal_integer, ob_context
+from services.gateway.arguments import (
+    ObContext,
+    check_hash,
+    decimal_integer,
+    ob_context,
+    observation_date,
+)
 from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.factory import Gateway, build
 from services.gateway.images import ObjectStream
@@ -80,6 +86,7 @@ def _context(ob_id: str, fields: Any) -> ObContext:
         fields.get("target_dec"),
         fields.get("boa_ra"),
         fields.get("boa_dec"),
+        fields.get("instrument"),
     )
 
 
@@ -146,11 +153,12 @@ async def list_images(request: web.Request) -> web.Response:
     """GET /api/v1/obs/{ob_id}/background-images: what the selector shows."""
     principal = _principal(request)
     ob = _context(request.match_info["ob_id"], request.query)
-    listing = await _gateway(request).selector.list_images(principal.caller, ob)
+    when = observation_date(request.query.get("obs_date"))
+    offer = await _gateway(request).selector.list_images(principal.caller, ob, when)
     settings = request.app[SETTINGS]
     return _json(
         representations.listing_json(
-            ob.ob_id, ob.run_id, listing, settings.default_survey_name, _survey_url(settings)
+            ob.ob_id, ob.run_id, offer, settings.default_survey_name, _survey_url(settings)
         )
     )
 
@@ -163,7 +171,8 @@ async def select(request: web.Request) -> web.Response:
     selection = body.get("selection")
     if not isinstance(selection, str):
         raise ServiceError(Code.INVALID_ARGUMENT, "selection is required")
-    chosen = await _gateway(request).selector.select(principal.caller, ob, selection)
+    when = observation_date(body.get("obs_date"))
+    chosen = await _gateway(request).selector.select(principal.caller, ob, selection, when)
     return _json(representations.selection_json(chosen))
 
 
@@ -377,6 +386,12 @@ OB_QUERY = (
     Param("target_dec", "query", "target declination, degrees [-90, 90]", float, True),
     Param("boa_ra", "query", "BOA reference star right ascension, degrees", float),
     Param("boa_dec", "query", "BOA reference star declination, degrees", float),
+    Param(
+        "instrument", "query", "the instrument of the OB's run (FORS2, HAWKI, ...): sizes the Gaia image", str
+    ),
+)
+OBS_DATE = Param(
+    "obs_date", "query", "observation date YYYY-MM-DD the Gaia image is drawn for (default: today)", str
 )
 DISPLAY_OB = Param(
     "ob_id", "query", "the OB whose selection is displayed (display rule)", Annotated[int, Field(ge=1)]
@@ -472,7 +487,7 @@ def routes(settings: GatewaySettings) -> list[Operation]:
                 **CALLER,
             },
             list_images,
-            params=(OB_ID, *OB_QUERY),
+            params=(OB_ID, *OB_QUERY, OBS_DATE),
             secured=True,
         ),
         Operation(

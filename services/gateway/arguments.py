@@ -3,6 +3,7 @@ OB contexts and the numbers in them. Both faces and the services use these."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 
@@ -100,6 +101,7 @@ def ob_context(
     target_dec: float | str | None,
     boa_ra: float | str | None = None,
     boa_dec: float | str | None = None,
+    instrument: str | None = None,
 ) -> ObContext:
     """Builds and checks an OB context from loosely typed request values."""
     ob = decimal_integer(ob_id, "ob_id")
@@ -107,7 +109,12 @@ def ob_context(
         raise ServiceError(Code.INVALID_ARGUMENT, "ob_id must be a positive integer")
     if not run_id or len(run_id) > 200 or not run_id.isprintable():
         raise ServiceError(Code.INVALID_ARGUMENT, "run_id is required")
-    context = ObContext(ob_id=ob, run_id=run_id, target=sky_position("target", target_ra, target_dec))
+    context = ObContext(
+        ob_id=ob,
+        run_id=run_id,
+        target=sky_position("target", target_ra, target_dec),
+        instrument=instrument_name(instrument),
+    )
     if (boa_ra is None or boa_ra == "") != (boa_dec is None or boa_dec == ""):
         raise ServiceError(Code.INVALID_ARGUMENT, "boa_ra and boa_dec go together")
     if boa_ra is not None and boa_ra != "":
@@ -125,3 +132,30 @@ def sky_position(name: str, ra: float | str | None, dec: float | str | None) -> 
     if not (-90.0 <= dec_deg <= 90.0):
         raise ServiceError(Code.INVALID_ARGUMENT, f"{name}_dec must be in [-90, 90] degrees")
     return common_pb2.SkyPosition(ra_deg=ra_deg, dec_deg=dec_deg)
+
+
+_INSTRUMENT = re.compile(r"^[A-Za-z0-9_+-]{1,40}$")
+
+
+def instrument_name(value: object) -> str:
+    """An instrument as p2 names it ("FORS2", "HAWKI"); empty when not given."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not _INSTRUMENT.match(value):
+        raise ServiceError(Code.INVALID_ARGUMENT, "instrument must be a name such as FORS2 or HAWKI")
+    return value.upper()
+
+
+def observation_date(value: object) -> dt.date | None:
+    """The observation date (YYYY-MM-DD, 1900-2200) the Gaia image's positions are carried to;
+    None when not given (today)."""
+    if value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else ""
+    try:
+        when = dt.date.fromisoformat(text) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) else None
+    except ValueError:
+        when = None
+    if when is None or not 1900 <= when.year <= 2200:
+        raise ServiceError(Code.INVALID_ARGUMENT, "obs_date must be a date YYYY-MM-DD from 1900 to 2200")
+    return when

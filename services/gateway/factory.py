@@ -12,6 +12,7 @@ from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.gateway.displays import Displays
+from services.gateway.gaia_images import GaiaImages, GaiaLimits
 from services.gateway.health import Health, ServingCheck
 from services.gateway.hips import Hips
 from services.gateway.hips_tokens import HipsTokens
@@ -20,6 +21,7 @@ from services.gateway.metrics import Metrics
 from services.gateway.runs import Runs
 from services.gateway.selector import Selector
 from services.gateway.uploads import Uploads
+from services.shared.gaia import GaiaCatalogue
 from services.shared.grpc_client import CallPolicy, channel
 from services.shared.settings import GatewaySettings
 from services.shared.store import ObjectStore, open_store
@@ -90,6 +92,7 @@ class Gateway:
     displays: Displays
     metrics: Metrics
     backends: Backends
+    gaia: GaiaImages
 
     async def start(self) -> None:
         await self.displays.start()
@@ -98,6 +101,29 @@ class Gateway:
         await self.uploads.close()
         await self.displays.close()
         await self.backends.close()
+        if self.gaia.catalogue is not None:
+            self.gaia.catalogue.close()
+
+
+def gaia_images(settings: GatewaySettings, uploads: Uploads) -> GaiaImages:
+    """The Gaia source of the selector, on the TAP service GAIA_TAP_URL names (none: empty)."""
+    catalogue = None
+    if settings.gaia_tap_url:
+        catalogue = GaiaCatalogue(
+            settings.gaia_tap_url,
+            table=settings.gaia_table,
+            connect_timeout_s=min(settings.gaia_timeout_s, 5.0),
+            read_timeout_s=settings.gaia_timeout_s,
+        )
+    limits = GaiaLimits(
+        mag_limit=settings.gaia_mag_limit,
+        max_sources=settings.gaia_max_sources,
+        query_deadline_s=settings.gaia_timeout_s,
+        probe_deadline_s=settings.gaia_probe_timeout_s,
+        status_ttl_s=settings.gaia_status_ttl_s,
+        field_radius_arcsec=settings.gaia_field_radius_arcsec,
+    )
+    return GaiaImages(catalogue=catalogue, uploads=uploads, limits=limits)
 
 
 def build(
@@ -119,18 +145,20 @@ def build(
         "processor": ServingCheck(backends.channels["processor"], PROCESSOR),
         "catalog": ServingCheck(backends.channels["catalog"], CATALOG),
     }
+    uploads = Uploads(
+        store=store,
+        validator=backends.validator,
+        processor=backends.processor,
+        catalog=catalog,
+        metrics=metrics,
+        max_uploads=settings.max_uploads,
+        max_uploads_per_user=settings.max_uploads_per_user,
+        retry_after_s=settings.upload_retry_after_s,
+    )
+    gaia = gaia_images(settings, uploads)
     return Gateway(
-        uploads=Uploads(
-            store=store,
-            validator=backends.validator,
-            processor=backends.processor,
-            catalog=catalog,
-            metrics=metrics,
-            max_uploads=settings.max_uploads,
-            max_uploads_per_user=settings.max_uploads_per_user,
-            retry_after_s=settings.upload_retry_after_s,
-        ),
-        selector=Selector(catalog=catalog),
+        uploads=uploads,
+        selector=Selector(catalog=catalog, gaia=gaia),
         images=images,
         hips=Hips(images=images, tokens=HipsTokens.from_settings(settings), store=store, displays=displays),
         runs=Runs(catalog=catalog),
@@ -138,4 +166,5 @@ def build(
         displays=displays,
         metrics=metrics,
         backends=backends,
+        gaia=gaia,
     )

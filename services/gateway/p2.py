@@ -109,6 +109,7 @@ class P2Context:
     target: SkyPoint
     boa_star: SkyPoint | None
     ob_name: str = ""
+    instrument: str = ""  # of the OB's run, as p2 names it ("FORS2"); empty when p2 does not say
 
 
 def parse_bases(raw: str) -> list[P2Base]:
@@ -313,6 +314,7 @@ class P2Client:
             target=target,
             boa_star=boa_star,
             ob_name=name,
+            instrument=_instrument_of(runs, run_id, base.name),
         )
 
     async def _blind_offset(
@@ -438,6 +440,16 @@ def _run_ids(runs: Any, instance: str) -> tuple[str, ...]:
             raise _unexpected("your runs")
         ids.append(f"{instance}:{rid}")
     return tuple(sorted(set(ids)))
+
+
+def _instrument_of(runs: Any, run_id: str, instance: str) -> str:
+    """The instrument p2 names for the OB's run among the user's runs ("" if none)."""
+    for run in runs:
+        if f"{instance}:{_int_id(run.get('runId'))}" == run_id:
+            name = run.get("instrument")
+            if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_+-]{1,40}", name):
+                return name.upper()
+    return ""
 
 
 def _ob_fields(ob: Any, ob_id: int, instance: str) -> tuple[str, SkyPoint, str]:

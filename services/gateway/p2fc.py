@@ -244,8 +244,8 @@ async def bkg_image(request: web.Request) -> web.Response:
     if mode == "get_ob":
         selection = await selector.get_selection(caller, ctx.ob_id, ctx.run_id)
         return representations.json_response(await ob_info(request, ctx, selection))
-    listing = await selector.list_images(caller, ob)
-    return representations.json_response(representations.image_list(listing))
+    offer = await selector.list_images(caller, ob)
+    return representations.json_response(representations.image_list(offer.listing))
 
 
 async def bkg_image_delete(request: web.Request) -> web.Response:
@@ -258,8 +258,8 @@ async def bkg_image_delete(request: web.Request) -> web.Response:
     caller = caller_of(ctx)
     await gateway.images.delete(caller, fits_hash)
     log.info("p2fc delete", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": fits_hash})
-    listing = await gateway.selector.list_images(caller, ob_of(ctx))
-    return representations.json_response(representations.image_list(listing))
+    offer = await gateway.selector.list_images(caller, ob_of(ctx))
+    return representations.json_response(representations.image_list(offer.listing))
 
 
 async def post_root(request: web.Request) -> web.Response:
@@ -367,6 +367,7 @@ def ob_of(ctx: P2Context) -> common_pb2.ObContext:
         ob_id=ctx.ob_id,
         run_id=ctx.run_id,
         target=common_pb2.SkyPosition(ra_deg=ctx.target.ra_deg, dec_deg=ctx.target.dec_deg),
+        instrument=ctx.instrument,
     )
     if ctx.boa_star is not None:
         ob.boa_star.CopyFrom(common_pb2.SkyPosition(ra_deg=ctx.boa_star.ra_deg, dec_deg=ctx.boa_star.dec_deg))

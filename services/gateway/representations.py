@@ -17,6 +17,7 @@ from bgimages.catalog.v1 import catalog_pb2
 from services.gateway.arguments import format_selection
 from services.gateway.hips import HipsAccess
 from services.gateway.openapi import error_codes
+from services.gateway.selector import GaiaOffer, Offer
 from services.gateway.uploads import UploadOutcome
 
 API = "/api/v1"
@@ -70,7 +71,7 @@ class ImageLinks(Body):
 
 class Image(Body):
     fits_hash: FitsHash
-    selection: str = Field(description="user_bkg_image|<fits_hash>")
+    selection: str = Field(description="what selects it: user_bkg_image|<fits_hash>, or gaia (system-owned)")
     file_name: str = Field(description="as the user gave it (user text)")
     object_name: str = Field(description="FITS OBJECT (user text)")
     filter: str
@@ -113,12 +114,26 @@ class DefaultSurvey(Body):
     hips_url: str
 
 
+class GaiaEntry(Body):
+    """The OB's Gaia image: listed before it is made (on selection), with its epoch."""
+
+    selection: Literal["gaia"]
+    name: str = Field(description='"Gaia DR3 (epoch YYYY.yy)"')
+    epoch: float = Field(description="Julian year the positions are carried to (0.01 yr)")
+    field_radius_arcsec: float = Field(description="the field it covers around the target")
+    available: bool = Field(description="the Gaia catalogue answers (false: code and message say why)")
+    code: ErrorCode | None = absent("why it is unavailable")
+    message: str | None = absent("why it is unavailable")
+    image: Image | None = Field(description="the stored image, once made; null until then")
+
+
 class Listing(Body):
     ob_id: int
     run_id: str
     default_survey: DefaultSurvey
     own: list[Image]
     shared: list[Image]
+    gaia: GaiaEntry
     selected: Selection
     tombstones: list[Tombstone]
 
@@ -158,12 +173,14 @@ class ObFields(BaseModel):
     target_dec: Number = Field(description="target declination, degrees [-90, 90]")
     boa_ra: Number | None = Field(None, description="BOA reference star right ascension, degrees")
     boa_dec: Number | None = Field(None, description="BOA reference star declination, degrees")
+    instrument: str | None = Field(None, description="the instrument of the OB's run (sizes the Gaia image)")
 
 
 class SelectRequest(ObFields):
     selection: str = Field(
         description="default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>"
     )
+    obs_date: str | None = Field(None, description="observation date YYYY-MM-DD for gaia (default: today)")
 
 
 class UploadForm(ObFields):
@@ -301,7 +318,7 @@ def image_links(fits_hash: str) -> ImageLinks:
 def _image_fields(image: catalog_pb2.Image) -> dict[str, Any]:
     return {
         "fits_hash": image.fits_hash,
-        "selection": f"user_bkg_image|{image.fits_hash}",
+        "selection": "gaia" if image.source_key else f"user_bkg_image|{image.fits_hash}",
         "file_name": image.file_name,
         "object_name": image.object_name,
         "filter": image.filter,
@@ -354,15 +371,29 @@ def tombstone_json(tombstone: catalog_pb2.Tombstone) -> Tombstone:
     )
 
 
-def listing_json(
-    ob_id: int, run_id: str, listing: catalog_pb2.ListImagesResponse, survey_name: str, survey_url: str
-) -> Listing:
+def gaia_json(gaia: GaiaOffer) -> GaiaEntry:
+    status = gaia.status
+    return GaiaEntry(
+        selection="gaia",
+        name=gaia.spec.label,
+        epoch=gaia.spec.epoch,
+        field_radius_arcsec=gaia.spec.radius_arcsec,
+        available=status.available,
+        code=None if status.available else status.code,
+        message=None if status.available else status.message,
+        image=image_json(gaia.image) if gaia.image is not None else None,
+    )
+
+
+def listing_json(ob_id: int, run_id: str, offer: Offer, survey_name: str, survey_url: str) -> Listing:
+    listing = offer.listing
     return Listing(
         ob_id=ob_id,
         run_id=run_id,
         default_survey=DefaultSurvey(selection="default", name=survey_name, hips_url=survey_url),
         own=[image_json(i) for i in listing.own],
         shared=[image_json(i) for i in listing.shared],
+        gaia=gaia_json(offer.gaia),
         selected=selection_json(listing.selected),
         tombstones=[tombstone_json(t) for t in listing.tombstones],
     )

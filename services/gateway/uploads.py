@@ -43,10 +43,12 @@ class UploadFile:
 
 @dataclasses.dataclass(frozen=True)
 class UploadTarget:
-    """What the upload is for: the OB, and the bandpass the caller gave."""
+    """What the upload is for: the OB, and the bandpass the caller gave; `generated` when
+    the suite made the file itself (a Gaia image), to be stored as a system-owned image."""
 
     ob: ObContext
     bandpass: str = ""
+    generated: catalog_pb2.Generated | None = None
 
 
 # The target, or how to learn it once the file is staged (the native API reads
@@ -228,6 +230,7 @@ class Uploads:
                     fits_hash=staged.fits_hash,
                     size_bytes=staged.size,
                     staging_key=staged.key,
+                    generated=target.generated,
                 ),
             )
             lease_id = begun.lease_id
@@ -260,6 +263,7 @@ class Uploads:
                     for h in report.hdus
                     if h.displayable
                 ],
+                generated=target.generated,
             )
             reused = begun.action == catalog_pb2.BeginUploadResponse.REUSE_CONTENT
             if not reused:

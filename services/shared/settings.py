@@ -405,6 +405,28 @@ class GatewaySettings(Common):
     upload_retry_after_s: PositiveInt = env(
         "UPLOAD_RETRY_AFTER_S", 30, "Retry-After (seconds) of an upload refused by MAX_UPLOADS(_PER_USER)"
     )
+    gaia_tap_url: Annotated[str, AfterValidator(_http_url_or_empty)] = env(
+        "GAIA_TAP_URL",
+        "https://gea.esac.esa.int/tap-server/tap",
+        "TAP service of the Gaia catalogue the selector's Gaia image is drawn from (empty: no Gaia image)",
+    )
+    gaia_table: Text = env("GAIA_TABLE", "gaiadr3.gaia_source", "its Gaia DR3 source table")
+    gaia_timeout_s: PositiveFloat = env(
+        "GAIA_TIMEOUT_S", 30.0, "deadline of the cone query that makes a Gaia image"
+    )
+    gaia_probe_timeout_s: PositiveFloat = env(
+        "GAIA_PROBE_TIMEOUT_S", 2.0, "deadline of the probe a listing waits for when GAIA_STATUS_TTL_S is up"
+    )
+    gaia_status_ttl_s: PositiveFloat = env(
+        "GAIA_STATUS_TTL_S", 60.0, "seconds the TAP service's last known state is trusted by listings"
+    )
+    gaia_mag_limit: float = env("GAIA_MAG_LIMIT", 21.0, "faintest G magnitude drawn in a Gaia image")
+    gaia_max_sources: PositiveInt = env(
+        "GAIA_MAX_SOURCES", 5000, "brightest sources drawn in a Gaia image (the query's TOP)"
+    )
+    gaia_field_radius_arcsec: PositiveFloat = env(
+        "GAIA_FIELD_RADIUS_ARCSEC", 300.0, "radius a Gaia image covers when the OB's instrument is unknown"
+    )
 
     @model_validator(mode="after")
     def _exposure(self) -> GatewaySettings:
@@ -421,6 +443,12 @@ class GatewaySettings(Common):
                     raise ValueError(
                         f"P2_API_BASES names {url}: outside DEV_MODE, p2 is reached over https, not loopback"
                     )
+            tap = urlsplit(self.gaia_tap_url)
+            if self.gaia_tap_url and (tap.scheme != "https" or is_loopback(tap.hostname or "")):
+                raise ValueError(
+                    f"GAIA_TAP_URL is {self.gaia_tap_url}: outside DEV_MODE, it is reached over https, "
+                    "not loopback"
+                )
         return self
 
     @model_validator(mode="after")
