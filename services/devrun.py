@@ -348,7 +348,7 @@ def page_link(gateway_url: str, token: str, ob: Any) -> str:
     from urllib.parse import urlencode
 
     context: dict[str, Any] = {"token": token, "ob": ob.ob_id, "run": ob.run.catalog_id}
-    context.update(ra=ob.target[0], dec=ob.target[1])
+    context.update(ra=ob.target[0], dec=ob.target[1], instrument=ob.run.instrument)
     if ob.boa:
         context.update(boa_ra=ob.boa[0], boa_dec=ob.boa[1])
     return f"{gateway_url}/#{urlencode(context)}"

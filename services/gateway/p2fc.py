@@ -111,7 +111,7 @@ ERRORS = {
     502: _error("p2 answered in a way this service cannot read"),
     503: _error("UNAVAILABLE: p2 or an internal service is down"),
 }
-OB_INFO = representations.ObInfo | representations.UserImageObInfo
+OB_INFO = representations.ObInfo | representations.UserImageObInfo | representations.GaiaObInfo
 
 
 def endpoints(prefix: str) -> list[Operation]:
@@ -408,14 +408,19 @@ async def ob_info(
         "value": selection.value,
         "warnings": warnings,
     }
-    if selection.kind != catalog_pb2.SELECTION_KIND_USER_IMAGE:
+    gaia = selection.kind == catalog_pb2.SELECTION_KIND_GAIA and selection.HasField("image")
+    if selection.kind != catalog_pb2.SELECTION_KIND_USER_IMAGE and not gaia:
         return representations.ObInfo(**fields)
-    fields["fits_hash"] = selection.value
-    fields["image"] = (
-        representations.p2fc_image(selection.image, selection.value) if selection.HasField("image") else None
-    )
+    fits_hash = selection.image.fits_hash if gaia else selection.value
+    fields["fits_hash"] = fits_hash
+    if gaia:
+        fields["name"] = selection.image.file_name
+    else:
+        fields["image"] = (
+            representations.p2fc_image(selection.image, fits_hash) if selection.HasField("image") else None
+        )
     try:
-        access = await request.app[P2FC_GATEWAY].hips.access(caller_of(ctx), selection.value, ctx.ob_id)
+        access = await request.app[P2FC_GATEWAY].hips.access(caller_of(ctx), fits_hash, ctx.ob_id)
     except ServiceError as err:
         warnings.append(f"the image cannot be displayed: {err.message}")
     else:
@@ -423,4 +428,6 @@ async def ob_info(
         base = public or f"{request.scheme}://{request.host}"
         fields["hips_url"] = f"{base}{API}/images/{access.fits_hash}/hips/{access.token}"
         fields["hips_expires_at"] = access.expires_at
+    if gaia:
+        return representations.GaiaObInfo(**fields)
     return representations.UserImageObInfo(**fields)

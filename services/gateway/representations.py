@@ -291,6 +291,15 @@ class UserImageObInfo(ObInfo):
     hips_expires_at: int | None = absent("seconds since the epoch")
 
 
+class GaiaObInfo(ObInfo):
+    """<ob_info> of an OB showing its Gaia image, once it is made."""
+
+    fits_hash: FitsHash
+    name: str = Field(description='"Gaia DR3 (epoch YYYY.yy)"')
+    hips_url: str | None = absent("HiPS base URL with a token (absent when it cannot be displayed)")
+    hips_expires_at: int | None = absent("seconds since the epoch")
+
+
 class UploadedObInfo(UserImageObInfo):
     reused_content: bool = Field(description="the bytes were stored already")
 

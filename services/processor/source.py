@@ -29,6 +29,7 @@ def _error(code: Code, message: str) -> Exception:
 
     return ServiceError(code, message)
 
+
 GZIP_MAGIC = b"\x1f\x8b"
 COMPRESS_MAGIC = b"\x1f\x9d"  # Unix compress (.Z)
 

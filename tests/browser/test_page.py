@@ -527,6 +527,40 @@ async def test_long_file_names_stay_on_one_line(browser: Browser, gateway: Gatew
     await page.close()
 
 
+async def test_the_gaia_image_is_listed_made_and_shown(browser: Browser, gateway: Gateway) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    ob = new_ob()
+    page, log = await open_page(browser, gateway, user, ob, run)
+    row = page.locator(".choice[data-selection='gaia']")
+    assert (await row.locator(".name").inner_text()).startswith("Gaia DR3 (epoch ")
+    assert "made when chosen" in await row.inner_text()
+    assert await row.get_attribute("data-available") == "yes"
+
+    await page.check("input[value='gaia']")
+    await page.wait_for_function("() => document.body.dataset.display === 'gaia'", timeout=90000)
+    listing = await _listing(gateway, user, ob, run)
+    fits_hash = listing["gaia"]["image"]["fits_hash"]
+    assert listing["selected"]["kind"] == "gaia"
+    assert await row.get_attribute("data-fits-hash") == fits_hash
+    assert await row.locator("input").is_checked()
+    assert (await page.inner_text("#display-caption")).startswith("Gaia DR3 (epoch ")
+
+    # Aladin Lite drew the Gaia image's own HiPS: its stars on a dark sky.
+    await settle(page, log)
+    view = await aladin_pixels(page, "12-gaia-image")
+    ours = [(s, u) for s, u in log.hips if f"/images/{fits_hash}/hips/" in u]
+    assert any(u.endswith("/properties") and s == 200 for s, u in ours), ours
+    tiles = [s for s, u in ours if re.search(r"/Norder\d+/Dir\d+/Npix\d+\.(png|fits)$", u)]
+    assert tiles.count(200) >= 1 and set(tiles) <= {200, 404}, tiles
+    middle = centre(view, 0.6)
+    assert (middle.min(axis=2) > 200).sum() > 10, "no stars drawn"
+    assert np.median(middle) < 100, "not a dark sky with stars"
+    await assert_markers(page)
+    assert log.errors == [], log.errors
+    await page.close()
+
+
 async def _listing(gateway: Gateway, user: str, ob: int, run: str) -> Any:
     import aiohttp
 

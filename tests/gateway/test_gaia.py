@@ -106,7 +106,7 @@ def ob_query(run: str, target: tuple[float, float] = TARGET, **extra: str) -> di
 async def listing(
     gw: Gateway, http: aiohttp.ClientSession, ob: int, run: str, user: str, **extra: str
 ) -> Any:
-    params = ob_query(run, obs_date=OBS_DATE, **extra)
+    params = {**ob_query(run), "obs_date": OBS_DATE, **extra}
     async with http.get(
         f"{gw.url}/api/v1/obs/{ob}/background-images", params=params, headers=gw.auth(user)
     ) as resp:

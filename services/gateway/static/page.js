@@ -86,6 +86,8 @@ function readContext() {
     dec: $("ctx-dec").value.trim(),
     boaRa: $("ctx-boa-ra").value.trim(),
     boaDec: $("ctx-boa-dec").value.trim(),
+    instrument: $("ctx-instrument").value.trim(),
+    obsDate: $("ctx-date").value.trim(),
   };
   sessionStorage.setItem("bg-context", JSON.stringify({ ...ctx, token: undefined }));
   sessionStorage.setItem("bg-token", ctx.token);
@@ -106,6 +108,8 @@ function restoreContext() {
   $("ctx-dec").value = pick("dec", "dec");
   $("ctx-boa-ra").value = pick("boa_ra", "boaRa");
   $("ctx-boa-dec").value = pick("boa_dec", "boaDec");
+  $("ctx-instrument").value = pick("instrument", "instrument");
+  $("ctx-date").value = pick("obs_date", "obsDate");
   const token = hash.get("token");
   if (token) {
     sessionStorage.setItem("bg-token", token);
@@ -122,6 +126,15 @@ function obParams(ctx) {
     params.set("boa_ra", ctx.boaRa);
     params.set("boa_dec", ctx.boaDec);
   }
+  if (ctx.instrument) params.set("instrument", ctx.instrument);
+  return params;
+}
+
+// The OB context of a listing or a selection, with the observation date the Gaia
+// image is drawn for (the gateway takes today when there is none).
+function obRequest(ctx) {
+  const params = obParams(ctx);
+  if (ctx.obsDate) params.set("obs_date", ctx.obsDate);
   return params;
 }
 
@@ -201,6 +214,21 @@ function imageRow(image, selected, own) {
   });
 }
 
+// The OB's Gaia image: listed before it is made; made when chosen (a few seconds).
+function gaiaRow(gaia, selected) {
+  const meta = gaia.available
+    ? gaia.image
+      ? `pseudo image of Gaia DR3 sources, G band`
+      : `pseudo image of Gaia DR3 sources, made when chosen`
+    : `unavailable (${gaia.code}): ${gaia.message}`;
+  const row = choice("gaia", [line("name", gaia.name), line("meta", meta)], {
+    checked: selected === "gaia",
+    dataset: { available: gaia.available ? "yes" : "no", fitsHash: gaia.image ? gaia.image.fits_hash : "" },
+  });
+  if (!gaia.available && selected !== "gaia") row.querySelector("input").disabled = true;
+  return row;
+}
+
 function group(title, rows, emptyText) {
   const box = el("div", { className: "group" }, el("h3", {}, title));
   if (rows.length) box.append(...rows);
@@ -217,7 +245,8 @@ function renderList(listing) {
       }),
     ]),
   ];
-  if (!["default", "user_image"].includes(listing.selected.kind)) {
+  groups.push(group("Gaia", [gaiaRow(listing.gaia, selected)]));
+  if (!["default", "user_image", "gaia"].includes(listing.selected.kind)) {
     groups.push(group("Other", [choice(selected, [line("name", selected)], { checked: true })]));
   }
   groups.push(group("My images", listing.own.map((i) => imageRow(i, selected, true)), "No image of yours fits this OB."));
@@ -243,7 +272,7 @@ function renderList(listing) {
 async function refresh() {
   const ctx = state.ctx;
   const listing = await api("GET", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-images`, {
-    params: obParams(ctx),
+    params: obRequest(ctx),
   });
   state.listing = listing;
   renderList(listing);
@@ -254,15 +283,24 @@ async function refresh() {
 async function select(selection) {
   if (state.busy) return;
   const ctx = state.ctx;
-  setStatus("");
+  setStatus(selection === "gaia" ? "Making the Gaia image of this field…" : "");
   try {
-    const params = Object.fromEntries(obParams(ctx));
-    const json = { ...params, selection };
-    await api("PUT", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-image`, { json });
+    await putSelection(ctx, selection);
+    setStatus("");
     await refresh();
   } catch (err) {
     showError(err);
     await refresh().catch(() => {});
+  }
+}
+
+async function putSelection(ctx, selection) {
+  const json = { ...Object.fromEntries(obRequest(ctx)), selection };
+  state.busy = true;
+  try {
+    return await api("PUT", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-image`, { json });
+  } finally {
+    state.busy = false;
   }
 }
 
@@ -446,8 +484,21 @@ async function display(selection) {
   $("display-hint").hidden = true;
   let layer;
   let view = null;
+  // An OB showing its Gaia image that is not stored (culled since): made again first.
+  if (selection.kind === "gaia" && !selection.image && state.listing.gaia.available) {
+    caption.textContent = "Making the Gaia image of this field…";
+    selection = await putSelection(ctx, "gaia");
+  }
   // Aladin Lite renders layer names as HTML: only names of ours, never user text.
-  if (selection.kind === "user_image" && selection.image) {
+  if (selection.kind === "gaia" && selection.image) {
+    const image = selection.image;
+    const hips = await api("GET", `${API}/images/${image.fits_hash}/hips`, {
+      params: new URLSearchParams({ ob_id: ctx.ob }),
+    });
+    layer = A.imageHiPS(hips.hips_url, { name: "Gaia image" });
+    view = footprintView(image, ctx);
+    caption.textContent = `${image.file_name}, G band`;
+  } else if (selection.kind === "user_image" && selection.image) {
     const image = selection.image;
     const hips = await api("GET", `${API}/images/${image.fits_hash}/hips`, {
       params: new URLSearchParams({ ob_id: ctx.ob }),
