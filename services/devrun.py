@@ -413,6 +413,8 @@ def _launch(args: argparse.Namespace) -> int:
         from services.shared import embedded_pg
 
         env["DATABASE_URL"] = embedded_pg.start(workdir / "pg")
+    if os.environ.get("GAIA_TAP_URL"):  # else the development TAP service (Suite starts it)
+        env["GAIA_TAP_URL"] = os.environ["GAIA_TAP_URL"]
     suite = Suite(workdir, env, supervise=True)
     suite.ports["gateway"] = args.gateway_port
     suite.env["GATEWAY_PORT"] = str(args.gateway_port)

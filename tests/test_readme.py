@@ -131,4 +131,5 @@ def test_the_p2api_walk_through_runs_as_written(launched: tuple[Path, dict[str, 
     assert done.returncode == 0, done.stderr
     printed = done.stdout.splitlines()
     assert re.fullmatch(r"user_bkg_image\|[0-9a-f]{64}", printed[0]), printed
-    assert printed[1:] == ["True", printed[0], "default"]
+    assert printed[1:4] == ["True", printed[0], "default"]
+    assert re.fullmatch(r"Gaia DR3 \(epoch 20\d\d\.\d\d\)", printed[4]), printed
