@@ -323,7 +323,7 @@ async def _measure(db_url: str) -> list[Row]:
             caller = Caller(q["user"])
             ob_id = 10_000_000 + n
             t = time.perf_counter()
-            _, found, _, _ = await repo.listing(c, caller, ob_id, q["run"], key, None, since)
+            _, found, _, _, _ = await repo.listing(c, caller, ob_id, q["run"], key, None, since)
             rt = (time.perf_counter() - t) * 1e3
             t = time.perf_counter()
             await c.fetch("SELECT content_id FROM footprints WHERE cells && $1::bigint[]", key[0][-1:])
