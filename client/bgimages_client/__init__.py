@@ -6,6 +6,7 @@ from bgimages_client._errors import BgImagesError
 from bgimages_client._models import (
     DefaultSurvey,
     Footprint,
+    GaiaEntry,
     HipsLink,
     Image,
     Listing,
@@ -19,6 +20,7 @@ __all__ = [
     "BgImagesError",
     "DefaultSurvey",
     "Footprint",
+    "GaiaEntry",
     "HipsLink",
     "Image",
     "Listing",

@@ -38,10 +38,20 @@ class _ProgressReader:
         return chunk
 
 
-def _ob_params(run_id: str, target: Position, boa: Position | None) -> dict[str, str]:
+def _ob_params(
+    run_id: str,
+    target: Position,
+    boa: Position | None,
+    instrument: str | None = None,
+    obs_date: str | None = None,
+) -> dict[str, str]:
     params = {"run_id": run_id, "target_ra": repr(float(target[0])), "target_dec": repr(float(target[1]))}
     if boa is not None:
         params["boa_ra"], params["boa_dec"] = repr(float(boa[0])), repr(float(boa[1]))
+    if instrument:
+        params["instrument"] = instrument
+    if obs_date:
+        params["obs_date"] = obs_date
     return params
 
 
@@ -133,21 +143,38 @@ class BackgroundImages:
         return Image.from_json(data)
 
     def list_images(
-        self, ob_id: int, run_id: str, target: Position, *, boa: Position | None = None
+        self,
+        ob_id: int,
+        run_id: str,
+        target: Position,
+        *,
+        boa: Position | None = None,
+        instrument: str | None = None,
+        obs_date: str | None = None,
     ) -> Listing:
-        """What the selector shows for the OB: default survey, own and shared images, selection,
-        tombstones."""
-        data = self._json(
-            "GET", f"/api/v1/obs/{int(ob_id)}/background-images", params=_ob_params(run_id, target, boa)
-        )
+        """What the selector shows for the OB: default survey, own and shared images, the OB's
+        Gaia image (sized by `instrument`, its stars where they are on `obs_date`, YYYY-MM-DD,
+        today by default), selection, tombstones."""
+        params = _ob_params(run_id, target, boa, instrument, obs_date)
+        data = self._json("GET", f"/api/v1/obs/{int(ob_id)}/background-images", params=params)
         return Listing.from_json(data)
 
     def select(
-        self, ob_id: int, run_id: str, target: Position, selection: str, *, boa: Position | None = None
+        self,
+        ob_id: int,
+        run_id: str,
+        target: Position,
+        selection: str,
+        *,
+        boa: Position | None = None,
+        instrument: str | None = None,
+        obs_date: str | None = None,
     ) -> Selection:
         """Uses a background for the OB: `default`, `gaia`, `survey|NAME`, `eso_im|DPID`,
-        `user_bkg_image|<fits_hash>`."""
-        body: dict[str, Any] = {**_ob_params(run_id, target, boa), "selection": selection}
+        `user_bkg_image|<fits_hash>`. `gaia` makes the OB's Gaia image first when it is not
+        stored (a few seconds)."""
+        params = _ob_params(run_id, target, boa, instrument, obs_date)
+        body: dict[str, Any] = {**params, "selection": selection}
         for key in ("target_ra", "target_dec", "boa_ra", "boa_dec"):
             if key in body:
                 body[key] = float(body[key])

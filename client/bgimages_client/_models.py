@@ -29,11 +29,8 @@ class Image:
     created_at: str | None
     last_used_at: str | None
     reused_content: bool = False
-
-    @property
-    def selection(self) -> str:
-        """This image as a selection value (`user_bkg_image|<fits_hash>`)."""
-        return f"user_bkg_image|{self.fits_hash}"
+    # What selects it: `user_bkg_image|<fits_hash>`, or `gaia` for an OB's Gaia image.
+    selection: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Image:
@@ -59,6 +56,7 @@ class Image:
             created_at=data.get("created_at"),
             last_used_at=data.get("last_used_at"),
             reused_content=bool(data.get("reused_content", False)),
+            selection=data.get("selection") or f"user_bkg_image|{data['fits_hash']}",
         )
 
 
@@ -103,6 +101,32 @@ class DefaultSurvey:
 
 
 @dataclasses.dataclass(frozen=True)
+class GaiaEntry:
+    """The OB's Gaia image: listed before it is made (on selection, `gaia`)."""
+
+    name: str  # "Gaia DR3 (epoch YYYY.yy)"
+    epoch: float
+    field_radius_arcsec: float
+    available: bool  # the Gaia catalogue answers; else `code` and `message` say why
+    code: str
+    message: str
+    image: Image | None  # once made
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GaiaEntry:
+        image = data.get("image")
+        return cls(
+            name=data.get("name", ""),
+            epoch=float(data.get("epoch", 0.0)),
+            field_radius_arcsec=float(data.get("field_radius_arcsec", 0.0)),
+            available=bool(data.get("available", False)),
+            code=data.get("code", ""),
+            message=data.get("message", ""),
+            image=Image.from_json(image) if image else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Listing:
     """What the selector shows for one OB."""
 
@@ -113,6 +137,7 @@ class Listing:
     shared: list[Image]
     selected: Selection
     tombstones: list[Tombstone]
+    gaia: GaiaEntry | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Listing:
@@ -125,6 +150,7 @@ class Listing:
             shared=[Image.from_json(i) for i in data.get("shared", [])],
             selected=Selection.from_json(data["selected"]),
             tombstones=[Tombstone.from_json(t) for t in data.get("tombstones", [])],
+            gaia=GaiaEntry.from_json(data["gaia"]) if data.get("gaia") else None,
         )
 
 

@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument(
             "--boa", type=float, nargs=2, metavar=("RA", "DEC"), help="BOA reference star, degrees"
         )
+        q.add_argument("--instrument", help="the run's instrument (FORS2, HAWKI, ...): sizes the Gaia image")
+        q.add_argument("--obs-date", help="observation date YYYY-MM-DD of the Gaia image (default: today)")
 
     up = sub.add_parser("upload", help="upload a FITS file for an OB (it becomes the OB's background)")
     up.add_argument("file")
@@ -157,7 +159,9 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
         print(f"uploaded and selected for OB {args.ob}: {_describe(image)}")
         return 0
     if args.command == "list":
-        listing = api.list_images(args.ob, args.run, tuple(args.target), boa=boa)
+        listing = api.list_images(
+            args.ob, args.run, tuple(args.target), boa=boa, instrument=args.instrument, obs_date=args.obs_date
+        )
         selected = listing.selected.selection
 
         def mark(selection: str) -> str:
@@ -170,7 +174,13 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
                 print(f"  {mark(image.selection)} {_describe(image)}")
             if not images:
                 print("  (none)")
-        listed = {"default"} | {i.selection for i in listing.own + listing.shared}
+        gaia = listing.gaia
+        if gaia is not None:
+            state = "made" if gaia.image else "made when chosen"
+            if not gaia.available:
+                state = f"unavailable: {gaia.code}: {gaia.message}"
+            print(f"{mark('gaia')} gaia: {gaia.name}  ({state})")
+        listed = {"default", "gaia"} | {i.selection for i in listing.own + listing.shared}
         if selected not in listed:
             # Another source (gaia, a survey, an archive image), or a user image the caller may
             # display in this OB but not list (a delegate of a delegate): still the OB's choice.
@@ -180,7 +190,15 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
             print(f"  removed: {t.file_name!r} {t.reason} on {t.removed_at}, please upload again")
         return 0
     if args.command == "select":
-        chosen = api.select(args.ob, args.run, tuple(args.target), args.selection, boa=boa)
+        chosen = api.select(
+            args.ob,
+            args.run,
+            tuple(args.target),
+            args.selection,
+            boa=boa,
+            instrument=args.instrument,
+            obs_date=args.obs_date,
+        )
         print(f"OB {args.ob} now uses {chosen.selection}")
         return 0
     if args.command == "delete":

@@ -134,6 +134,26 @@ async def test_command_line(gateway: Gateway, tmp_path: Path) -> None:
     assert stranger.returncode == 1 and "error FORBIDDEN" in stranger.stderr
 
 
+async def test_command_line_lists_and_makes_the_gaia_image(gateway: Gateway) -> None:
+    owner = new_user()
+    run = gateway.new_run(owner)
+    ob_args = ["--ob", str(new_ob()), "--run", run, "--target", "150", "2"]
+    when = ["--instrument", "HAWKI", "--obs-date", "2030-01-01"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return _cli(gateway, owner, *args)
+
+    listed = await asyncio.to_thread(cli, "list", *ob_args, *when)
+    assert listed.returncode == 0, listed.stderr
+    assert "( ) gaia: Gaia DR3 (epoch 2030.00)  (made when chosen)" in listed.stdout
+    chosen = await asyncio.to_thread(cli, "select", "gaia", *ob_args, *when)
+    assert chosen.returncode == 0 and "now uses gaia" in chosen.stdout, chosen.stderr
+    listed = await asyncio.to_thread(cli, "list", *ob_args, *when)
+    assert "(*) gaia: Gaia DR3 (epoch 2030.00)  (made)" in listed.stdout, listed.stdout
+    bad = await asyncio.to_thread(cli, "list", *ob_args, "--obs-date", "2030-13-01")
+    assert bad.returncode == 1 and "error INVALID_ARGUMENT" in bad.stderr and "obs_date" in bad.stderr
+
+
 async def test_list_marks_what_a_delegate_of_a_delegate_sees(gateway: Gateway, tmp_path: Path) -> None:
     # The seed's D2: a delegate of run X only. D1 selected the owner's image for an OB of X;
     # D2 may not list the image, but the OB displays it, and `list` says so.
