@@ -34,9 +34,12 @@ _BROAD_NM: dict[str, tuple[float, float]] = {
     "Ks": (1990.0, 2310.0),
     "L": (3420.0, 4120.0),
     "M": (4550.0, 4790.0),
+    # Gaia's G (the Gaia images' band): mean 673 nm, FWHM 440 nm (Jordi et al. 2010, A&A 523, A48).
+    "G": (453.0, 893.0),
 }
 # Other spellings (compared in lower case, with "-", "_", "'", " " removed).
 _ALIASES: dict[str, str] = {
+    "gaiag": "G",
     "kshort": "Ks",
     "ks": "Ks",
     "kp": "K",

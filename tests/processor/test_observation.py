@@ -19,6 +19,8 @@ from services.shared.bands import band_of
         ("b_HIGH", "Optical", 390, 490),
         ("r_SDSS", "Optical", 560, 700),  # OmegaCAM
         ("Ks", "Infrared", 1990, 2310),
+        ("G", "Optical", 453, 893),  # Gaia G: the Gaia images' band, not SDSS g
+        ("Gaia G", "Optical", 453, 893),
         ("Kshort", "Infrared", 1990, 2310),  # Gemini
         ("J", "Infrared", 1170, 1330),
         ("NB2090", "Infrared", 2079.55, 2100.45),  # HAWK-I: nm
