@@ -10,21 +10,16 @@ exception: the selector then marks the Gaia source unavailable and goes on.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import re
-import socket
 from typing import Any
 
 import numpy as np
-import pyvo
-import pyvo.utils.http
 import requests
-import urllib3.exceptions
-from pyvo.dal.exceptions import DALAccessError, DALQueryError, DALServiceError
 
 from services.shared.errors import Code, ServiceError
+from services.shared.tap import TapClient, unavailable
 
 DR3_TABLE = "gaiadr3.gaia_source"
 # The reference epoch of Gaia DR3's astrometry (Julian year, TCB); `ref_epoch` says it per row.
@@ -161,62 +156,10 @@ def cone_query(
     )
 
 
-class _TimeoutSession(requests.Session):
-    """A requests session whose every request has a timeout (requests has no default:
-    without one, a silent server holds the caller for ever)."""
-
-    def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__()
-        self.timeout = timeout
-        self.headers["User-Agent"] = f"bgimages {pyvo.utils.http.USER_AGENT}"
-
-    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.timeout
-        return super().request(method, url, *args, **kwargs)
-
-
-def _causes(err: BaseException) -> list[BaseException]:
-    """The error and what it wraps (pyvo keeps the original in `cause`)."""
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [err]
-    while todo:
-        e = todo.pop()
-        if e is None or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        cause = getattr(e, "cause", None)
-        todo += [e.__cause__, e.__context__, cause if isinstance(cause, BaseException) else None]
-    return seen
-
-
-# Not urllib3's TimeoutError: its NewConnectionError (a refused connection) is one.
-_TIMEOUTS = (requests.Timeout, urllib3.exceptions.ReadTimeoutError, socket.timeout)
-_UNREACHABLE = (requests.ConnectionError, urllib3.exceptions.NewConnectionError, ConnectionError)
-
-
-def _unavailable(err: BaseException, url: str) -> ServiceError:
-    causes = _causes(err)
-    if any(isinstance(e, _TIMEOUTS) for e in causes):
-        reason, text = "timeout", "did not answer in time"
-    elif isinstance(err, DALQueryError):
-        reason, text = "refused", f"refused the query: {err.reason}"
-    elif any(isinstance(e, _UNREACHABLE) for e in causes):
-        reason, text = "unreachable", "cannot be reached"
-    elif isinstance(err, DALServiceError) and err.code:
-        reason, text = "http_error", f"answered HTTP {err.code}"
-    else:
-        reason, text = "malformed", "sent an answer that is not a usable VOTable"
-    return ServiceError(Code.UNAVAILABLE, f"Gaia catalogue: the TAP service {text}", reason=reason, url=url)
-
-
 class GaiaCatalogue:
-    """Cone queries of a Gaia source table through a TAP service.
+    """Cone queries of a Gaia source table through a TAP service (`TapClient`).
 
-    Made once at start-up (one HTTP session, kept alive) and shared; `cone` blocks,
-    `cone_async` runs it in a thread under an overall deadline. Timeouts: the TCP
-    connection within `connect_timeout_s`, then no silence longer than
-    `read_timeout_s` while the answer comes.
+    `cone` blocks; `cone_async` runs it in a thread under an overall deadline.
     """
 
     def __init__(
@@ -230,11 +173,15 @@ class GaiaCatalogue:
     ) -> None:
         if not _TABLE_NAME.match(table):
             raise ServiceError(Code.INVALID_ARGUMENT, f"not a table name: {table!r}")
-        self.url = url.rstrip("/")
         self.table = table
-        self.session = session or _TimeoutSession((connect_timeout_s, read_timeout_s))
-        # pyvo asks nothing of the service here (no capabilities for a plain session).
-        self._service = pyvo.dal.TAPService(self.url, session=self.session)
+        self.tap = TapClient(
+            url,
+            "Gaia catalogue",
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            session=session,
+        )
+        self.url = self.tap.url
 
     def query(self, ra_deg: float, dec_deg: float, radius_arcsec: float, mag_limit: float, top: int) -> str:
         return cone_query(self.table, ra_deg, dec_deg, radius_arcsec, mag_limit, top)
@@ -243,13 +190,11 @@ class GaiaCatalogue:
         self, ra_deg: float, dec_deg: float, radius_arcsec: float, *, mag_limit: float = 21.0, top: int = 5000
     ) -> GaiaSources:
         """The `top` brightest sources with G < `mag_limit` within `radius_arcsec` of (ra, dec)."""
-        adql = self.query(ra_deg, dec_deg, radius_arcsec, mag_limit, top)
+        table = self.tap.query(self.query(ra_deg, dec_deg, radius_arcsec, mag_limit, top), top)
         try:
-            # MAXREC = TOP: a service whose default limit is lower would cut the answer.
-            result = self._service.run_sync(adql, maxrec=top)
-            return GaiaSources.from_table(result.to_table())
-        except (DALAccessError, requests.RequestException, OSError, ValueError, KeyError, TypeError) as err:
-            raise _unavailable(err, self.url) from err
+            return GaiaSources.from_table(table)
+        except (ValueError, KeyError, TypeError) as err:
+            raise unavailable(err, self.tap.label, self.url) from err
 
     async def cone_async(
         self,
@@ -261,20 +206,13 @@ class GaiaCatalogue:
         top: int = 5000,
         deadline_s: float = 15.0,
     ) -> GaiaSources:
-        """`cone` in a worker thread; past `deadline_s`, UNAVAILABLE (reason `timeout`) at once,
-        the thread left to end on its own timeouts."""
+        """`cone` under an overall deadline (UNAVAILABLE, reason `timeout`, past it)."""
+        adql = self.query(ra_deg, dec_deg, radius_arcsec, mag_limit, top)
+        table = await self.tap.query_async(adql, top, deadline_s)
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self.cone, ra_deg, dec_deg, radius_arcsec, mag_limit=mag_limit, top=top),
-                deadline_s,
-            )
-        except TimeoutError as err:
-            raise ServiceError(
-                Code.UNAVAILABLE,
-                "Gaia catalogue: the TAP service did not answer in time",
-                reason="timeout",
-                url=self.url,
-            ) from err
+            return GaiaSources.from_table(table)
+        except (ValueError, KeyError, TypeError) as err:
+            raise unavailable(err, self.tap.label, self.url) from err
 
     def close(self) -> None:
-        self.session.close()
+        self.tap.close()
