@@ -126,7 +126,16 @@ class Cone:
 class Comparison:
     column: str
     op: str
-    value: float
+    value: float | str  # a string compares as text (ISO dates compare in time order)
+
+
+@dataclasses.dataclass(frozen=True)
+class PointIn:
+    """CONTAINS(POINT('ICRS', ra, dec), <region column>) = 1: the point lies in the row's region."""
+
+    ra_deg: float
+    dec_deg: float
+    column: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +149,7 @@ class Query:
     comparisons: tuple[Comparison, ...] = ()
     order_by: str | None = None
     descending: bool = False
+    points: tuple[PointIn, ...] = ()
 
 
 class _Parser:
@@ -200,7 +210,7 @@ class _Parser:
         columns = self.columns()
         self.keyword("FROM")
         table = self.name("a table name")
-        cones: list[Cone] = []
+        cones: list[Cone | PointIn] = []
         comparisons: list[Comparison] = []
         if self.at_keyword("WHERE"):
             self.pos += 1
@@ -219,7 +229,9 @@ class _Parser:
         tok = self.peek()
         if tok is not None:
             raise AdqlError(f"not understood from {tok.text!r} on (this server runs cone queries only)")
-        return Query(tuple(columns), table, top, tuple(cones), tuple(comparisons), order_by, descending)
+        circles = tuple(c for c in cones if isinstance(c, Cone))
+        points = tuple(c for c in cones if isinstance(c, PointIn))
+        return Query(tuple(columns), table, top, circles, tuple(comparisons), order_by, descending, points)
 
     def columns(self) -> list[str]:
         tok = self.peek()
@@ -232,7 +244,7 @@ class _Parser:
             columns.append(self.name("a column name"))
         return columns
 
-    def condition(self, cones: list[Cone], comparisons: list[Comparison]) -> None:
+    def condition(self, cones: list[Cone | PointIn], comparisons: list[Comparison]) -> None:
         tok = self.peek()
         if tok is not None and tok.kind == "num":  # 1 = CONTAINS(...)
             if self.number("1") != 1:
@@ -249,15 +261,33 @@ class _Parser:
             op = self.next("a comparison")
             if op.kind != "op" or op.text not in ("<", "<=", ">", ">=", "="):
                 raise AdqlError(f"expected a comparison after {column}, found {op.text!r}")
-            comparisons.append(Comparison(column, op.text, self.number(f"a value for {column}")))
+            value = self.next(f"a value for {column}")
+            if value.kind == "str":
+                comparisons.append(Comparison(column, op.text, value.text[1:-1].replace("''", "'")))
+            elif value.kind == "num":
+                comparisons.append(Comparison(column, op.text, float(value.text)))
+            else:
+                raise AdqlError(f"expected a number or a string for {column}, found {value.text!r}")
 
-    def contains(self) -> Cone:
+    def contains(self) -> Cone | PointIn:
         self.keyword("CONTAINS")
         self.op("(")
         self.keyword("POINT")
         self.op("(")
         self.frame()
         self.op(",")
+        tok = self.peek()
+        if tok is not None and tok.kind == "num":  # a point given, in a region column
+            ra0 = self.number("the point's RA")
+            self.op(",")
+            dec0 = self.number("the point's Dec")
+            self.op(")")
+            self.op(",")
+            column = self.name("a region column")
+            self.op(")")
+            if not -90.0 <= dec0 <= 90.0:
+                raise AdqlError(f"not a point on the sky: ({ra0}, {dec0})")
+            return PointIn(ra0 % 360.0, dec0, column)
         ra, dec = self.name("the RA column"), None
         self.op(",")
         dec = self.name("the Dec column")
@@ -293,6 +323,44 @@ def angular_distance_deg(ra_deg: np.ndarray, dec_deg: np.ndarray, ra0: float, de
     return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
 
+def region_holds(region: str, ra_deg: float, dec_deg: float) -> bool:
+    """Whether an STC-S `POLYGON ICRS ra1 dec1 ra2 dec2 ...` (great-circle edges, smaller
+    than a hemisphere) holds the point: the polygon projected on the plane tangent at the
+    point (gnomonic: great circles become straight lines), then its winding number."""
+    words = region.split()
+    if len(words) < 8 or words[0].upper() != "POLYGON":
+        return False
+    start = 2 if not _is_number(words[1]) else 1
+    try:
+        values = [float(w) for w in words[start:]]
+    except ValueError:
+        return False
+    if len(values) % 2 or len(values) < 6:
+        return False
+    a0, d0 = math.radians(ra_deg), math.radians(dec_deg)
+    xs, ys = [], []
+    for k in range(0, len(values), 2):
+        a, d = math.radians(values[k]), math.radians(values[k + 1])
+        cos_c = math.sin(d0) * math.sin(d) + math.cos(d0) * math.cos(d) * math.cos(a - a0)
+        if cos_c <= 0:
+            return False  # a corner 90 degrees or more away: the point is not inside
+        xs.append(math.cos(d) * math.sin(a - a0) / cos_c)
+        ys.append((math.cos(d0) * math.sin(d) - math.sin(d0) * math.cos(d) * math.cos(a - a0)) / cos_c)
+    winding = 0.0
+    for k in range(len(xs)):
+        x1, y1, x2, y2 = xs[k], ys[k], xs[(k + 1) % len(xs)], ys[(k + 1) % len(xs)]
+        winding += math.atan2(x1 * y2 - x2 * y1, x1 * x2 + y1 * y2)
+    return abs(winding) > math.pi
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 _OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "=": np.equal}
 
 
@@ -318,7 +386,14 @@ def evaluate(query: Query, table: Table, table_name: str) -> Table:
             np.asarray(table["ra"], float), np.asarray(table["dec"], float), cone.ra_deg, cone.dec_deg
         )
         keep &= distance <= cone.radius_deg
+    for point in query.points:
+        regions = table[column(point.column)]
+        keep &= np.array([region_holds(str(r), point.ra_deg, point.dec_deg) for r in regions], dtype=bool)
     for cmp in query.comparisons:
+        if isinstance(cmp.value, str):
+            texts = np.asarray(table[column(cmp.column)]).astype(str)
+            keep &= _OPS[cmp.op](texts, cmp.value)
+            continue
         with np.errstate(invalid="ignore"):
             keep &= _OPS[cmp.op](numbers(column(cmp.column)), cmp.value)  # NaN (NULL) compares false
     rows = np.flatnonzero(keep)

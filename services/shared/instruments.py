@@ -1038,3 +1038,31 @@ def bounding_radius_arcsec(mode: InstrumentMode) -> float:
 def _angle(distance: float) -> float:
     """The angle on the sky (arcsec) of a focal-plane distance (arcsec): its arctangent (gnomonic)."""
     return math.degrees(math.atan(distance * ARCSEC)) * 3600.0
+
+
+# ---- wavelengths ------------------------------------------------------------------------------------
+
+# What each instrument observes (nm, rounded: the instruments' overview pages), to put the
+# archive images of an OB's band first. Not a calibration.
+_WAVELENGTHS_NM: dict[str, tuple[float, float]] = {
+    "FORS2": (330.0, 1100.0),
+    "HAWKI": (850.0, 2500.0),
+    "MUSE": (465.0, 930.0),
+    "XSHOOTER": (300.0, 2500.0),
+    "KMOS": (800.0, 2500.0),
+    "ERIS": (1000.0, 5000.0),
+    "CRIRES": (950.0, 5300.0),
+    "UVES": (300.0, 1100.0),
+    "ESPRESSO": (380.0, 790.0),
+    "VISIR": (7500.0, 20000.0),
+    "SPHERE": (500.0, 2300.0),
+}
+
+
+def wavelengths_nm(instrument: str) -> tuple[float, float] | None:
+    """The range (nm) the instrument observes, None when it is not in the table."""
+    try:
+        key = _instrument_key(instrument)
+    except UnknownInstrument:
+        return None
+    return _WAVELENGTHS_NM.get(key)
