@@ -80,12 +80,17 @@ class Suite:
             "SCRATCH_DIR": str(self.workdir / "scratch"),
         }
         self.env.update(env or {})
-        # The development TAP service stands in for ESA's Gaia archive unless one is named.
-        self._tap_port = 0
+        # Development servers stand in for ESA's Gaia archive and ESO's science archive
+        # unless the environment names real ones.
+        self._dev_ports: dict[str, int] = {}
         if "GAIA_TAP_URL" not in self.env:
-            self._tap_port = free_port()
-            self.env["GAIA_TAP_URL"] = f"http://127.0.0.1:{self._tap_port}/tap"
-        self.tap: Any = None
+            port = self._dev_ports["tap"] = free_port()
+            self.env["GAIA_TAP_URL"] = f"http://127.0.0.1:{port}/tap"
+        if "ARCHIVE_TAP_URL" not in self.env:
+            port = self._dev_ports["archive"] = free_port()
+            self.env["ARCHIVE_TAP_URL"] = f"http://127.0.0.1:{port}/tap_obs"
+            self.env["ARCHIVE_FILE_BASE"] = f"http://127.0.0.1:{port}/files/"
+        self.dev_servers: dict[str, Any] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self.supervise = supervise
@@ -108,12 +113,7 @@ class Suite:
     def start(self, timeout: float = 120.0) -> None:
         Path(self.env["SCRATCH_DIR"]).mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
-        if self._tap_port and self.tap is None:
-            from services import devworld
-            from services.devtap import DevTap
-
-            self.tap = DevTap(devworld.gaia_catalogue(), port=self._tap_port)
-            self.tap.start()
+        self._start_dev_servers()
         for name in SERVICES:
             self._spawn(name)
         try:
@@ -232,9 +232,22 @@ class Suite:
         for log in self._logs.values():
             log.close()
         self._logs.clear()
-        if self.tap is not None:
-            self.tap.stop()
-            self.tap = None
+        for server in self.dev_servers.values():
+            server.stop()
+        self.dev_servers.clear()
+
+    def _start_dev_servers(self) -> None:
+        from services import devworld
+        from services.devarchive import DevArchive
+        from services.devtap import DevTap
+
+        for name, port in self._dev_ports.items():
+            if name not in self.dev_servers:
+                server = (
+                    DevTap(devworld.gaia_catalogue(), port=port) if name == "tap" else DevArchive(port=port)
+                )
+                server.start()
+                self.dev_servers[name] = server
 
     def token(self, user: str, scope: str = "", ttl: int = 12 * 3600, **claims: Any) -> str:
         """A JWT for `user` signed with the suite's development key."""
@@ -413,8 +426,9 @@ def _launch(args: argparse.Namespace) -> int:
         from services.shared import embedded_pg
 
         env["DATABASE_URL"] = embedded_pg.start(workdir / "pg")
-    if os.environ.get("GAIA_TAP_URL"):  # else the development TAP service (Suite starts it)
-        env["GAIA_TAP_URL"] = os.environ["GAIA_TAP_URL"]
+    for key in ("GAIA_TAP_URL", "ARCHIVE_TAP_URL", "ARCHIVE_FILE_BASE"):  # else the development servers
+        if os.environ.get(key):
+            env[key] = os.environ[key]
     suite = Suite(workdir, env, supervise=True)
     suite.ports["gateway"] = args.gateway_port
     suite.env["GATEWAY_PORT"] = str(args.gateway_port)
@@ -455,6 +469,7 @@ The suite is up.
   Sign in (demo):     {sign_in.url}
   Development p2:     {p2.url}   (login {p2.login_url})
   Development TAP:    {suite.env["GAIA_TAP_URL"]}   (a Gaia-like catalogue of the demo fields)
+  Development archive: {suite.env["ARCHIVE_TAP_URL"]}   (ESO-like ObsCore and files)
 
 {devworld.describe(p2_tokens)}
 

@@ -12,6 +12,7 @@ import asyncpg
 from services.catalog import access, footprint
 from services.catalog.model import (
     DEFAULT_SELECTION,
+    GENERATED_KINDS,
     Caller,
     ImageView,
     Listing,
@@ -30,7 +31,7 @@ from services.shared.store import ObjectStore
 
 _NAME = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # survey names and DPIDs: printable ASCII
 MAX_DISPLAY_BATCH = 10_000
-MAX_SOURCE_KEYS = 16
+MAX_SOURCE_KEYS = 64
 
 
 def point_key(p: SkyPoint) -> PointKey:
@@ -110,10 +111,10 @@ class Images:
         self, caller: Caller, ob: ObRef, kind: SelectionKind, value: str, source_key: str = ""
     ) -> SelectionView:
         """A use: selects a background for the OB (DESIGN.md "use" and "association").
-        A Gaia selection with `source_key` shows that stored system-owned image
-        (NOT_FOUND when it is not stored: the gateway makes it)."""
-        if source_key and kind != SelectionKind.GAIA:
-            raise ServiceError(Code.INVALID_ARGUMENT, "source_key goes with a gaia selection only")
+        A Gaia or archive selection with `source_key` shows that stored system-owned
+        image (NOT_FOUND when it is not stored: the gateway makes or fetches it)."""
+        if source_key and kind not in GENERATED_KINDS:
+            raise ServiceError(Code.INVALID_ARGUMENT, "source_key goes with a gaia or eso_im selection only")
         if kind == SelectionKind.USER_IMAGE:
             value = check_hash(value)
             target = point_key(ob.require_target())
@@ -136,7 +137,7 @@ class Images:
                     Code.RUN_MISMATCH, f"OB {ob.ob_id} belongs to run {pinned!r}", ob_id=ob.ob_id
                 )
             if source_key:
-                return await self._select_generated(conn, caller, ob, kind, source_key)
+                return await self._select_generated(conn, caller, ob, kind, value, source_key)
             if kind != SelectionKind.USER_IMAGE:
                 await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, None)
                 return SelectionView(kind, value)
@@ -168,7 +169,13 @@ class Images:
         return SelectionView(kind, value, fresh)
 
     async def _select_generated(
-        self, conn: asyncpg.Connection, caller: Caller, ob: ObRef, kind: SelectionKind, source_key: str
+        self,
+        conn: asyncpg.Connection,
+        caller: Caller,
+        ob: ObRef,
+        kind: SelectionKind,
+        value: str,
+        source_key: str,
     ) -> SelectionView:
         """Selects the stored system-owned image of `source_key`: a use (its content's
         last use) that associates the OB's run, whoever the caller is."""
@@ -177,9 +184,9 @@ class Images:
             raise ServiceError(Code.NOT_FOUND, "that image is not stored (any more); make it first")
         await self.repo.touch_image(conn, image.image_id)
         await self.repo.associate(conn, image.image_id, ob.run_id)
-        await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, "", image.image_id)
+        await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, image.image_id)
         fresh = await self.repo.image_by_id(conn, image.image_id, caller.user_id)
-        return SelectionView(kind, "", fresh)
+        return SelectionView(kind, value, fresh)
 
     async def get_selection(self, caller: Caller, ob_id: int, run_id: str) -> SelectionView:
         """The OB's selection, for anyone with access to its run (display rule)."""

@@ -86,17 +86,19 @@ class ObRef:
 
 
 SYSTEM_OWNER_PREFIX = "system:"
-GENERATED_KINDS = (SelectionKind.GAIA,)
+GENERATED_KINDS = (SelectionKind.GAIA, SelectionKind.ESO_IMAGE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Generated:
-    """A system-owned image the suite makes (a Gaia image), not a user's upload: owned by
-    `owner_id` ("system:gaia"), one per `source_key`, shown as a selection of `kind`."""
+    """A system-owned image the suite makes or fetches (a Gaia image, an archive image), not
+    a user's upload: owned by `owner_id` ("system:gaia"), one per `source_key`, shown as a
+    selection of `kind` and `value` (an archive image's DP id)."""
 
     owner_id: str
     source_key: str
     kind: SelectionKind
+    value: str = ""
 
     def __post_init__(self) -> None:
         source = self.owner_id.removeprefix(SYSTEM_OWNER_PREFIX)
@@ -105,7 +107,9 @@ class Generated:
         if not 0 < len(self.source_key) <= 1024 or not self.source_key.isprintable():
             raise ServiceError(Code.INVALID_ARGUMENT, "generated.source_key must be printable text")
         if self.kind not in GENERATED_KINDS:
-            raise ServiceError(Code.INVALID_ARGUMENT, "generated.kind must be SELECTION_KIND_GAIA")
+            raise ServiceError(Code.INVALID_ARGUMENT, "generated.kind must be gaia or eso_image")
+        if (self.kind == SelectionKind.GAIA) == bool(self.value) or len(self.value) > 200:
+            raise ServiceError(Code.INVALID_ARGUMENT, "generated.value: empty for gaia, the DP id else")
 
 
 def instance_of(identifier: str) -> str:

@@ -62,7 +62,7 @@ def footprint_of(msg: catalog_pb2.Footprint) -> FootprintIn:
 
 
 def generated_of(msg: catalog_pb2.Generated) -> Generated:
-    return Generated(msg.owner_id, msg.source_key, kind_of(msg.kind))
+    return Generated(msg.owner_id, msg.source_key, kind_of(msg.kind), msg.value)
 
 
 def kind_of(value: int) -> SelectionKind:

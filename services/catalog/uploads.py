@@ -275,7 +275,11 @@ class Uploads:
             # An upload is a use by the owner: it associates the OB's run (and so does
             # making a system-owned image for an OB of the run).
             await self.repo.associate(conn, image_id, ob.run_id)
-            kind, value = (SelectionKind.USER_IMAGE, fits_hash) if generated is None else (generated.kind, "")
+            kind, value = (
+                (SelectionKind.USER_IMAGE, fits_hash)
+                if generated is None
+                else (generated.kind, generated.value)
+            )
             await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, image_id)
             if created:
                 await self.repo.add_usage(conn, images=1)

@@ -11,6 +11,7 @@ import grpc
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
+from services.gateway.archive_images import ArchiveImages, ArchiveLimits
 from services.gateway.displays import Displays
 from services.gateway.gaia_images import GaiaImages, GaiaLimits
 from services.gateway.health import Health, ServingCheck
@@ -21,6 +22,7 @@ from services.gateway.metrics import Metrics
 from services.gateway.runs import Runs
 from services.gateway.selector import Selector
 from services.gateway.uploads import Uploads
+from services.shared.eso_archive import EsoArchive
 from services.shared.gaia import GaiaCatalogue
 from services.shared.grpc_client import CallPolicy, channel
 from services.shared.settings import GatewaySettings
@@ -93,16 +95,40 @@ class Gateway:
     metrics: Metrics
     backends: Backends
     gaia: GaiaImages
+    archive: ArchiveImages
 
     async def start(self) -> None:
         await self.displays.start()
+        await self.archive.start()
 
     async def close(self) -> None:
         await self.uploads.close()
         await self.displays.close()
+        await self.archive.close()
         await self.backends.close()
         if self.gaia.catalogue is not None:
             self.gaia.catalogue.close()
+
+
+def archive_images(
+    settings: GatewaySettings, uploads: Uploads, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub
+) -> ArchiveImages:
+    """The archive source of the selector (none when ARCHIVE_TAP_URL is empty)."""
+    archive = None
+    if settings.archive_tap_url and settings.archive_file_base:
+        archive = EsoArchive(
+            settings.archive_tap_url,
+            settings.archive_file_base,
+            connect_timeout_s=min(settings.archive_query_timeout_s, 5.0),
+            read_timeout_s=settings.archive_query_timeout_s,
+        )
+    limits = ArchiveLimits(
+        query_deadline_s=settings.archive_query_timeout_s,
+        cache_s=settings.archive_cache_s,
+        max_file_bytes=min(settings.archive_max_file_bytes, settings.max_upload_bytes),
+        fetch_timeout_s=settings.archive_fetch_timeout_s,
+    )
+    return ArchiveImages(archive=archive, uploads=uploads, catalog=catalog, limits=limits)
 
 
 def gaia_images(settings: GatewaySettings, uploads: Uploads) -> GaiaImages:
@@ -156,6 +182,7 @@ def build(
         retry_after_s=settings.upload_retry_after_s,
     )
     gaia = gaia_images(settings, uploads)
+    archive = archive_images(settings, uploads, catalog)
     return Gateway(
         uploads=uploads,
         selector=Selector(catalog=catalog, gaia=gaia),
@@ -167,4 +194,5 @@ def build(
         metrics=metrics,
         backends=backends,
         gaia=gaia,
+        archive=archive,
     )

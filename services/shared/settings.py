@@ -427,6 +427,28 @@ class GatewaySettings(Common):
     gaia_field_radius_arcsec: PositiveFloat = env(
         "GAIA_FIELD_RADIUS_ARCSEC", 300.0, "radius a Gaia image covers when the OB's instrument is unknown"
     )
+    archive_tap_url: Annotated[str, AfterValidator(_http_url_or_empty)] = env(
+        "ARCHIVE_TAP_URL",
+        "https://archive.eso.org/tap_obs",
+        "TAP service of the ESO Science Archive's ObsCore (empty: no archive images)",
+    )
+    archive_file_base: Annotated[str, AfterValidator(_http_url_or_empty)] = env(
+        "ARCHIVE_FILE_BASE",
+        "https://dataportal.eso.org/dataportal_new/file/",
+        "where the archive serves a file: this base and the DP id",
+    )
+    archive_query_timeout_s: PositiveFloat = env(
+        "ARCHIVE_QUERY_TIMEOUT_S", 5.0, "deadline of an ObsCore query (a listing waits at most this)"
+    )
+    archive_cache_s: PositiveFloat = env(
+        "ARCHIVE_CACHE_S", 600.0, "seconds an ObsCore answer for a field is kept (a failure: a tenth)"
+    )
+    archive_max_file_bytes: PositiveInt = env(
+        "ARCHIVE_MAX_FILE_BYTES", 2 << 30, "largest archive file fetched (and at most MAX_UPLOAD_BYTES)"
+    )
+    archive_fetch_timeout_s: PositiveFloat = env(
+        "ARCHIVE_FETCH_TIMEOUT_S", 600.0, "deadline of fetching one archive file"
+    )
 
     @model_validator(mode="after")
     def _exposure(self) -> GatewaySettings:
@@ -443,12 +465,16 @@ class GatewaySettings(Common):
                     raise ValueError(
                         f"P2_API_BASES names {url}: outside DEV_MODE, p2 is reached over https, not loopback"
                     )
-            tap = urlsplit(self.gaia_tap_url)
-            if self.gaia_tap_url and (tap.scheme != "https" or is_loopback(tap.hostname or "")):
-                raise ValueError(
-                    f"GAIA_TAP_URL is {self.gaia_tap_url}: outside DEV_MODE, it is reached over https, "
-                    "not loopback"
-                )
+            for name, url in (
+                ("GAIA_TAP_URL", self.gaia_tap_url),
+                ("ARCHIVE_TAP_URL", self.archive_tap_url),
+                ("ARCHIVE_FILE_BASE", self.archive_file_base),
+            ):
+                parts = urlsplit(url)
+                if url and (parts.scheme != "https" or is_loopback(parts.hostname or "")):
+                    raise ValueError(
+                        f"{name} is {url}: outside DEV_MODE, it is reached over https, not loopback"
+                    )
         return self
 
     @model_validator(mode="after")
