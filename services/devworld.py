@@ -191,11 +191,12 @@ def write_field(
     scale_arcsec: float,
     filter_name: str = "",
     name: str = "",
+    seed: int = 0,
 ) -> Path:
-    """A single-image FITS file of `_sky`."""
+    """A single-image FITS file of `_sky` (`seed` draws another sky)."""
     from astropy.io import fits
 
-    fits.PrimaryHDU(*_sky(centre, size, scale_arcsec, seed=0, filter_name=filter_name, name=name)).writeto(
+    fits.PrimaryHDU(*_sky(centre, size, scale_arcsec, seed=seed, filter_name=filter_name, name=name)).writeto(
         path, overwrite=True
     )
     return path

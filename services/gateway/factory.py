@@ -19,6 +19,7 @@ from services.gateway.images import Images
 from services.gateway.metrics import Metrics
 from services.gateway.runs import Runs
 from services.gateway.selector import Selector
+from services.gateway.surveys import Surveys
 from services.gateway.uploads import Uploads
 from services.shared.grpc_client import CallPolicy, channel
 from services.shared.settings import GatewaySettings
@@ -83,6 +84,7 @@ class Gateway:
 
     uploads: Uploads
     selector: Selector
+    surveys: Surveys
     images: Images
     hips: Hips
     runs: Runs
@@ -112,6 +114,7 @@ def build(
     metrics = metrics if metrics is not None else Metrics()
     backends = backends if backends is not None else Backends.connect(settings)
     catalog = backends.catalog
+    surveys = Surveys.from_setting(settings.surveys)
     images = Images(catalog=catalog, store=store)
     displays = Displays(catalog=catalog, flush_s=settings.display_flush_s)
     probes = {
@@ -130,7 +133,8 @@ def build(
             max_uploads_per_user=settings.max_uploads_per_user,
             retry_after_s=settings.upload_retry_after_s,
         ),
-        selector=Selector(catalog=catalog),
+        selector=Selector(catalog=catalog, surveys=surveys),
+        surveys=surveys,
         images=images,
         hips=Hips(images=images, tokens=HipsTokens.from_settings(settings), store=store, displays=displays),
         runs=Runs(catalog=catalog),

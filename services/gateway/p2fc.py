@@ -37,7 +37,7 @@ from aiohttp import web
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
 from services.gateway import forms, representations
-from services.gateway.arguments import check_hash, format_selection, parse_selection
+from services.gateway.arguments import check_hash, format_selection
 from services.gateway.factory import Gateway
 from services.gateway.openapi import Operation, Param, Reply, json_reply
 from services.gateway.p2 import P2Client, P2Context, parse_bases
@@ -245,7 +245,7 @@ async def bkg_image(request: web.Request) -> web.Response:
         selection = await selector.get_selection(caller, ctx.ob_id, ctx.run_id)
         return representations.json_response(await ob_info(request, ctx, selection))
     listing = await selector.list_images(caller, ob)
-    return representations.json_response(representations.image_list(listing))
+    return representations.json_response(image_list(request, listing))
 
 
 async def bkg_image_delete(request: web.Request) -> web.Response:
@@ -259,7 +259,7 @@ async def bkg_image_delete(request: web.Request) -> web.Response:
     await gateway.images.delete(caller, fits_hash)
     log.info("p2fc delete", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": fits_hash})
     listing = await gateway.selector.list_images(caller, ob_of(ctx))
-    return representations.json_response(representations.image_list(listing))
+    return representations.json_response(image_list(request, listing))
 
 
 async def post_root(request: web.Request) -> web.Response:
@@ -295,7 +295,8 @@ async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Resp
             Code.INVALID_ARGUMENT,
             "value is missing: default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>",
         )
-    parse_selection(value)  # a malformed value is refused before p2 is asked anything
+    # A malformed value or an unknown survey is refused before p2 is asked anything.
+    request.app[P2FC_GATEWAY].selector.parse(value)
     ctx = await _resolve(request, fields)
     selection = await request.app[P2FC_GATEWAY].selector.select(caller_of(ctx), ob_of(ctx), value)
     log.info("p2fc select", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "selection": value[:80]})
@@ -386,6 +387,15 @@ def raw_query(request: web.Request) -> dict[str, str]:
 
 
 # ---- the JSON shapes ---------------------------------------------------------------------------------
+
+
+def image_list(request: web.Request, listing: catalog_pb2.ListImagesResponse) -> representations.ImageList:
+    """<ob_image_list>: the user's images first (p2api's example takes the first key), then the
+    other sources the selector offers, each with its selection `value` and fits_hash null."""
+    settings = request.app[P2FC_SETTINGS]
+    surveys = request.app[P2FC_GATEWAY].surveys
+    sources = representations.survey_sources(listing, settings.default_survey_name, surveys)
+    return representations.image_list(listing, sources)
 
 
 async def ob_info(

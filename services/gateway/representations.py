@@ -7,6 +7,7 @@ Store keys and internal ids stay inside; clients get links instead.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from bgimages.catalog.v1 import catalog_pb2
 from services.gateway.arguments import format_selection
 from services.gateway.hips import HipsAccess
 from services.gateway.openapi import error_codes
+from services.gateway.surveys import Survey, Surveys
 from services.gateway.uploads import UploadOutcome
 
 API = "/api/v1"
@@ -91,6 +93,17 @@ class UploadedImage(Image):
     reused_content: bool = Field(description="the bytes were stored already")
 
 
+class NamedSurvey(Body):
+    """A named survey the selector offers (`survey|NAME`), displayed from its own HiPS."""
+
+    selection: str = Field(description="survey|NAME")
+    name: str
+    hips_url: str = Field(description="HiPS base URL (a path on the gateway for a local survey)")
+    fits_tiles: bool = Field(description="the HiPS has FITS tiles (pixel values), not only pictures")
+    band: str = Field(description="filter or wavelength band ('' when not told)")
+    selected: bool
+
+
 class Selection(Body):
     selection: str = Field(
         description="default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>"
@@ -98,6 +111,7 @@ class Selection(Body):
     kind: Kind
     value: str
     image: Image | None
+    survey: NamedSurvey | None = absent("the named survey of a survey|NAME selection (when configured)")
 
 
 class Tombstone(Body):
@@ -117,6 +131,7 @@ class Listing(Body):
     ob_id: int
     run_id: str
     default_survey: DefaultSurvey
+    surveys: list[NamedSurvey]
     own: list[Image]
     shared: list[Image]
     selected: Selection
@@ -243,8 +258,23 @@ class P2fcImage(Body):
     last_used_at: Time
 
 
-class ImageList(RootModel[dict[str, P2fcImage]]):
-    """<ob_image_list>: the compatible user images, keyed by image name."""
+class P2fcSource(Body):
+    """An entry of <ob_image_list> that is no user image: the default survey, a named survey
+    (and further sources). `value` is what bkg_image_set_ob_info takes to select it."""
+
+    fits_hash: None = Field(description="always null: not a user image")
+    value: str = Field(description="the selection: default, survey|NAME, ...")
+    name: str
+    kind: Kind
+    selected: bool
+    available: bool = Field(description="false while the source cannot be shown (see code and message)")
+    code: ErrorCode | None = absent("why it is unavailable")
+    message: str | None = absent("why it is unavailable, for people")
+
+
+class ImageList(RootModel[dict[str, P2fcImage | P2fcSource]]):
+    """<ob_image_list>: the compatible user images, keyed by image name, first; then the
+    other sources (fits_hash null), keyed by their selection value."""
 
 
 class Position(Body):
@@ -335,12 +365,32 @@ def kind_of(selection: catalog_pb2.Selection) -> Kind:
     return "default" if kind == "unspecified" else kind  # type: ignore[return-value]
 
 
-def selection_json(selection: catalog_pb2.Selection) -> Selection:
+def survey_json(survey: Survey, selected: bool) -> NamedSurvey:
+    return NamedSurvey(
+        selection=survey.selection,
+        name=survey.name,
+        hips_url=survey.hips_url,
+        fits_tiles=survey.fits_tiles,
+        band=survey.band,
+        selected=selected,
+    )
+
+
+def selected_survey(selection: catalog_pb2.Selection, surveys: Surveys) -> Survey | None:
+    """The named survey a selection shows (None: not a survey, or one no longer configured)."""
+    if selection.kind != catalog_pb2.SELECTION_KIND_SURVEY:
+        return None
+    return surveys.get(selection.value)
+
+
+def selection_json(selection: catalog_pb2.Selection, surveys: Surveys | None = None) -> Selection:
+    survey = selected_survey(selection, surveys) if surveys is not None else None
     return Selection(
         selection=format_selection(selection),
         kind=kind_of(selection),
         value=selection.value,
         image=image_json(selection.image) if selection.HasField("image") else None,
+        survey=survey_json(survey, True) if survey is not None else None,
     )
 
 
@@ -355,15 +405,21 @@ def tombstone_json(tombstone: catalog_pb2.Tombstone) -> Tombstone:
 
 
 def listing_json(
-    ob_id: int, run_id: str, listing: catalog_pb2.ListImagesResponse, survey_name: str, survey_url: str
+    ob_id: int,
+    run_id: str,
+    listing: catalog_pb2.ListImagesResponse,
+    default_survey: DefaultSurvey,
+    surveys: Surveys,
 ) -> Listing:
+    chosen = selected_survey(listing.selected, surveys)
     return Listing(
         ob_id=ob_id,
         run_id=run_id,
-        default_survey=DefaultSurvey(selection="default", name=survey_name, hips_url=survey_url),
+        default_survey=default_survey,
+        surveys=[survey_json(s, s == chosen) for s in surveys.all],
         own=[image_json(i) for i in listing.own],
         shared=[image_json(i) for i in listing.shared],
-        selected=selection_json(listing.selected),
+        selected=selection_json(listing.selected, surveys),
         tombstones=[tombstone_json(t) for t in listing.tombstones],
     )
 
@@ -401,18 +457,37 @@ def p2fc_image(image: catalog_pb2.Image, selected_hash: str = "") -> P2fcImage:
     )
 
 
-def image_list(listing: catalog_pb2.ListImagesResponse) -> ImageList:
-    """The compatible user images, keyed by image name. A name two images share gets the
-    start of each one's fits_hash in its key, so no entry hides another."""
+def survey_sources(
+    listing: catalog_pb2.ListImagesResponse, default_name: str, surveys: Surveys
+) -> list[P2fcSource]:
+    """The default survey and the named surveys as entries of <ob_image_list>."""
+    selected = format_selection(listing.selected)
+    entries: list[tuple[str, str, Kind]] = [("default", default_name, "default")]
+    entries += [(s.selection, s.name, "survey") for s in surveys.all]
+    return [
+        P2fcSource(
+            fits_hash=None, value=value, name=name, kind=kind, selected=value == selected, available=True
+        )
+        for value, name, kind in entries
+    ]
+
+
+def image_list(listing: catalog_pb2.ListImagesResponse, sources: Sequence[P2fcSource] = ()) -> ImageList:
+    """The compatible user images, keyed by image name, then `sources` keyed by their value
+    (p2api's documented use takes the first key's fits_hash: the images come first). A name
+    two images share gets the start of each one's fits_hash in its key, so no entry hides another."""
     images = list(listing.own) + list(listing.shared)
     selected = (
         listing.selected.value if listing.selected.kind == catalog_pb2.SELECTION_KIND_USER_IMAGE else ""
     )
     names = [image.file_name or image.fits_hash[:12] for image in images]
-    out: dict[str, P2fcImage] = {}
+    out: dict[str, P2fcImage | P2fcSource] = {}
     for image, name in zip(images, names, strict=True):
         key = name if names.count(name) == 1 else f"{name} [{image.fits_hash[:12]}]"
         if key in out:  # same name and the same 12 hex digits: take the whole hash
             key = f"{name} [{image.fits_hash}]"
         out[key] = p2fc_image(image, selected)
+    for source in sources:
+        key = source.value if source.value not in out else f"{source.value} [{source.kind}]"
+        out[key] = source
     return ImageList(out)

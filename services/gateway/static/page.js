@@ -217,7 +217,16 @@ function renderList(listing) {
       }),
     ]),
   ];
-  if (!["default", "user_image"].includes(listing.selected.kind)) {
+  // The named surveys (`survey|NAME`), each displayed from its own HiPS.
+  const surveys = listing.surveys.map((survey) => {
+    const meta = [survey.band && `band ${survey.band}`, survey.fits_tiles && "FITS tiles"].filter(Boolean).join(" · ");
+    const parts = [line("name", survey.name)];
+    if (meta) parts.push(line("meta", meta));
+    return choice(survey.selection, parts, { checked: selected === survey.selection, dataset: { survey: survey.name } });
+  });
+  if (surveys.length) groups.push(group("Surveys", surveys));
+  const listed = selected === "default" || listing.surveys.some((survey) => survey.selection === selected);
+  if (listing.selected.kind !== "user_image" && !listed) {
     groups.push(group("Other", [choice(selected, [line("name", selected)], { checked: true })]));
   }
   groups.push(group("My images", listing.own.map((i) => imageRow(i, selected, true)), "No image of yours fits this OB."));
@@ -455,6 +464,11 @@ async function display(selection) {
     layer = A.imageHiPS(hips.hips_url, { name: `user image ${image.fits_hash.slice(0, 12)}` });
     view = footprintView(image, ctx);
     caption.textContent = `${image.file_name}${image.filter ? ` (filter ${image.filter})` : ""}`;
+  } else if (selection.kind === "survey" && selection.survey) {
+    // The survey's name comes from the gateway's settings (a plain word), not from a user.
+    const survey = selection.survey;
+    layer = A.imageHiPS(absolute(survey.hips_url), { name: `survey ${survey.name}` });
+    caption.textContent = `${survey.name}${survey.band ? ` (band ${survey.band})` : ""}`;
   } else {
     const survey = state.listing.default_survey;
     layer = A.imageHiPS(absolute(survey.hips_url), { name: "default survey" });
