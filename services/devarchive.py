@@ -95,11 +95,12 @@ def _fits_bytes(hdus: list[Any]) -> bytes:
     return out.getvalue()
 
 
-def _product(
-    dp_id: str, centre: tuple[float, float], filter_name: str
+def product(
+    dp_id: str, centre: tuple[float, float], filter_name: str, size: int = 600
 ) -> tuple[bytes, list[tuple[float, float]]]:
-    """An ADP: the image in the primary HDU, its ERR and CONF planes as extensions."""
-    data, header = devworld._sky(centre, 600, 0.25, seed=21, filter_name=filter_name, name="NGC 3115 field")
+    """An ADP: the image in the primary HDU, its ERR and CONF planes as extensions; its bytes
+    and its footprint."""
+    data, header = devworld.sky(centre, size, 0.25, seed=21, filter_name=filter_name, name="NGC 3115 field")
     header["ARCFILE"] = f"{dp_id}.fits"
     header["ORIGIN"] = "ESO-PARANAL"
     header["PRODCATG"] = "SCIENCE.IMAGE"
@@ -118,8 +119,8 @@ def _raw_mef(dp_id: str) -> tuple[bytes, list[tuple[float, float]]]:
     hdus: list[Any] = [fits.PrimaryHDU(header=primary)]
     corners: list[tuple[float, float]] = []
     for n, (east, north) in enumerate(((-1, -1), (1, -1), (-1, 1), (1, 1)), start=1):
-        data, header = devworld._sky(
-            devworld._paw_chip_centre(east, north), devworld.PAW_CHIP_PX, devworld.PAW_SCALE, seed=30 + n
+        data, header = devworld.sky(
+            devworld.paw_chip_centre(east, north), devworld.PAW_CHIP_PX, devworld.PAW_SCALE, seed=30 + n
         )
         header["EXTNAME"] = f"CHIP{n}.INT1"
         hdus.append(fits.ImageHDU(data, header))
@@ -135,13 +136,13 @@ def demo_archive(now: dt.datetime | None = None) -> list[ArchiveFile]:
     now = now or dt.datetime.now(dt.UTC)
     when = dt.datetime(2020, 2, 3, 4, 5, 6, 789000, tzinfo=dt.UTC)
     adp_id = "ADP.2020-02-03T04:05:06.789"
-    adp, adp_corners = _product(adp_id, devworld.FIELD, "R")
+    adp, adp_corners = product(adp_id, devworld.FIELD, "R")
     raw_id = "HAWKI.2019-05-06T07:08:09.123"
     raw, raw_corners = _raw_mef(raw_id)
     secret_id = "ADP.2026-01-02T03:04:05.678"
     far_id = "ADP.2019-01-01T00:00:00.000"
     far_centre = (200.0, -30.0)
-    far, far_corners = _product(far_id, far_centre, "V")
+    far, far_corners = product(far_id, far_centre, "V")
     return [
         ArchiveFile(
             adp_id,

@@ -287,30 +287,42 @@ def mint_token(
     return jwt.encode(payload, secret, algorithm="HS256", headers={"kid": DEV_JWT_KID})
 
 
-def build_demo_survey(workdir: Path) -> Path:
-    """A local stand-in for the default survey (there may be no internet): a
-    1.7-degree field around the demo target, made into a HiPS by our own
-    processor's command."""
-    out = workdir / "default-survey"
+def build_survey(
+    out: Path, filter_name: str, seed: int = 0, size: int = 1024, scale_arcsec: float = 6.0, order: int = 6
+) -> Path:
+    """A local survey HiPS (there may be no internet): a field of `size` pixels around the
+    demo target, made into a HiPS (FITS and PNG tiles) by our own processor's command."""
     if not (out / "properties").exists():
         from services import devworld
 
-        wide = devworld.write_field(workdir / "survey-field.fits", devworld.FIELD, 1024, 6.0, filter_name="R")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        wide = devworld.write_field(
+            out.parent / f"{out.name}-field.fits", devworld.FIELD, size, scale_arcsec, filter_name, seed=seed
+        )
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "services.processor",
-                "hips",
-                str(wide),
-                str(out),
-                "--order",
-                "6",
-            ],
+            [sys.executable, "-m", "services.processor", "hips", str(wide), str(out), "--order", str(order)],
             check=True,
             stdout=subprocess.DEVNULL,
         )
     return out
+
+
+def build_demo_survey(workdir: Path) -> Path:
+    """The local stand-in for the default survey: a 1.7-degree R-band field."""
+    return build_survey(workdir / "default-survey", "R")
+
+
+# The named surveys of a local run: the demo survey under a name of its own, and an
+# infrared-like one (another sky, band Ks), both local folders the gateway serves.
+DEMO_SURVEYS = (("DEMO-R", "R"), ("DEMO-K", "Ks"))
+
+
+def local_surveys(workdir: Path, default_survey: Path, **field: Any) -> str:
+    """SURVEYS for a run without internet: DEMO-R (the default survey's folder) and DEMO-K
+    (built here; `field` sizes it, see build_survey)."""
+    k_survey = build_survey(workdir / "demo-k-survey", "Ks", seed=1, **field)
+    folders = {"DEMO-R": default_survey, "DEMO-K": k_survey}
+    return ",".join(f"{name}={folders[name]};fits;band={band}" for name, band in DEMO_SURVEYS)
 
 
 SECRETS_FILE = "dev-secrets.json"  # in the work folder: what `token` needs of the running suite
@@ -435,6 +447,8 @@ def _launch(args: argparse.Namespace) -> int:
     if not os.environ.get("DEFAULT_SURVEY_URL"):
         suite.env["DEFAULT_SURVEY_DIR"] = str(build_demo_survey(workdir))
         suite.env["DEFAULT_SURVEY_NAME"] = "Demo survey (local)"
+    if not os.environ.get("SURVEYS"):
+        suite.env["SURVEYS"] = local_surveys(workdir, build_demo_survey(workdir))
     for key in (
         "S3_ENDPOINT",
         "S3_ACCESS_KEY",
@@ -442,6 +456,7 @@ def _launch(args: argparse.Namespace) -> int:
         "S3_BUCKET",
         "DATABASE_URL",
         "DEFAULT_SURVEY_URL",
+        "SURVEYS",
     ):
         if os.environ.get(key):
             suite.env[key] = os.environ[key]

@@ -90,7 +90,7 @@ _CHIP_DEG = PAW_CHIP_PX * PAW_SCALE / 3600.0
 _CHIP_CENTRE_OFFSET = (_CHIP_DEG + PAW_GAP_ARCSEC / 3600.0) / 2  # from the paw-print's centre
 
 
-def _paw_chip_centre(east: int, north: int) -> tuple[float, float]:
+def paw_chip_centre(east: int, north: int) -> tuple[float, float]:
     dec = PAW_CENTRE[1] + north * _CHIP_CENTRE_OFFSET
     ra = PAW_CENTRE[0] + east * _CHIP_CENTRE_OFFSET / math.cos(math.radians(PAW_CENTRE[1]))
     return ra, dec
@@ -107,7 +107,7 @@ OBS = (
         "a BOA star; sample.fits covers both",
     ),
     DemoOb(1003, RUN_A, "Empty field", (210.0, -30.0), None, "no image covers it"),
-    DemoOb(2001, RUN_B, "HAWK-I field", _paw_chip_centre(1, 1), None, "on chip 4 of pawprint.fits"),
+    DemoOb(2001, RUN_B, "HAWK-I field", paw_chip_centre(1, 1), None, "on chip 4 of pawprint.fits"),
     DemoOb(
         2002, RUN_B, "HAWK-I gap", (PAW_CENTRE[0], PAW_CENTRE[1]), None, "in the chip gap of pawprint.fits"
     ),
@@ -165,11 +165,11 @@ def write_files(folder: Path) -> dict[str, Path]:
         "pawprint": folder / "pawprint.fits",
     }
     if not out["sample"].exists():
-        fits.PrimaryHDU(*_sky(FIELD, 1024, 0.5, seed=0, filter_name="R", name="NGC 3115 field")).writeto(
+        fits.PrimaryHDU(*sky(FIELD, 1024, 0.5, seed=0, filter_name="R", name="NGC 3115 field")).writeto(
             out["sample"]
         )
     if not out["nofilter"].exists():
-        fits.PrimaryHDU(*_sky(FIELD, 512, 0.5, seed=1, filter_name="", name="no filter")).writeto(
+        fits.PrimaryHDU(*sky(FIELD, 512, 0.5, seed=1, filter_name="", name="no filter")).writeto(
             out["nofilter"]
         )
     if not out["pawprint"].exists():
@@ -177,7 +177,7 @@ def write_files(folder: Path) -> dict[str, Path]:
             fits.PrimaryHDU(header=fits.Header([("FILTER", "Ks"), ("OBJECT", "HAWK-I paw-print")]))
         ]
         for n, (east, north) in enumerate(((-1, -1), (1, -1), (-1, 1), (1, 1)), start=1):
-            data, header = _sky(_paw_chip_centre(east, north), PAW_CHIP_PX, PAW_SCALE, seed=10 + n)
+            data, header = sky(paw_chip_centre(east, north), PAW_CHIP_PX, PAW_SCALE, seed=10 + n)
             header["EXTNAME"] = f"CHIP{n}.INT1"
             hdus.append(fits.ImageHDU(data, header))
         fits.HDUList(hdus).writeto(out["pawprint"])
@@ -191,17 +191,18 @@ def write_field(
     scale_arcsec: float,
     filter_name: str = "",
     name: str = "",
+    seed: int = 0,
 ) -> Path:
-    """A single-image FITS file of `_sky`."""
+    """A single-image FITS file of `sky` (`seed` draws another sky)."""
     from astropy.io import fits
 
-    fits.PrimaryHDU(*_sky(centre, size, scale_arcsec, seed=0, filter_name=filter_name, name=name)).writeto(
+    fits.PrimaryHDU(*sky(centre, size, scale_arcsec, seed=seed, filter_name=filter_name, name=name)).writeto(
         path, overwrite=True
     )
     return path
 
 
-def _sky(
+def sky(
     centre: tuple[float, float],
     size: int,
     scale_arcsec: float,

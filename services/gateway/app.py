@@ -34,6 +34,8 @@ from services.gateway.images import ObjectStream
 from services.gateway.metrics import Metrics
 from services.gateway.openapi import Operation, Param, Reply, files, json_reply, path_param
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
+from services.gateway.selector import Preparing
+from services.gateway.surveys import Surveys
 from services.gateway.uploads import UploadTarget
 from services.shared.errors import Code, ServiceError, title_of
 from services.shared.settings import GatewaySettings
@@ -154,13 +156,10 @@ async def list_images(request: web.Request) -> web.Response:
     principal = _principal(request)
     ob = _context(request.match_info["ob_id"], request.query)
     when = observation_date(request.query.get("obs_date"))
-    offer = await _gateway(request).selector.list_images(principal.caller, ob, when)
-    settings = request.app[SETTINGS]
-    return _json(
-        representations.listing_json(
-            ob.ob_id, ob.run_id, offer, settings.default_survey_name, _survey_url(settings)
-        )
-    )
+    gateway = _gateway(request)
+    offer = await gateway.selector.list_images(principal.caller, ob, when)
+    default = _default_survey(request.app[SETTINGS])
+    return _json(representations.listing_json(ob.ob_id, ob.run_id, offer, default, gateway.surveys))
 
 
 async def select(request: web.Request) -> web.Response:
@@ -172,8 +171,12 @@ async def select(request: web.Request) -> web.Response:
     if not isinstance(selection, str):
         raise ServiceError(Code.INVALID_ARGUMENT, "selection is required")
     when = observation_date(body.get("obs_date"))
-    chosen = await _gateway(request).selector.select(principal.caller, ob, selection, when)
-    return _json(representations.selection_json(chosen))
+    gateway = _gateway(request)
+    try:
+        chosen = await gateway.selector.select(principal.caller, ob, selection, when)
+    except Preparing as preparing:
+        return _json(representations.preparing_json(preparing.dp_id), status=202)
+    return _json(representations.selection_json(chosen, gateway.surveys))
 
 
 async def get_selection(request: web.Request) -> web.Response:
@@ -181,9 +184,9 @@ async def get_selection(request: web.Request) -> web.Response:
     principal = _principal(request)
     ob_id = _optional_int(request.match_info["ob_id"], "ob_id")
     assert ob_id is not None
-    selector = _gateway(request).selector
-    chosen = await selector.get_selection(principal.caller, ob_id, request.query.get("run_id", ""))
-    return _json(representations.selection_json(chosen))
+    gateway = _gateway(request)
+    chosen = await gateway.selector.get_selection(principal.caller, ob_id, request.query.get("run_id", ""))
+    return _json(representations.selection_json(chosen, gateway.surveys))
 
 
 async def get_image(request: web.Request) -> web.Response:
@@ -340,11 +343,19 @@ def _survey_url(settings: GatewaySettings) -> str:
     return settings.default_survey_url.rstrip("/")
 
 
-def content_security_policy(settings: GatewaySettings) -> str:
-    extra = ""
+def _default_survey(settings: GatewaySettings) -> representations.DefaultSurvey:
+    return representations.DefaultSurvey(
+        selection="default", name=settings.default_survey_name, hips_url=_survey_url(settings)
+    )
+
+
+def content_security_policy(settings: GatewaySettings, surveys: Surveys) -> str:
+    origins: list[str] = []
     survey = urlsplit(settings.default_survey_url)
     if not settings.default_survey_dir and survey.scheme in ("http", "https") and survey.netloc:
-        extra = f" {survey.scheme}://{survey.netloc}"
+        origins.append(f"{survey.scheme}://{survey.netloc}")
+    origins += [o for o in surveys.origins() if o not in origins]
+    extra = "".join(f" {o}" for o in origins)
     return (
         "default-src 'none'; "
         "script-src 'self' 'wasm-unsafe-eval'; "
@@ -364,6 +375,18 @@ async def sign_in(request: web.Request) -> web.Response:
     if not target:
         raise ServiceError(Code.NOT_FOUND, "no sign-in is configured (SIGN_IN_URL)")
     raise web.HTTPFound(target)
+
+
+async def survey_file(request: web.Request) -> web.FileResponse:
+    """GET /surveys/{name}/{path}: a file of a named survey's local HiPS folder (CORS open)."""
+    folder = _gateway(request).surveys.folder(request.match_info["name"])
+    if folder is None:
+        raise ServiceError(Code.NOT_FOUND, "no local survey of that name")
+    root = folder.resolve()
+    path = (root / request.match_info["path"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ServiceError(Code.NOT_FOUND, "no such file in the survey's HiPS")
+    return web.FileResponse(path)
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -496,6 +519,10 @@ def routes(settings: GatewaySettings) -> list[Operation]:
             "Select (use) a background for the OB",
             {
                 200: selection,
+                202: json_reply(
+                    representations.PreparingSelection,
+                    "an archive image not stored yet: fetched in the background, then selected",
+                ),
                 **JSON_BODY,
                 403: problem(Code.FORBIDDEN),
                 404: problem("NOT_FOUND: no such image visible to the caller; UNKNOWN_RUN"),
@@ -686,6 +713,19 @@ def routes(settings: GatewaySettings) -> list[Operation]:
                 Path(settings.default_survey_dir),
             )
         )
+    table.append(
+        Operation(
+            "GET",
+            "/surveys/{name}/{path:.+}",
+            "A file of a named survey's local HiPS (SURVEYS names a folder; CORS open)",
+            {
+                200: files("the file", "*/*"),
+                404: problem("NOT_FOUND: no local survey of that name, or no such file in it"),
+            },
+            survey_file,
+            params=(path_param("name", "the survey's name"), path_param("path", "file inside the HiPS")),
+        )
+    )
     return table
 
 
@@ -760,7 +800,9 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     if response.content_type == "text/html" or request.path == "/":
-        response.headers["Content-Security-Policy"] = content_security_policy(request.app[SETTINGS])
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            request.app[SETTINGS], request.app[GATEWAY].surveys
+        )
         response.headers.setdefault("X-Frame-Options", "DENY")
     if request.path.startswith("/surveys/"):
         response.headers.update(CORS_HEADERS)

@@ -177,20 +177,25 @@ class ArchiveImages:
                 raise
         if self.archive is None:
             raise ServiceError(Code.UNAVAILABLE, "no ESO archive is configured (ARCHIVE_TAP_URL)")
-        self._waiting.setdefault(dp_id, []).append((caller, ob))
         running = self._tasks.get(dp_id)
         if running is None or running.done():
+            # The archive's own row, before any job: an id it does not have is NOT_FOUND now,
+            # an archive that does not answer UNAVAILABLE now.
+            row = await self.archive.image(dp_id, self.limits.query_deadline_s)
+            self._waiting.setdefault(dp_id, []).append((caller, ob))
             self._jobs[dp_id] = JobState(time.monotonic())
-            task = asyncio.create_task(self._fetch(caller, ob, dp_id))
+            task = asyncio.create_task(self._fetch(caller, ob, row))
             self._tasks[dp_id] = task
             task.add_done_callback(lambda _: self._tasks.pop(dp_id, None))
+        else:
+            self._waiting.setdefault(dp_id, []).append((caller, ob))
         return None
 
-    async def _fetch(self, caller: Caller, ob: ObContext, dp_id: str) -> None:
+    async def _fetch(self, caller: Caller, ob: ObContext, row: ArchiveImage) -> None:
         assert self.archive is not None and self._session is not None
+        dp_id = row.dp_id
         t0 = time.perf_counter()
         try:
-            row = await self.archive.image(dp_id, self.limits.query_deadline_s)
             chunks = fetch(
                 self._session,
                 file_url(self.archive.file_base, dp_id),

@@ -21,6 +21,7 @@ from services.gateway.images import Images
 from services.gateway.metrics import Metrics
 from services.gateway.runs import Runs
 from services.gateway.selector import Selector
+from services.gateway.surveys import Surveys
 from services.gateway.uploads import Uploads
 from services.shared.eso_archive import EsoArchive
 from services.shared.gaia import GaiaCatalogue
@@ -87,6 +88,7 @@ class Gateway:
 
     uploads: Uploads
     selector: Selector
+    surveys: Surveys
     images: Images
     hips: Hips
     runs: Runs
@@ -164,6 +166,7 @@ def build(
     metrics = metrics if metrics is not None else Metrics()
     backends = backends if backends is not None else Backends.connect(settings)
     catalog = backends.catalog
+    surveys = Surveys.from_setting(settings.surveys)
     images = Images(catalog=catalog, store=store)
     displays = Displays(catalog=catalog, flush_s=settings.display_flush_s)
     probes = {
@@ -185,7 +188,8 @@ def build(
     archive = archive_images(settings, uploads, catalog)
     return Gateway(
         uploads=uploads,
-        selector=Selector(catalog=catalog, gaia=gaia),
+        selector=Selector(catalog=catalog, gaia=gaia, archive=archive, surveys=surveys),
+        surveys=surveys,
         images=images,
         hips=Hips(images=images, tokens=HipsTokens.from_settings(settings), store=store, displays=displays),
         runs=Runs(catalog=catalog),

@@ -37,11 +37,12 @@ from aiohttp import web
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
 from services.gateway import forms, representations
-from services.gateway.arguments import check_hash, format_selection, parse_selection
+from services.gateway.arguments import check_hash, format_selection
 from services.gateway.factory import Gateway
 from services.gateway.openapi import Operation, Param, Reply, json_reply
 from services.gateway.p2 import P2Client, P2Context, parse_bases
 from services.gateway.problems import add_limit_headers, public_message
+from services.gateway.selector import Offer, Preparing
 from services.gateway.uploads import UploadFile, UploadTarget
 from services.shared.errors import Code, ServiceError
 from services.shared.settings import GatewaySettings
@@ -111,7 +112,7 @@ ERRORS = {
     502: _error("p2 answered in a way this service cannot read"),
     503: _error("UNAVAILABLE: p2 or an internal service is down"),
 }
-OB_INFO = representations.ObInfo | representations.UserImageObInfo | representations.GaiaObInfo
+OB_INFO = representations.ObInfo | representations.UserImageObInfo | representations.ShownObInfo
 
 
 def endpoints(prefix: str) -> list[Operation]:
@@ -140,6 +141,9 @@ def endpoints(prefix: str) -> list[Operation]:
             "p2api bkg_image_set_ob_info (mode=set_ob_info, value) and bkg_image_upload",
             {
                 200: json_reply(OB_INFO, "<ob_info> after set_ob_info"),
+                202: json_reply(
+                    OB_INFO, "<ob_info> unchanged: the archive image is being fetched (see warnings)"
+                ),
                 201: json_reply(representations.UploadedObInfo, "<ob_info> of the uploaded image"),
                 **ERRORS,
                 408: _error("REQUEST_TIMEOUT: the body stalled or came too slowly"),
@@ -245,7 +249,7 @@ async def bkg_image(request: web.Request) -> web.Response:
         selection = await selector.get_selection(caller, ctx.ob_id, ctx.run_id)
         return representations.json_response(await ob_info(request, ctx, selection))
     offer = await selector.list_images(caller, ob)
-    return representations.json_response(representations.image_list(offer.listing))
+    return representations.json_response(image_list(request, offer))
 
 
 async def bkg_image_delete(request: web.Request) -> web.Response:
@@ -259,7 +263,7 @@ async def bkg_image_delete(request: web.Request) -> web.Response:
     await gateway.images.delete(caller, fits_hash)
     log.info("p2fc delete", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "fits_hash": fits_hash})
     offer = await gateway.selector.list_images(caller, ob_of(ctx))
-    return representations.json_response(representations.image_list(offer.listing))
+    return representations.json_response(image_list(request, offer))
 
 
 async def post_root(request: web.Request) -> web.Response:
@@ -295,9 +299,18 @@ async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Resp
             Code.INVALID_ARGUMENT,
             "value is missing: default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>",
         )
-    parse_selection(value)  # a malformed value is refused before p2 is asked anything
+    # A malformed value or an unknown survey is refused before p2 is asked anything.
+    request.app[P2FC_GATEWAY].selector.parse(value)
     ctx = await _resolve(request, fields)
-    selection = await request.app[P2FC_GATEWAY].selector.select(caller_of(ctx), ob_of(ctx), value)
+    selector = request.app[P2FC_GATEWAY].selector
+    try:
+        selection = await selector.select(caller_of(ctx), ob_of(ctx), value)
+    except Preparing as preparing:
+        # The OB keeps its background until the archive image is stored.
+        current = await selector.get_selection(caller_of(ctx), ctx.ob_id, ctx.run_id)
+        info = await ob_info(request, ctx, current)
+        info.warnings.append(f"eso_im|{preparing.dp_id}: {representations.PREPARING}")
+        return representations.json_response(info, 202)
     log.info("p2fc select", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "selection": value[:80]})
     return representations.json_response(await ob_info(request, ctx, selection))
 
@@ -389,6 +402,21 @@ def raw_query(request: web.Request) -> dict[str, str]:
 # ---- the JSON shapes ---------------------------------------------------------------------------------
 
 
+def image_list(request: web.Request, offer: Offer) -> representations.ImageList:
+    """<ob_image_list>: the user's images first (p2api's example takes the first key), then the
+    other sources the selector offers (the surveys, the Gaia image, the archive's images),
+    each with its selection `value` and fits_hash null."""
+    settings = request.app[P2FC_SETTINGS]
+    surveys = request.app[P2FC_GATEWAY].surveys
+    listing = offer.listing
+    sources = [
+        *representations.survey_sources(listing, settings.default_survey_name, surveys),
+        representations.gaia_source(offer.gaia, listing.selected),
+        *representations.archive_sources(offer.archive, listing.selected),
+    ]
+    return representations.image_list(listing, sources)
+
+
 async def ob_info(
     request: web.Request, ctx: P2Context, selection: catalog_pb2.Selection
 ) -> representations.ObInfo:
@@ -408,12 +436,16 @@ async def ob_info(
         "value": selection.value,
         "warnings": warnings,
     }
-    gaia = selection.kind == catalog_pb2.SELECTION_KIND_GAIA and selection.HasField("image")
-    if selection.kind != catalog_pb2.SELECTION_KIND_USER_IMAGE and not gaia:
+    # A Gaia or archive image, once stored, is shown like a user image.
+    system = selection.HasField("image") and selection.kind in (
+        catalog_pb2.SELECTION_KIND_GAIA,
+        catalog_pb2.SELECTION_KIND_ESO_IMAGE,
+    )
+    if selection.kind != catalog_pb2.SELECTION_KIND_USER_IMAGE and not system:
         return representations.ObInfo(**fields)
-    fits_hash = selection.image.fits_hash if gaia else selection.value
+    fits_hash = selection.image.fits_hash if system else selection.value
     fields["fits_hash"] = fits_hash
-    if gaia:
+    if system:
         fields["name"] = selection.image.file_name
     else:
         fields["image"] = (
@@ -428,6 +460,6 @@ async def ob_info(
         base = public or f"{request.scheme}://{request.host}"
         fields["hips_url"] = f"{base}{API}/images/{access.fits_hash}/hips/{access.token}"
         fields["hips_expires_at"] = access.expires_at
-    if gaia:
-        return representations.GaiaObInfo(**fields)
+    if system:
+        return representations.ShownObInfo(**fields)
     return representations.UserImageObInfo(**fields)

@@ -7,6 +7,7 @@ Store keys and internal ids stay inside; clients get links instead.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -17,8 +18,10 @@ from bgimages.catalog.v1 import catalog_pb2
 from services.gateway.arguments import format_selection
 from services.gateway.hips import HipsAccess
 from services.gateway.openapi import error_codes
-from services.gateway.selector import GaiaOffer, Offer
+from services.gateway.selector import ArchiveOffer, GaiaOffer, Offer
+from services.gateway.surveys import Survey, Surveys
 from services.gateway.uploads import UploadOutcome
+from services.shared.errors import Code
 
 API = "/api/v1"
 
@@ -71,7 +74,9 @@ class ImageLinks(Body):
 
 class Image(Body):
     fits_hash: FitsHash
-    selection: str = Field(description="what selects it: user_bkg_image|<fits_hash>, or gaia (system-owned)")
+    selection: str = Field(
+        description="what selects it: user_bkg_image|<fits_hash>; gaia or eso_im|<DP id> (system-owned)"
+    )
     file_name: str = Field(description="as the user gave it (user text)")
     object_name: str = Field(description="FITS OBJECT (user text)")
     filter: str
@@ -92,6 +97,17 @@ class UploadedImage(Image):
     reused_content: bool = Field(description="the bytes were stored already")
 
 
+class NamedSurvey(Body):
+    """A named survey the selector offers (`survey|NAME`), displayed from its own HiPS."""
+
+    selection: str = Field(description="survey|NAME")
+    name: str
+    hips_url: str = Field(description="HiPS base URL (a path on the gateway for a local survey)")
+    fits_tiles: bool = Field(description="the HiPS has FITS tiles (pixel values), not only pictures")
+    band: str = Field(description="filter or wavelength band ('' when not told)")
+    selected: bool
+
+
 class Selection(Body):
     selection: str = Field(
         description="default, gaia, survey|NAME, eso_im|DPID or user_bkg_image|<fits_hash>"
@@ -99,6 +115,17 @@ class Selection(Body):
     kind: Kind
     value: str
     image: Image | None
+    survey: NamedSurvey | None = absent("the named survey of a survey|NAME selection (when configured)")
+
+
+class PreparingSelection(Body):
+    """A chosen archive image being fetched: the OB's selection changes once it is stored."""
+
+    selection: str = Field(description="eso_im|<DP id>")
+    kind: Literal["eso_image"]
+    value: str = Field(description="the DP id")
+    state: Literal["preparing"]
+    message: str
 
 
 class Tombstone(Body):
@@ -127,13 +154,43 @@ class GaiaEntry(Body):
     image: Image | None = Field(description="the stored image, once made; null until then")
 
 
+class ArchiveImage(Body):
+    """One ESO archive image that holds the OB's target (and BOA star), released."""
+
+    selection: str = Field(description="eso_im|<DP id>")
+    dp_id: str
+    instrument: str
+    filter: str
+    observed: Time = Field(description="start of the exposure (ObsCore t_min)")
+    depth_abmag: float | None = Field(description="limiting AB magnitude (ESO's abmaglim), when known")
+    state: Literal["available", "preparing", "ready", "failed"] = Field(
+        description="available: not fetched yet (choosing it fetches it); preparing: being fetched; "
+        "ready: stored (image); failed: the last fetch failed (code, message; choose it to retry)"
+    )
+    code: ErrorCode | None = absent("why the last fetch failed")
+    message: str | None = absent("why the last fetch failed")
+    image: Image | None = Field(description="the stored image, once fetched")
+
+
+class ArchiveSection(Body):
+    """The OB's ESO archive images, most useful first (the OB instrument's band, then depth,
+    then date)."""
+
+    available: bool = Field(description="the archive answered (false: code and message say why)")
+    code: ErrorCode | None = absent("why the archive gave no answer")
+    message: str | None = absent("why the archive gave no answer")
+    images: list[ArchiveImage]
+
+
 class Listing(Body):
     ob_id: int
     run_id: str
     default_survey: DefaultSurvey
+    surveys: list[NamedSurvey]
     own: list[Image]
     shared: list[Image]
     gaia: GaiaEntry
+    archive: ArchiveSection
     selected: Selection
     tombstones: list[Tombstone]
 
@@ -260,8 +317,23 @@ class P2fcImage(Body):
     last_used_at: Time
 
 
-class ImageList(RootModel[dict[str, P2fcImage]]):
-    """<ob_image_list>: the compatible user images, keyed by image name."""
+class P2fcSource(Body):
+    """An entry of <ob_image_list> that is no user image: the default survey, a named survey
+    (and further sources). `value` is what bkg_image_set_ob_info takes to select it."""
+
+    fits_hash: None = Field(description="always null: not a user image")
+    value: str = Field(description="the selection: default, survey|NAME, ...")
+    name: str
+    kind: Kind
+    selected: bool
+    available: bool = Field(description="false while the source cannot be shown (see code and message)")
+    code: ErrorCode | None = absent("why it is unavailable")
+    message: str | None = absent("why it is unavailable, for people")
+
+
+class ImageList(RootModel[dict[str, P2fcImage | P2fcSource]]):
+    """<ob_image_list>: the compatible user images, keyed by image name, first; then the
+    other sources (fits_hash null), keyed by their selection value."""
 
 
 class Position(Body):
@@ -291,11 +363,11 @@ class UserImageObInfo(ObInfo):
     hips_expires_at: int | None = absent("seconds since the epoch")
 
 
-class GaiaObInfo(ObInfo):
-    """<ob_info> of an OB showing its Gaia image, once it is made."""
+class ShownObInfo(ObInfo):
+    """<ob_info> of an OB showing its Gaia image or an archive image, once it is stored."""
 
     fits_hash: FitsHash
-    name: str = Field(description='"Gaia DR3 (epoch YYYY.yy)"')
+    name: str = Field(description='"Gaia DR3 (epoch YYYY.yy)", or the archive file\'s name')
     hips_url: str | None = absent("HiPS base URL with a token (absent when it cannot be displayed)")
     hips_expires_at: int | None = absent("seconds since the epoch")
 
@@ -327,7 +399,7 @@ def image_links(fits_hash: str) -> ImageLinks:
 def _image_fields(image: catalog_pb2.Image) -> dict[str, Any]:
     return {
         "fits_hash": image.fits_hash,
-        "selection": "gaia" if image.source_key else f"user_bkg_image|{image.fits_hash}",
+        "selection": selection_of(image),
         "file_name": image.file_name,
         "object_name": image.object_name,
         "filter": image.filter,
@@ -352,6 +424,14 @@ def _image_fields(image: catalog_pb2.Image) -> dict[str, Any]:
     }
 
 
+def selection_of(image: catalog_pb2.Image) -> str:
+    """What selects an image: a system-owned one by its source (an archive image's key is
+    its selection; anything else system-owned is a Gaia image), a user's by its hash."""
+    if image.source_key.startswith("eso_im|"):
+        return image.source_key
+    return "gaia" if image.source_key else f"user_bkg_image|{image.fits_hash}"
+
+
 def image_json(image: catalog_pb2.Image) -> Image:
     return Image(**_image_fields(image))
 
@@ -361,12 +441,44 @@ def kind_of(selection: catalog_pb2.Selection) -> Kind:
     return "default" if kind == "unspecified" else kind  # type: ignore[return-value]
 
 
-def selection_json(selection: catalog_pb2.Selection) -> Selection:
+def survey_json(survey: Survey, selected: bool) -> NamedSurvey:
+    return NamedSurvey(
+        selection=survey.selection,
+        name=survey.name,
+        hips_url=survey.hips_url,
+        fits_tiles=survey.fits_tiles,
+        band=survey.band,
+        selected=selected,
+    )
+
+
+def selected_survey(selection: catalog_pb2.Selection, surveys: Surveys) -> Survey | None:
+    """The named survey a selection shows (None: not a survey, or one no longer configured)."""
+    if selection.kind != catalog_pb2.SELECTION_KIND_SURVEY:
+        return None
+    return surveys.get(selection.value)
+
+
+def selection_json(selection: catalog_pb2.Selection, surveys: Surveys | None = None) -> Selection:
+    survey = selected_survey(selection, surveys) if surveys is not None else None
     return Selection(
         selection=format_selection(selection),
         kind=kind_of(selection),
         value=selection.value,
         image=image_json(selection.image) if selection.HasField("image") else None,
+        survey=survey_json(survey, True) if survey is not None else None,
+    )
+
+
+PREPARING = (
+    "being fetched from the ESO archive, checked and processed; the OB shows it once it is stored "
+    "(the listing's archive entry says preparing until then)"
+)
+
+
+def preparing_json(dp_id: str) -> PreparingSelection:
+    return PreparingSelection(
+        selection=f"eso_im|{dp_id}", kind="eso_image", value=dp_id, state="preparing", message=PREPARING
     )
 
 
@@ -394,16 +506,56 @@ def gaia_json(gaia: GaiaOffer) -> GaiaEntry:
     )
 
 
-def listing_json(ob_id: int, run_id: str, offer: Offer, survey_name: str, survey_url: str) -> Listing:
+def archive_json(offer: ArchiveOffer) -> ArchiveSection:
+    images = []
+    for entry in offer.entries:
+        row, job = entry.found, entry.job
+        state = "ready" if entry.image is not None else "available"
+        if entry.image is None and job is not None:
+            state = "preparing" if job.preparing else "failed"
+        failed = state == "failed" and job is not None
+        images.append(
+            ArchiveImage(
+                selection=row.selection,
+                dp_id=row.dp_id,
+                instrument=row.instrument,
+                filter=row.filter,
+                observed=row.observed.replace(microsecond=0) if row.observed else None,
+                depth_abmag=row.depth_abmag,
+                state=state,  # type: ignore[arg-type]
+                code=job.code if failed and job else None,
+                message=job.message if failed and job else None,
+                image=image_json(entry.image) if entry.image is not None else None,
+            )
+        )
+    found = offer.found
+    return ArchiveSection(
+        available=found.available,
+        code=None if found.available else found.code,
+        message=None if found.available else found.message,
+        images=images,
+    )
+
+
+def listing_json(
+    ob_id: int,
+    run_id: str,
+    offer: Offer,
+    default_survey: DefaultSurvey,
+    surveys: Surveys,
+) -> Listing:
     listing = offer.listing
+    chosen = selected_survey(listing.selected, surveys)
     return Listing(
         ob_id=ob_id,
         run_id=run_id,
-        default_survey=DefaultSurvey(selection="default", name=survey_name, hips_url=survey_url),
+        default_survey=default_survey,
+        surveys=[survey_json(s, s == chosen) for s in surveys.all],
         own=[image_json(i) for i in listing.own],
         shared=[image_json(i) for i in listing.shared],
         gaia=gaia_json(offer.gaia),
-        selected=selection_json(listing.selected),
+        archive=archive_json(offer.archive),
+        selected=selection_json(listing.selected, surveys),
         tombstones=[tombstone_json(t) for t in listing.tombstones],
     )
 
@@ -441,18 +593,74 @@ def p2fc_image(image: catalog_pb2.Image, selected_hash: str = "") -> P2fcImage:
     )
 
 
-def image_list(listing: catalog_pb2.ListImagesResponse) -> ImageList:
-    """The compatible user images, keyed by image name. A name two images share gets the
-    start of each one's fits_hash in its key, so no entry hides another."""
+def survey_sources(
+    listing: catalog_pb2.ListImagesResponse, default_name: str, surveys: Surveys
+) -> list[P2fcSource]:
+    """The default survey and the named surveys as entries of <ob_image_list>."""
+    selected = format_selection(listing.selected)
+    entries: list[tuple[str, str, Kind]] = [("default", default_name, "default")]
+    entries += [(s.selection, s.name, "survey") for s in surveys.all]
+    return [
+        P2fcSource(
+            fits_hash=None, value=value, name=name, kind=kind, selected=value == selected, available=True
+        )
+        for value, name, kind in entries
+    ]
+
+
+def gaia_source(gaia: GaiaOffer, selected: catalog_pb2.Selection) -> P2fcSource:
+    """The OB's Gaia image as an entry of <ob_image_list> (fits_hash null, made or not)."""
+    status = gaia.status
+    return P2fcSource(
+        fits_hash=None,
+        value="gaia",
+        name=gaia.spec.label,
+        kind="gaia",
+        selected=selected.kind == catalog_pb2.SELECTION_KIND_GAIA,
+        available=status.available,
+        code=None if status.available else status.code,
+        message=None if status.available else status.message,
+    )
+
+
+def archive_sources(archive: ArchiveOffer, selected: catalog_pb2.Selection) -> list[P2fcSource]:
+    """The OB's archive images as entries of <ob_image_list>; one being fetched or whose
+    fetch failed is not available, with the code and message of its state."""
+    chosen = format_selection(selected)
+    out = []
+    for entry in archive_json(archive).images:
+        preparing = entry.state == "preparing"
+        out.append(
+            P2fcSource(
+                fits_hash=None,
+                value=entry.selection,
+                name=f"{entry.dp_id} ({entry.instrument}, {entry.filter or 'no filter'})",
+                kind="eso_image",
+                selected=entry.selection == chosen,
+                available=entry.state in ("available", "ready"),
+                code=Code.UNAVAILABLE if preparing else entry.code,
+                message="being fetched from the ESO archive" if preparing else entry.message,
+            )
+        )
+    return out
+
+
+def image_list(listing: catalog_pb2.ListImagesResponse, sources: Sequence[P2fcSource] = ()) -> ImageList:
+    """The compatible user images, keyed by image name, then `sources` keyed by their value
+    (p2api's documented use takes the first key's fits_hash: the images come first). A name
+    two images share gets the start of each one's fits_hash in its key, so no entry hides another."""
     images = list(listing.own) + list(listing.shared)
     selected = (
         listing.selected.value if listing.selected.kind == catalog_pb2.SELECTION_KIND_USER_IMAGE else ""
     )
     names = [image.file_name or image.fits_hash[:12] for image in images]
-    out: dict[str, P2fcImage] = {}
+    out: dict[str, P2fcImage | P2fcSource] = {}
     for image, name in zip(images, names, strict=True):
         key = name if names.count(name) == 1 else f"{name} [{image.fits_hash[:12]}]"
         if key in out:  # same name and the same 12 hex digits: take the whole hash
             key = f"{name} [{image.fits_hash}]"
         out[key] = p2fc_image(image, selected)
+    for source in sources:
+        key = source.value if source.value not in out else f"{source.value} [{source.kind}]"
+        out[key] = source
     return ImageList(out)

@@ -1,5 +1,6 @@
 """The selector: what one OB may show behind it (the user's and shared compatible
-images, the OB's Gaia image, its selection, the caller's tombstones), and choosing one."""
+images, the named surveys, the OB's Gaia image, the archive's images, its selection,
+the caller's tombstones), and choosing one."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import dataclasses
 import datetime as dt
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from services.gateway.archive_images import ArchiveFound, ArchiveImages, JobState, source_key
 from services.gateway.arguments import Caller, ObContext, parse_selection
 from services.gateway.gaia_images import GaiaImages, GaiaStatus
+from services.gateway.surveys import Surveys
 from services.shared.errors import Code, ServiceError
+from services.shared.eso_archive import ArchiveImage
 from services.shared.gaia_image import GaiaImageSpec
 from services.shared.grpc_client import call
 
@@ -26,39 +30,94 @@ class GaiaOffer:
 
 
 @dataclasses.dataclass(frozen=True)
+class ArchiveEntry:
+    """One archive image as the selector offers it: the archive's row, the stored image
+    once fetched, and this gateway's fetch of it (running, or failed lately)."""
+
+    found: ArchiveImage
+    image: catalog_pb2.Image | None
+    job: JobState | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveOffer:
+    found: ArchiveFound
+    entries: tuple[ArchiveEntry, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Offer:
     """Everything the selector shows for one OB."""
 
     listing: catalog_pb2.ListImagesResponse
     gaia: GaiaOffer
+    archive: ArchiveOffer
+
+
+class Preparing(Exception):
+    """The chosen archive image is being fetched: the selection follows once it is stored."""
+
+    def __init__(self, dp_id: str) -> None:
+        super().__init__(dp_id)
+        self.dp_id = dp_id
 
 
 class Selector:
-    """The selector's actions, over the catalog and the Gaia images."""
+    """The selector's actions, over the catalog, the surveys, the Gaia and archive images."""
 
-    def __init__(self, *, catalog: catalog_pb2_grpc.CatalogServiceAsyncStub, gaia: GaiaImages) -> None:
+    def __init__(
+        self,
+        *,
+        catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+        gaia: GaiaImages,
+        archive: ArchiveImages,
+        surveys: Surveys,
+    ) -> None:
         self.catalog = catalog
         self.gaia = gaia
+        self.archive = archive
+        self.surveys = surveys
+
+    def parse(self, selection: str) -> tuple[catalog_pb2.SelectionKind.ValueType, str]:
+        """A selection in p2api's vocabulary as (kind, value), checked: a survey must be one
+        of the named surveys (its name as configured), an archive image a DP id;
+        INVALID_ARGUMENT otherwise."""
+        kind, value = parse_selection(selection)
+        if kind == catalog_pb2.SELECTION_KIND_SURVEY:
+            value = self.surveys.lookup(value).name
+        return kind, value
 
     async def list_images(self, caller: Caller, ob: ObContext, when: dt.date | None = None) -> Offer:
         """What the selector shows for one OB: own and shared compatible images, the
-        OB's Gaia image (listed, made or not), the selection, the caller's tombstones.
-        The catalog and the Gaia catalogue's state are asked at once."""
+        OB's Gaia image and archive images (listed, stored or not), the selection, the
+        caller's tombstones. The catalogue's state and the archive are asked at once,
+        then the catalog once."""
         spec = self.gaia.spec(ob, when)
-        request = catalog_pb2.ListImagesRequest(caller=caller, ob=ob, source_keys=[spec.key])
-        listing, status = await asyncio.gather(call(self.catalog.ListImages, request), self.gaia.status())
-        made = next((i for i in listing.generated if i.source_key == spec.key), None)
-        return Offer(listing, GaiaOffer(spec, status, made))
+        status, found = await asyncio.gather(self.gaia.status(), self.archive.find(ob))
+        keys = [spec.key, *(source_key(i.dp_id) for i in found.images)]
+        request = catalog_pb2.ListImagesRequest(caller=caller, ob=ob, source_keys=keys)
+        listing = await call(self.catalog.ListImages, request)
+        stored = {i.source_key: i for i in listing.generated}
+        entries = tuple(
+            ArchiveEntry(i, stored.get(source_key(i.dp_id)), self.archive.job(i.dp_id)) for i in found.images
+        )
+        return Offer(listing, GaiaOffer(spec, status, stored.get(spec.key)), ArchiveOffer(found, entries))
 
     async def select(
         self, caller: Caller, ob: ObContext, selection: str, when: dt.date | None = None
     ) -> catalog_pb2.Selection:
         """Uses a background for the OB; `selection` in p2api's vocabulary. `gaia` shows
-        the OB's Gaia image, made first when it is not stored (the selection changes
-        only once it is)."""
-        kind, value = parse_selection(selection)
+        the OB's Gaia image, made first when it is not stored; `eso_im|DPID` an archive
+        image, which raises Preparing while it is fetched. The selection changes only
+        once the image is stored."""
+        kind, value = self.parse(selection)
         if kind == catalog_pb2.SELECTION_KIND_GAIA:
             return await self._select_gaia(caller, ob, self.gaia.spec(ob, when))
+        if kind == catalog_pb2.SELECTION_KIND_ESO_IMAGE:
+            chosen = await self.archive.select(caller, ob, value)
+            if chosen is None:
+                raise Preparing(value)
+            return chosen
         return await call(
             self.catalog.Select, catalog_pb2.SelectRequest(caller=caller, ob=ob, kind=kind, value=value)
         )

@@ -127,6 +127,34 @@ def _p2_bases(value: str) -> str:
     return value
 
 
+def _surveys(value: str) -> str:
+    """Each comma-separated `NAME=LOCATION[;option]` names an http(s) URL or an absolute folder
+    (services/gateway/surveys.py checks the rest)."""
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        name, sep, location = entry.split(";")[0].partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{entry[:60]!r}: expected NAME=URL[;fits][;band=BAND]")
+        location = location.strip()
+        if not location.startswith("/"):
+            _http_url(location)
+    return value
+
+
+# CDS's HiPS (ids CDS/P/DSS2/red, CDS/P/2MASS/K, ...), named as SkyView and p2api users know them.
+_CDS = "https://alasky.cds.unistra.fr"
+DEFAULT_SURVEYS = ",".join(
+    [
+        f"DSS2-red={_CDS}/DSS/DSS2Merged/;fits;band=R",
+        f"DSS2-blue={_CDS}/DSS/DSS2-blue-XJ-S/;fits;band=B",
+        f"DSS2-colour={_CDS}/DSS/DSSColor/",
+        f"2MASS-J={_CDS}/2MASS/J/;fits;band=J",
+        f"2MASS-H={_CDS}/2MASS/H/;fits;band=H",
+        f"2MASS-K={_CDS}/2MASS/K/;fits;band=Ks",
+        f"2MASS-colour={_CDS}/2MASS/Color/",
+    ]
+)
+
+
 def is_loopback(host: str) -> bool:
     """Whether a host name or address is this machine's loopback."""
     host = host.strip("[]")
@@ -371,6 +399,13 @@ class GatewaySettings(Common):
     default_survey_name: Text = env("DEFAULT_SURVEY_NAME", "DSS2 colour", "name of the default survey")
     default_survey_dir: str = env(
         "DEFAULT_SURVEY_DIR", "", "local HiPS folder served at /surveys/default/ (tests, no internet)"
+    )
+    surveys: Annotated[str, AfterValidator(_surveys)] = env(
+        "SURVEYS",
+        DEFAULT_SURVEYS,
+        "the named surveys the selector offers, comma-separated `NAME=LOCATION[;fits][;band=BAND]`:"
+        " LOCATION a HiPS URL, or a local folder served at /surveys/NAME/ (tests, no internet);"
+        " `fits`: it has FITS tiles",
     )
     aladin_lite_dir: Text = env(
         "ALADIN_LITE_DIR", "node_modules/aladin-lite/dist", "folder of the aladin-lite npm package's dist"

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from services import devrun
 from services.devrun import Suite
 from services.shared.store import LocalStore
 from tests.fitsgen import sky_image, tan_wcs, write_image
@@ -58,12 +59,15 @@ def build_survey(folder: Path) -> Path:
 
 
 def gateway_env(tmp: Path) -> dict[str, str]:
+    survey = build_survey(tmp)
     return {
         "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
         "MAX_HDUS": str(MAX_HDUS),
         "MAX_HEADER_CARDS": str(MAX_HEADER_CARDS),
-        "DEFAULT_SURVEY_DIR": str(build_survey(tmp)),
+        "DEFAULT_SURVEY_DIR": str(survey),
         "DEFAULT_SURVEY_NAME": SURVEY_NAME,
+        # The named surveys as `make run` has them (local folders, no internet), DEMO-K smaller.
+        "SURVEYS": devrun.local_surveys(tmp, survey, size=512, scale_arcsec=12.0, order=5),
         "DISPLAY_FLUSH_S": "1",
     }
 

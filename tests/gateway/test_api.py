@@ -428,8 +428,8 @@ async def test_access_rules_at_the_edge(
     ) as resp:
         assert_problem(resp.status, await resp.json(), 409, "NOT_COMPATIBLE")
 
-    # Other systems' selections are stored and given back.
-    for value in ["gaia", "survey|DSS2 colour", "eso_im|ADP.2020-01-01T00:00:00.000"]:
+    # The other sources' selections are stored and given back (archive images: test_archive.py).
+    for value in ["gaia", "survey|DEMO-K"]:
         body = {"run_id": run, "target_ra": 150.0, "target_dec": 2.0, "selection": value}
         async with http.put(
             f"{gateway.url}/api/v1/obs/{ob}/background-image", json=body, headers=gateway.auth(delegate)

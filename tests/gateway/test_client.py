@@ -116,8 +116,8 @@ async def test_command_line(gateway: Gateway, tmp_path: Path) -> None:
     assert f"(*) {fits_hash}  'cli field.fits'  filter=Ks  (mine)" in listed.stdout
     assert "( ) default: " + harness.SURVEY_NAME in listed.stdout
 
-    chosen = await asyncio.to_thread(cli, "select", "survey|DSS2 colour", *ob_args)
-    assert chosen.returncode == 0 and "now uses survey|DSS2 colour" in chosen.stdout
+    chosen = await asyncio.to_thread(cli, "select", "survey|DEMO-K", *ob_args)
+    assert chosen.returncode == 0 and "now uses survey|DEMO-K" in chosen.stdout
     bad = await asyncio.to_thread(cli, "select", "nonsense", *ob_args)
     assert bad.returncode == 1 and "error INVALID_ARGUMENT" in bad.stderr
 

@@ -51,6 +51,7 @@ OB_PI_NOT_OWNER = 2401
 OB_BAD = 2501
 OB_BOA_IN, OB_BOA_OUT = 2601, 2602
 OB_REDIRECT = 2666
+OB_SURVEYS = 2701
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def p2(trap: Trap) -> Iterator[P2StandIn]:
     server.add_run(R, "60.A-9252(A)", PI, delegates=(D1,))
     server.add_run(X, "60.A-9253(A)", PX, delegates=(D1, D2))
     server.add_run(S, "60.A-9254(A)", STRANGER)
-    for ob in (OB_FLOW, OB_NOFILTER, OB_DUP, OB_SHARE_R, OB_PI_NOT_OWNER, OB_BAD, OB_REDIRECT):
+    for ob in (OB_FLOW, OB_NOFILTER, OB_DUP, OB_SHARE_R, OB_PI_NOT_OWNER, OB_BAD, OB_REDIRECT, OB_SURVEYS):
         server.add_ob(ob, R, *TARGET)
     server.add_ob(OB_FLOW_FAR, R, "10:00:00.000", "+10:00:00.00")
     server.add_ob(OB_SHARE_X, X, *TARGET)
@@ -102,6 +103,11 @@ def image(tmp: Path, name: str, seed_dec: float = 2.0, **kwargs: Any) -> Path:
 def entries(listing: dict[str, Any], *hashes: str) -> dict[str, dict[str, Any]]:
     """The listed entries of these images (the list holds every compatible image the user may list)."""
     return {key: e for key, e in listing.items() if e["fits_hash"] in hashes}
+
+
+def images(listing: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The user images of a listing (the other sources follow them with fits_hash null)."""
+    return {key: e for key, e in listing.items() if e["fits_hash"] is not None}
 
 
 def p2error(call: Callable[[], Any]) -> tuple[int, str]:
@@ -159,8 +165,8 @@ def test_upload_list_select_read_back_delete(gw: Suite, p2: P2StandIn, tmp_path:
         assert resp.status == 200
         assert b"hips_order" in resp.read()
 
-    # Selections from other systems are stored and read back as given.
-    for value in ("gaia", "survey|2MASS-K", "eso_im|ADP.2015-05-11T10:19:53.607"):
+    # The other sources' selections are stored and read back as given (archive images: their own test).
+    for value in ("gaia", "survey|2MASS-K"):
         assert api.bkg_image_set_ob_info(OB_FLOW, value)["bkg_image"] == value
         assert api.bkg_image_get_ob_info(OB_FLOW)["bkg_image"] == value
 
@@ -175,6 +181,45 @@ def test_upload_list_select_read_back_delete(gw: Suite, p2: P2StandIn, tmp_path:
     assert status == 410, message
 
 
+def test_image_list_has_images_first_then_the_surveys(gw: Suite, p2: P2StandIn, tmp_path: Path) -> None:
+    api = connect(gw, p2, PI)
+    fits = image(tmp_path, "first.fits")
+    api.bkg_image_upload(OB_SURVEYS, str(fits))
+    listing = api.bkg_image_get_ob_image_list(OB_SURVEYS)
+    # p2api's docstring example, as written: the first key, then its fits_hash.
+    assert listing[list(listing.keys())[0]]["fits_hash"] == sha256(fits)
+    keys = list(listing)
+    user = [k for k in keys if listing[k]["fits_hash"] is not None]
+    assert keys[: len(user)] == user, "user images come first"
+    sources = {k: listing[k] for k in keys[len(user) :]}
+    assert sources["default"] == {
+        "fits_hash": None,
+        "value": "default",
+        "name": "DSS2 colour",
+        "kind": "default",
+        "selected": False,
+        "available": True,
+    }
+    surveys = [e for e in sources.values() if e["kind"] == "survey"]
+    assert {"2MASS-K", "2MASS-J", "2MASS-H", "DSS2-red", "DSS2-blue"} <= {e["name"] for e in surveys}
+    assert all(e["value"] == f"survey|{e['name']}" and e["fits_hash"] is None for e in surveys)
+    assert all(e["value"] for e in listing.values())
+
+    # Each entry's value selects it, with the unmodified client.
+    info = api.bkg_image_set_ob_info(OB_SURVEYS, sources["survey|2MASS-K"]["value"])
+    assert (info["bkg_image"], info["kind"], info["value"]) == ("survey|2MASS-K", "survey", "2MASS-K")
+    assert api.bkg_image_get_ob_info(OB_SURVEYS)["bkg_image"] == "survey|2MASS-K"
+    after = api.bkg_image_get_ob_image_list(OB_SURVEYS)
+    assert [k for k, e in after.items() if e["selected"]] == ["survey|2MASS-K"]
+
+    # An unknown name: 400 naming the known ones, before p2 is asked; the selection stays.
+    asked = len(p2.seen)
+    status, message = p2error(lambda: api.bkg_image_set_ob_info(OB_SURVEYS, "survey|2MASS-Q"))
+    assert status == 400 and "2MASS-K" in message and "DSS2-red" in message, message
+    assert p2.seen[asked:] == []
+    assert api.bkg_image_get_ob_info(OB_SURVEYS)["bkg_image"] == "survey|2MASS-K"
+
+
 def test_upload_refused_changes_nothing(gw: Suite, p2: P2StandIn, tmp_path: Path) -> None:
     api = connect(gw, p2, PI)
     before_keys = store_keys(gw)
@@ -184,7 +229,7 @@ def test_upload_refused_changes_nothing(gw: Suite, p2: P2StandIn, tmp_path: Path
     assert status == 422
     assert "target" in message.lower()
     assert api.bkg_image_get_ob_info(OB_FLOW_FAR) == before_info
-    assert api.bkg_image_get_ob_image_list(OB_FLOW_FAR) == {}
+    assert images(api.bkg_image_get_ob_image_list(OB_FLOW_FAR)) == {}
     assert store_keys(gw) == before_keys
 
 
@@ -239,7 +284,7 @@ def test_delegate_and_stranger_answers(gw: Suite, p2: P2StandIn, tmp_path: Path)
     assert shown["bkg_image"] == f"user_bkg_image|{h}"
     with urllib.request.urlopen(shown["hips_url"] + "/properties", timeout=10) as resp:
         assert resp.status == 200
-    assert d2.bkg_image_get_ob_image_list(OB_SHARE_X) == {}
+    assert images(d2.bkg_image_get_ob_image_list(OB_SHARE_X)) == {}
     status, message = p2error(lambda: d2.bkg_image_set_ob_info(OB_SHARE_X, f"user_bkg_image|{h}"))
     assert status == 404
     status, _ = p2error(lambda: d2.bkg_image_delete(OB_SHARE_X, f"user_bkg_image|{h}"))
@@ -248,7 +293,7 @@ def test_delegate_and_stranger_answers(gw: Suite, p2: P2StandIn, tmp_path: Path)
     assert h not in json.dumps(d2.bkg_image_get_ob_image_list(OB_SHARE_X))
 
     # A stranger, on an OB of their own run with the same target: no list, no use, no delete.
-    assert stranger.bkg_image_get_ob_image_list(OB_SHARE_S) == {}
+    assert images(stranger.bkg_image_get_ob_image_list(OB_SHARE_S)) == {}
     status, _ = p2error(lambda: stranger.bkg_image_set_ob_info(OB_SHARE_S, f"user_bkg_image|{h}"))
     assert status == 404
     status, _ = p2error(lambda: stranger.bkg_image_delete(OB_SHARE_S, f"user_bkg_image|{h}"))

@@ -245,8 +245,21 @@ function renderList(listing) {
       }),
     ]),
   ];
+  // The named surveys (`survey|NAME`), each displayed from its own HiPS.
+  const surveys = listing.surveys.map((survey) => {
+    const meta = [survey.band && `band ${survey.band}`, survey.fits_tiles && "FITS tiles"].filter(Boolean).join(" · ");
+    const parts = [line("name", survey.name)];
+    if (meta) parts.push(line("meta", meta));
+    return choice(survey.selection, parts, { checked: selected === survey.selection, dataset: { survey: survey.name } });
+  });
+  if (surveys.length) groups.push(group("Surveys", surveys));
   groups.push(group("Gaia", [gaiaRow(listing.gaia, selected)]));
-  if (!["default", "user_image", "gaia"].includes(listing.selected.kind)) {
+  groups.push(archiveGroup(listing.archive, selected));
+  const listed =
+    ["default", "gaia"].includes(selected) ||
+    listing.surveys.some((survey) => survey.selection === selected) ||
+    listing.archive.images.some((image) => image.selection === selected);
+  if (listing.selected.kind !== "user_image" && !listed) {
     groups.push(group("Other", [choice(selected, [line("name", selected)], { checked: true })]));
   }
   groups.push(group("My images", listing.own.map((i) => imageRow(i, selected, true)), "No image of yours fits this OB."));
@@ -285,13 +298,56 @@ async function select(selection) {
   const ctx = state.ctx;
   setStatus(selection === "gaia" ? "Making the Gaia image of this field…" : "");
   try {
-    await putSelection(ctx, selection);
+    const answer = await putSelection(ctx, selection);
+    if (answer && answer.state === "preparing") {
+      setStatus("Fetching the image from the ESO archive; it is shown once it is checked and stored…");
+      await refresh();
+      await awaitArchive(selection);
+      return;
+    }
     setStatus("");
     await refresh();
   } catch (err) {
     showError(err);
     await refresh().catch(() => {});
   }
+}
+
+// An archive image is fetched in the background: the gateway answers 202 and the OB shows
+// it once it is stored. The list is asked again until then (or until the fetch failed).
+async function awaitArchive(dpSelection) {
+  for (let round = 0; round < 300; round += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const listing = await refresh();
+    const entry = listing.archive.images.find((image) => image.selection === dpSelection);
+    if (!entry || entry.state !== "preparing") {
+      if (entry && entry.state === "failed") setStatus(`The archive image could not be used (${entry.code}): ${entry.message}`, true);
+      else setStatus("");
+      return;
+    }
+  }
+}
+
+function archiveGroup(archive, selected) {
+  if (!archive.available) {
+    return group("ESO archive", [], `The ESO archive gives no answer now (${archive.code}): ${archive.message}`);
+  }
+  const rows = archive.images.map((image) => {
+    const when = image.observed ? image.observed.slice(0, 10) : "";
+    const depth = image.depth_abmag ? `depth ${image.depth_abmag.toFixed(1)} AB` : "";
+    const state = {
+      ready: "",
+      available: "fetched when chosen",
+      preparing: "being fetched…",
+      failed: `failed (${image.code}): ${image.message}`,
+    }[image.state];
+    const meta = [image.instrument, image.filter && `filter ${image.filter}`, when, depth, state].filter(Boolean).join(" · ");
+    return choice(image.selection, [line("name", image.dp_id), line("meta", meta)], {
+      checked: selected === image.selection,
+      dataset: { dpId: image.dp_id, state: image.state, fitsHash: image.image ? image.image.fits_hash : "" },
+    });
+  });
+  return group("ESO archive", rows, "No released archive image holds this OB's target.");
 }
 
 async function putSelection(ctx, selection) {
@@ -490,22 +546,21 @@ async function display(selection) {
     selection = await putSelection(ctx, "gaia");
   }
   // Aladin Lite renders layer names as HTML: only names of ours, never user text.
-  if (selection.kind === "gaia" && selection.image) {
+  const LAYERS = { gaia: "Gaia image", eso_image: "archive image", user_image: "user image" };
+  if (selection.image && LAYERS[selection.kind]) {
     const image = selection.image;
     const hips = await api("GET", `${API}/images/${image.fits_hash}/hips`, {
       params: new URLSearchParams({ ob_id: ctx.ob }),
     });
-    layer = A.imageHiPS(hips.hips_url, { name: "Gaia image" });
+    layer = A.imageHiPS(hips.hips_url, { name: `${LAYERS[selection.kind]} ${image.fits_hash.slice(0, 12)}` });
     view = footprintView(image, ctx);
-    caption.textContent = `${image.file_name}, G band`;
-  } else if (selection.kind === "user_image" && selection.image) {
-    const image = selection.image;
-    const hips = await api("GET", `${API}/images/${image.fits_hash}/hips`, {
-      params: new URLSearchParams({ ob_id: ctx.ob }),
-    });
-    layer = A.imageHiPS(hips.hips_url, { name: `user image ${image.fits_hash.slice(0, 12)}` });
-    view = footprintView(image, ctx);
-    caption.textContent = `${image.file_name}${image.filter ? ` (filter ${image.filter})` : ""}`;
+    const band = selection.kind === "gaia" ? ", G band" : image.filter ? ` (filter ${image.filter})` : "";
+    caption.textContent = `${image.file_name}${band}`;
+  } else if (selection.kind === "survey" && selection.survey) {
+    // The survey's name comes from the gateway's settings (a plain word), not from a user.
+    const survey = selection.survey;
+    layer = A.imageHiPS(absolute(survey.hips_url), { name: `survey ${survey.name}` });
+    caption.textContent = `${survey.name}${survey.band ? ` (band ${survey.band})` : ""}`;
   } else {
     const survey = state.listing.default_survey;
     layer = A.imageHiPS(absolute(survey.hips_url), { name: "default survey" });
