@@ -108,6 +108,7 @@ class ArchiveImages:
         self._jobs: dict[str, JobState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._waiting: dict[str, list[tuple[Caller, ObContext]]] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -177,18 +178,23 @@ class ArchiveImages:
                 raise
         if self.archive is None:
             raise ServiceError(Code.UNAVAILABLE, "no ESO archive is configured (ARCHIVE_TAP_URL)")
-        running = self._tasks.get(dp_id)
-        if running is None or running.done():
-            # The archive's own row, before any job: an id it does not have is NOT_FOUND now,
-            # an archive that does not answer UNAVAILABLE now.
-            row = await self.archive.image(dp_id, self.limits.query_deadline_s)
-            self._waiting.setdefault(dp_id, []).append((caller, ob))
-            self._jobs[dp_id] = JobState(time.monotonic())
-            task = asyncio.create_task(self._fetch(caller, ob, row))
-            self._tasks[dp_id] = task
-            task.add_done_callback(lambda _: self._tasks.pop(dp_id, None))
-        else:
-            self._waiting.setdefault(dp_id, []).append((caller, ob))
+        # One start at a time per image: a second asker waits for the first's row lookup.
+        lock = self._starting.setdefault(dp_id, asyncio.Lock())
+        async with lock:
+            running = self._tasks.get(dp_id)
+            if running is None or running.done():
+                # The archive's own row, before any job: an id it does not have is NOT_FOUND
+                # now, an archive that does not answer UNAVAILABLE now.
+                row = await self.archive.image(dp_id, self.limits.query_deadline_s)
+                self._waiting.setdefault(dp_id, []).append((caller, ob))
+                self._jobs[dp_id] = JobState(time.monotonic())
+                task = asyncio.create_task(self._fetch(caller, ob, row))
+                self._tasks[dp_id] = task
+                task.add_done_callback(lambda _: self._tasks.pop(dp_id, None))
+            else:
+                self._waiting.setdefault(dp_id, []).append((caller, ob))
+        if not lock.locked():
+            self._starting.pop(dp_id, None)
         return None
 
     async def _fetch(self, caller: Caller, ob: ObContext, row: ArchiveImage) -> None:
