@@ -134,14 +134,16 @@ def demo_archive(now: dt.datetime | None = None) -> list[ArchiveFile]:
     """The development archive's products for the demo fields (the same every time, but for
     the proprietary one's dates, which follow `now`)."""
     now = now or dt.datetime.now(dt.UTC)
-    when = dt.datetime(2020, 2, 3, 4, 5, 6, 789000, tzinfo=dt.UTC)
-    adp_id = "ADP.2020-02-03T04:05:06.789"
+    # The id p2api's docstring names (`bkg_image_set_ob_info(obId, 'eso_im|ADP.2015-05-11T10:19:53.607')`).
+    when = dt.datetime(2015, 5, 11, 10, 19, 53, 607000, tzinfo=dt.UTC)
+    adp_id = "ADP.2015-05-11T10:19:53.607"
     adp, adp_corners = product(adp_id, devworld.FIELD, "R")
     raw_id = "HAWKI.2019-05-06T07:08:09.123"
     raw, raw_corners = _raw_mef(raw_id)
     secret_id = "ADP.2026-01-02T03:04:05.678"
     far_id = "ADP.2019-01-01T00:00:00.000"
     far_centre = (200.0, -30.0)
+    far_when = dt.datetime(2019, 1, 1, tzinfo=dt.UTC)
     far, far_corners = product(far_id, far_centre, "V")
     return [
         ArchiveFile(
@@ -179,7 +181,7 @@ def demo_archive(now: dt.datetime | None = None) -> list[ArchiveFile]:
             adp,
         ),
         # Another field: no demo OB's target is in it.
-        ArchiveFile(far_id, "FORS2", "V", when, when, 24.0, (500.0, 590.0), tuple(far_corners), far),
+        ArchiveFile(far_id, "FORS2", "V", far_when, far_when, 24.0, (500.0, 590.0), tuple(far_corners), far),
     ]
 
 

@@ -27,7 +27,7 @@ from services.devrun import Suite
 from tests.gateway.harness import Gateway, gateway_env, new_ob, new_user
 from tests.gateway.test_gaia import cull_everything
 
-ADP = "ADP.2020-02-03T04:05:06.789"  # FORS2, R, over the demo field (150, 2)
+ADP = "ADP.2015-05-11T10:19:53.607"  # FORS2, R, over the demo field (150, 2)
 RAW = "HAWKI.2019-05-06T07:08:09.123"  # four chips around (150.5, 2.5), the target in a gap refused
 SECRET = "ADP.2026-01-02T03:04:05.678"  # proprietary: released next year
 BIG = "ADP.2021-06-07T08:09:10.111"  # larger than the upload limit
@@ -190,7 +190,7 @@ async def test_the_compatible_released_images_are_listed(
     (entry,) = section["images"]
     assert entry["selection"] == f"eso_im|{ADP}" and entry["state"] == "available" and entry["image"] is None
     assert (entry["instrument"], entry["filter"], entry["depth_abmag"]) == ("FORS2", "R", 25.1)
-    assert entry["observed"].startswith("2020-02-03T04:05:06")
+    assert entry["observed"].startswith("2015-05-11T10:19:53")
     query = healthy.queries[seen]["QUERY"]
     assert "ivoa.ObsCore" in query and "dataproduct_type = 'image'" in query
     assert "CONTAINS(POINT('ICRS', 150.000000000, 2.000000000), s_region) = 1" in query
@@ -267,10 +267,10 @@ async def test_chosen_fetched_once_stored_and_shown(
 @pytest.mark.parametrize(
     "bad",
     [
-        "ADP.2020-02-03T04:05:06.789' OR 1=1 --",
-        "ADP.2020-02-03T04:05:06.789%27%20OR%201=1",
+        "ADP.2015-05-11T10:19:53.607' OR 1=1 --",
+        "ADP.2015-05-11T10:19:53.607%27%20OR%201=1",
         "http://evil.example.org/file.fits",
-        "ADP.2020-02-30T04:05:06.789",  # no such day
+        "ADP.2015-02-30T10:19:53.607",  # no such day
         "../../etc/passwd",
     ],
 )

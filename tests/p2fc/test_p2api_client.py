@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,7 @@ OB_BAD = 2501
 OB_BOA_IN, OB_BOA_OUT = 2601, 2602
 OB_REDIRECT = 2666
 OB_SURVEYS = 2701
+OB_SOURCES = 2801
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,17 @@ def p2(trap: Trap) -> Iterator[P2StandIn]:
     server.add_run(R, "60.A-9252(A)", PI, delegates=(D1,))
     server.add_run(X, "60.A-9253(A)", PX, delegates=(D1, D2))
     server.add_run(S, "60.A-9254(A)", STRANGER)
-    for ob in (OB_FLOW, OB_NOFILTER, OB_DUP, OB_SHARE_R, OB_PI_NOT_OWNER, OB_BAD, OB_REDIRECT, OB_SURVEYS):
+    for ob in (
+        OB_FLOW,
+        OB_NOFILTER,
+        OB_DUP,
+        OB_SHARE_R,
+        OB_PI_NOT_OWNER,
+        OB_BAD,
+        OB_REDIRECT,
+        OB_SURVEYS,
+        OB_SOURCES,
+    ):
         server.add_ob(ob, R, *TARGET)
     server.add_ob(OB_FLOW_FAR, R, "10:00:00.000", "+10:00:00.00")
     server.add_ob(OB_SHARE_X, X, *TARGET)
@@ -464,3 +476,57 @@ def test_tokens_never_reach_the_logs(gw: Suite, p2: P2StandIn) -> None:
     assert "p2fc" in log_text or "p2 request" in log_text
     for token in [*TOKENS.values(), "p2tok-expired-000"]:
         assert token not in log_text
+
+
+def test_the_docstring_example_and_the_gaia_and_archive_sources(
+    gw: Suite, p2: P2StandIn, tmp_path: Path
+) -> None:
+    """p2api 1.2.1's `bkg_image_set_ob_info` usage, line by line with the unmodified client
+    (its literal `user_bkg_image|00c98a...` names an image nobody has: left out; its last
+    three lines take a hash from the list instead). The development archive holds the DP id
+    the docstring names, over the demo field."""
+    api = connect(gw, p2, PI)
+    obId = OB_SOURCES  # noqa: N806 - the docstring's name
+    fits = image(tmp_path, "docstring.fits")
+    api.bkg_image_upload(obId, str(fits))
+
+    bkg_image_info = api.bkg_image_set_ob_info(obId, "default")
+    assert bkg_image_info["bkg_image"] == "default"
+    bkg_image_info = api.bkg_image_set_ob_info(obId, "gaia")
+    assert bkg_image_info["bkg_image"] == "gaia" and bkg_image_info["name"].startswith("Gaia DR3 (epoch ")
+    with urllib.request.urlopen(bkg_image_info["hips_url"] + "/properties", timeout=10) as resp:
+        assert resp.status == 200  # the Gaia image is displayable
+    bkg_image_info = api.bkg_image_set_ob_info(obId, "survey|2MASS-K")
+    assert bkg_image_info["bkg_image"] == "survey|2MASS-K"
+    bkg_image_info = api.bkg_image_set_ob_info(obId, "eso_im|ADP.2015-05-11T10:19:53.607")
+    # Fetched in the background (202): the OB keeps its background meanwhile, and is told so.
+    assert bkg_image_info["bkg_image"] == "survey|2MASS-K"
+    assert any("being fetched" in w for w in bkg_image_info["warnings"]), bkg_image_info
+
+    bkg_image_list = api.bkg_image_get_ob_image_list(obId)
+    first_image = list(bkg_image_list.keys())[0]
+    fits_hash = bkg_image_list[first_image]["fits_hash"]
+    bkg_image_info = api.bkg_image_set_ob_info(obId, "user_bkg_image|%s" % (fits_hash))  # noqa: UP031
+    assert fits_hash == sha256(fits) and bkg_image_info["bkg_image"] == f"user_bkg_image|{fits_hash}"
+
+    # The other sources follow the user's images, each with its value and fits_hash null.
+    entries_ = list(bkg_image_list.values())
+    users = [e for e in entries_ if e["fits_hash"] is not None]
+    assert entries_[: len(users)] == users
+    by_value = {e["value"]: e for e in entries_ if e["fits_hash"] is None}
+    assert by_value["gaia"]["kind"] == "gaia" and by_value["gaia"]["available"] is True
+    eso = by_value["eso_im|ADP.2015-05-11T10:19:53.607"]
+    assert eso["kind"] == "eso_image" and eso["fits_hash"] is None
+    # Once stored, choosing it selects it at once, with its HiPS.
+    for _ in range(120):
+        listed = api.bkg_image_get_ob_image_list(obId)["eso_im|ADP.2015-05-11T10:19:53.607"]
+        if listed["available"]:
+            break
+        time.sleep(0.25)
+    bkg_image_info = api.bkg_image_set_ob_info(obId, "eso_im|ADP.2015-05-11T10:19:53.607")
+    assert bkg_image_info["bkg_image"] == "eso_im|ADP.2015-05-11T10:19:53.607", bkg_image_info
+    assert bkg_image_info["kind"] == "eso_image" and bkg_image_info["hips_url"]
+    assert api.bkg_image_get_ob_info(obId)["bkg_image"] == "eso_im|ADP.2015-05-11T10:19:53.607"
+    # A DP id that is not one is refused with the face's JSON error.
+    status, message = p2error(lambda: api.bkg_image_set_ob_info(obId, "eso_im|ADP.2015' OR 1=1"))
+    assert status == 400, message
