@@ -4,18 +4,21 @@ results, and `BgImagesError` carrying the gateway's stable error code."""
 from bgimages_client._api import BackgroundImages
 from bgimages_client._errors import BgImagesError
 from bgimages_client._models import (
+    ArchiveEntry,
     DefaultSurvey,
     Footprint,
     GaiaEntry,
     HipsLink,
     Image,
     Listing,
+    NamedSurvey,
     Run,
     Selection,
     Tombstone,
 )
 
 __all__ = [
+    "ArchiveEntry",
     "BackgroundImages",
     "BgImagesError",
     "DefaultSurvey",
@@ -24,6 +27,7 @@ __all__ = [
     "HipsLink",
     "Image",
     "Listing",
+    "NamedSurvey",
     "Run",
     "Selection",
     "Tombstone",

@@ -62,12 +62,14 @@ class Image:
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    """The background an OB uses, in p2api's vocabulary (`selection`)."""
+    """The background an OB uses, in p2api's vocabulary (`selection`); `preparing` when the
+    chosen archive image is being fetched (the OB shows it once it is stored)."""
 
     selection: str
     kind: str  # default, gaia, survey, eso_image, user_image
     value: str
     image: Image | None
+    preparing: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Selection:
@@ -77,6 +79,7 @@ class Selection:
             kind=data.get("kind", ""),
             value=data.get("value", ""),
             image=Image.from_json(image) if image else None,
+            preparing=data.get("state") == "preparing",
         )
 
 
@@ -127,6 +130,60 @@ class GaiaEntry:
 
 
 @dataclasses.dataclass(frozen=True)
+class NamedSurvey:
+    """A named survey (`survey|NAME`)."""
+
+    selection: str
+    name: str
+    hips_url: str
+    fits_tiles: bool
+    band: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NamedSurvey:
+        return cls(
+            data["selection"],
+            data.get("name", ""),
+            data.get("hips_url", ""),
+            bool(data.get("fits_tiles")),
+            data.get("band", ""),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveEntry:
+    """An ESO archive image holding the OB's target: `state` is available (fetched when
+    chosen), preparing, ready (`image`) or failed (`code`, `message`)."""
+
+    selection: str  # eso_im|<DP id>
+    dp_id: str
+    instrument: str
+    filter: str
+    observed: str | None
+    depth_abmag: float | None
+    state: str
+    code: str
+    message: str
+    image: Image | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ArchiveEntry:
+        image = data.get("image")
+        return cls(
+            selection=data["selection"],
+            dp_id=data.get("dp_id", ""),
+            instrument=data.get("instrument", ""),
+            filter=data.get("filter", ""),
+            observed=data.get("observed"),
+            depth_abmag=data.get("depth_abmag"),
+            state=data.get("state", ""),
+            code=data.get("code", ""),
+            message=data.get("message", ""),
+            image=Image.from_json(image) if image else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Listing:
     """What the selector shows for one OB."""
 
@@ -138,10 +195,14 @@ class Listing:
     selected: Selection
     tombstones: list[Tombstone]
     gaia: GaiaEntry | None = None
+    surveys: list[NamedSurvey] = dataclasses.field(default_factory=list)
+    archive: list[ArchiveEntry] = dataclasses.field(default_factory=list)
+    archive_problem: str = ""  # "CODE: message" when the archive gave no answer
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Listing:
         survey = data.get("default_survey", {})
+        archive = data.get("archive", {})
         return cls(
             ob_id=int(data["ob_id"]),
             run_id=data["run_id"],
@@ -151,6 +212,11 @@ class Listing:
             selected=Selection.from_json(data["selected"]),
             tombstones=[Tombstone.from_json(t) for t in data.get("tombstones", [])],
             gaia=GaiaEntry.from_json(data["gaia"]) if data.get("gaia") else None,
+            surveys=[NamedSurvey.from_json(s) for s in data.get("surveys", [])],
+            archive=[ArchiveEntry.from_json(a) for a in archive.get("images", [])],
+            archive_problem=""
+            if archive.get("available", True)
+            else f"{archive.get('code')}: {archive.get('message')}",
         )
 
 

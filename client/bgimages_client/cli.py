@@ -168,6 +168,11 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
             return "(*)" if selection == selected else "( )"
 
         print(f"{mark('default')} default: {listing.default_survey.name}")
+        for survey in listing.surveys:
+            print(
+                f"{mark(survey.selection)} {survey.selection}"
+                + (f"  (band {survey.band})" if survey.band else "")
+            )
         for title, images in (("my images", listing.own), ("shared images", listing.shared)):
             print(f"{title}:")
             for image in images:
@@ -180,7 +185,19 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
             if not gaia.available:
                 state = f"unavailable: {gaia.code}: {gaia.message}"
             print(f"{mark('gaia')} gaia: {gaia.name}  ({state})")
+        print(
+            "ESO archive:" + (f" unavailable: {listing.archive_problem}" if listing.archive_problem else "")
+        )
+        states = {"available": "fetched when chosen", "preparing": "being fetched", "ready": "stored"}
+        for entry in listing.archive:
+            state = states.get(entry.state, f"failed: {entry.code}: {entry.message}")
+            when = (entry.observed or "")[:10]
+            described = f"{entry.instrument}  filter={entry.filter or '-'}  {when}  ({state})"
+            print(f"  {mark(entry.selection)} {entry.selection}  {described}")
+        if not listing.archive and not listing.archive_problem:
+            print("  (none)")
         listed = {"default", "gaia"} | {i.selection for i in listing.own + listing.shared}
+        listed |= {s.selection for s in listing.surveys} | {a.selection for a in listing.archive}
         if selected not in listed:
             # Another source (gaia, a survey, an archive image), or a user image the caller may
             # display in this OB but not list (a delegate of a delegate): still the OB's choice.
@@ -199,7 +216,12 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
             instrument=args.instrument,
             obs_date=args.obs_date,
         )
-        print(f"OB {args.ob} now uses {chosen.selection}")
+        if chosen.preparing:
+            print(
+                f"{chosen.selection} is being fetched from the ESO archive; OB {args.ob} shows it once stored"
+            )
+        else:
+            print(f"OB {args.ob} now uses {chosen.selection}")
         return 0
     if args.command == "delete":
         tombstone = api.delete(args.fits_hash)

@@ -561,6 +561,39 @@ async def test_the_gaia_image_is_listed_made_and_shown(browser: Browser, gateway
     await page.close()
 
 
+async def test_an_archive_image_is_fetched_and_shown(browser: Browser, gateway: Gateway) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    ob = new_ob()
+    dp_id = "ADP.2015-05-11T10:19:53.607"  # the development archive's FORS2 image of this field
+    page, log = await open_page(browser, gateway, user, ob, run)
+    row = page.locator(f".choice[data-dp-id='{dp_id}']")
+    text = await row.inner_text()
+    assert dp_id in text and "FORS2" in text and "filter R" in text
+    assert await row.get_attribute("data-state") in ("available", "ready")
+
+    await page.check(f"input[value='eso_im|{dp_id}']")
+    await page.wait_for_function(
+        "(s) => document.body.dataset.display === s", arg=f"eso_im|{dp_id}", timeout=90000
+    )
+    listing = await _listing(gateway, user, ob, run)
+    fits_hash = listing["archive"]["images"][0]["image"]["fits_hash"]
+    assert listing["selected"]["selection"] == f"eso_im|{dp_id}"
+    assert await row.get_attribute("data-state") == "ready"
+    assert await page.inner_text("#display-caption") == f"{dp_id}.fits (filter R)"
+
+    await settle(page, log)
+    view = await aladin_pixels(page, "13-archive-image")
+    ours = [(s, u) for s, u in log.hips if f"/images/{fits_hash}/hips/" in u]
+    assert any(u.endswith("/properties") and s == 200 for s, u in ours), ours
+    tiles = [s for s, u in ours if re.search(r"/Norder\d+/Dir\d+/Npix\d+\.(png|fits)$", u)]
+    assert tiles.count(200) >= 1 and set(tiles) <= {200, 404}, tiles
+    middle = centre(view)
+    assert middle.std() > 8, "the image area is flat: no image drawn"
+    assert log.errors == [], log.errors
+    await page.close()
+
+
 async def _listing(gateway: Gateway, user: str, ob: int, run: str) -> Any:
     import aiohttp
 

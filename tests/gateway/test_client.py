@@ -150,6 +150,18 @@ async def test_command_line_lists_and_makes_the_gaia_image(gateway: Gateway) -> 
     assert chosen.returncode == 0 and "now uses gaia" in chosen.stdout, chosen.stderr
     listed = await asyncio.to_thread(cli, "list", *ob_args, *when)
     assert "(*) gaia: Gaia DR3 (epoch 2030.00)  (made)" in listed.stdout, listed.stdout
+    # The archive's image of the field (the development archive), fetched when chosen.
+    dp = "eso_im|ADP.2015-05-11T10:19:53.607"
+    assert f"( ) {dp}  FORS2  filter=R  2015-05-11  (" in listed.stdout, listed.stdout
+    fetching = await asyncio.to_thread(cli, "select", dp, *ob_args)
+    assert fetching.returncode == 0, fetching.stderr
+    assert "being fetched from the ESO archive" in fetching.stdout or "now uses" in fetching.stdout
+    for _ in range(60):
+        listed = await asyncio.to_thread(cli, "list", *ob_args)
+        if f"(*) {dp}" in listed.stdout:
+            break
+        await asyncio.sleep(0.5)
+    assert f"(*) {dp}  FORS2  filter=R  2015-05-11  (stored)" in listed.stdout, listed.stdout
     bad = await asyncio.to_thread(cli, "list", *ob_args, "--obs-date", "2030-13-01")
     assert bad.returncode == 1 and "error INVALID_ARGUMENT" in bad.stderr and "obs_date" in bad.stderr
 
@@ -169,7 +181,7 @@ async def test_list_marks_what_a_delegate_of_a_delegate_sees(gateway: Gateway, t
     assert out.returncode == 0, out.stderr
     assert "( ) default:" in out.stdout
     marked = [line for line in out.stdout.splitlines() if line.startswith("(*)")]
-    assert marked == [f"(*) selected: {image.fits_hash}  \"owner's.fits\"  filter=R  (shared by {owner})"]
+    assert marked == [f'(*) selected: {image.fits_hash}  "owner\'s.fits"  filter=R  (shared by {owner})']
 
 
 def test_command_line_tells_each_finding_once() -> None:

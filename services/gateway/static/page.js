@@ -253,7 +253,10 @@ function renderList(listing) {
     return choice(survey.selection, parts, { checked: selected === survey.selection, dataset: { survey: survey.name } });
   });
   if (surveys.length) groups.push(group("Surveys", surveys));
+  // The seed's order: the default survey, the Gaia image, the user's images, the archive's.
   groups.push(group("Gaia", [gaiaRow(listing.gaia, selected)]));
+  groups.push(group("My images", listing.own.map((i) => imageRow(i, selected, true)), "No image of yours fits this OB."));
+  groups.push(group("Shared images", listing.shared.map((i) => imageRow(i, selected, false)), "None."));
   groups.push(archiveGroup(listing.archive, selected));
   const listed =
     ["default", "gaia"].includes(selected) ||
@@ -262,8 +265,6 @@ function renderList(listing) {
   if (listing.selected.kind !== "user_image" && !listed) {
     groups.push(group("Other", [choice(selected, [line("name", selected)], { checked: true })]));
   }
-  groups.push(group("My images", listing.own.map((i) => imageRow(i, selected, true)), "No image of yours fits this OB."));
-  groups.push(group("Shared images", listing.shared.map((i) => imageRow(i, selected, false)), "None."));
   if (listing.tombstones.length) {
     const rows = listing.tombstones.map((t) => {
       const verb = t.reason === "culled" ? "culled" : "deleted";
