@@ -34,6 +34,8 @@ BIG = "ADP.2021-06-07T08:09:10.111"  # larger than the upload limit
 BIG_FIELD = (151.0, 3.0)
 MID = "ADP.2021-06-07T08:09:10.222"  # under the upload limit, for the faults of the fetch itself
 MID_FIELD = (152.0, 3.0)
+NOFILTER = "ADP.2022-03-04T05:06:07.333"  # no filter in its header: the archive row's is used
+NOFILTER_FIELD = (153.0, 3.0)
 FIELD = devworld.FIELD
 GAP = devworld.PAW_CENTRE
 
@@ -44,7 +46,9 @@ def archive_files() -> list[ArchiveFile]:
     big = ArchiveFile(BIG, "FORS2", "V", when, when, 24.0, (500.0, 590.0), tuple(corners), data)
     data, corners = product(MID, MID_FIELD, "V")  # ~ 4 MB
     mid = ArchiveFile(MID, "FORS2", "V", when, when, 24.0, (500.0, 590.0), tuple(corners), data)
-    return [*demo_archive(), big, mid]
+    data, corners = product(NOFILTER, NOFILTER_FIELD, "")
+    bare = ArchiveFile(NOFILTER, "FORS2", "I", when, when, 23.0, (730.0, 880.0), tuple(corners), data)
+    return [*demo_archive(), big, mid, bare]
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +266,18 @@ async def test_chosen_fetched_once_stored_and_shown(
     status, again = await choose(gw, http, new_ob(), run_a, delegate, f"eso_im|{ADP}")
     assert status == 200 and again["image"]["fits_hash"] == image["fits_hash"]
     assert healthy.file_requests.count(ADP) == fetched + 1
+
+
+async def test_the_archive_row_gives_the_filter_a_header_lacks(
+    archive_gateway: Gateway, http: aiohttp.ClientSession, healthy: DevArchive
+) -> None:
+    gw = archive_gateway
+    owner = new_user()
+    run, ob = gw.new_run(owner), new_ob()
+    status, body = await choose(gw, http, ob, run, owner, f"eso_im|{NOFILTER}", NOFILTER_FIELD)
+    assert status == 202, body
+    entry = await settled(gw, http, ob, run, owner, NOFILTER, NOFILTER_FIELD)
+    assert entry["state"] == "ready" and entry["image"]["filter"] == "I", entry
 
 
 @pytest.mark.parametrize(
