@@ -167,8 +167,9 @@ class Uploads:
         processed: Processed,
         generated: Generated | None = None,
     ) -> ImageView:
-        """Records the image and makes it the OB's selection; a system-owned one
-        (`generated`) already stored for its source key is selected instead."""
+        """Records the image and makes it the OB's selection. A system-owned one
+        (`generated`) is not selected here (Select with its source key does it, for
+        every OB that asked); one already stored for its key is kept instead."""
         fits_hash = check_hash(fits_hash)
         owner_id = generated.owner_id if generated else caller.user_id
         access.check_same_instance(caller, ob.run_id)
@@ -275,12 +276,10 @@ class Uploads:
             # An upload is a use by the owner: it associates the OB's run (and so does
             # making a system-owned image for an OB of the run).
             await self.repo.associate(conn, image_id, ob.run_id)
-            kind, value = (
-                (SelectionKind.USER_IMAGE, fits_hash)
-                if generated is None
-                else (generated.kind, generated.value)
-            )
-            await self.repo.set_selection(conn, caller.instance, ob.ob_id, kind, value, image_id)
+            if generated is None:  # an upload is the OB's selection; a made image is selected apart
+                await self.repo.set_selection(
+                    conn, caller.instance, ob.ob_id, SelectionKind.USER_IMAGE, fits_hash, image_id
+                )
             if created:
                 await self.repo.add_usage(conn, images=1)
             image = await self.repo.image_by_id(conn, image_id, caller.user_id)

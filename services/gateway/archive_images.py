@@ -241,8 +241,8 @@ class ArchiveImages:
             },
         )
         self._jobs.pop(dp_id, None)
-        # The first asker's OB was selected by the upload; the others who chose it meanwhile now.
-        for waiting_caller, waiting_ob in self._waiting.pop(dp_id, [])[1:]:
+        # Every OB that chose it meanwhile shows it now.
+        for waiting_caller, waiting_ob in self._waiting.pop(dp_id, []):
             try:
                 await self.select(waiting_caller, waiting_ob, dp_id)
             except ServiceError as err:

@@ -157,10 +157,10 @@ class GaiaImages:
     # ---- making it -------------------------------------------------------------------------
 
     async def make(self, caller: Caller, ob: ObContext, spec: GaiaImageSpec) -> None:
-        """Makes and stores the image of `spec` for the OB (the catalog makes it the OB's
-        selection). One make per key at a time on this gateway: a second request of the
-        same key waits for the first. UNAVAILABLE when the catalogue does not answer;
-        nothing is stored when any step fails."""
+        """Makes and stores the image of `spec` for the OB, changing no selection (the
+        catalog's Select with its key shows it for an OB). One make per key at a time on
+        this gateway: a second request of the same key waits for the first. UNAVAILABLE
+        when the catalogue does not answer; nothing is stored when any step fails."""
         if self.catalogue is None:
             raise ServiceError(Code.UNAVAILABLE, "no Gaia catalogue is configured (GAIA_TAP_URL)")
         running = self._making.get(spec.key)
