@@ -449,6 +449,7 @@ def _launch(args: argparse.Namespace) -> int:
         suite.env["DEFAULT_SURVEY_NAME"] = "Demo survey (local)"
     if not os.environ.get("SURVEYS"):
         suite.env["SURVEYS"] = local_surveys(workdir, build_demo_survey(workdir))
+        suite.env["CHART_SURVEY_OPTICAL"], suite.env["CHART_SURVEY_INFRARED"] = "DEMO-R", "DEMO-K"
     for key in (
         "S3_ENDPOINT",
         "S3_ACCESS_KEY",

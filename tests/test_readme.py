@@ -46,9 +46,7 @@ def _block_after(heading: str, fence: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def launched(
-    pg_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, dict[str, str]]]:
+def launched(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """`make run`'s launcher on free ports, and a folder laid out as the repository's root
     (its .venv, its var/ the launcher's work folder) to run the README's lines in."""
     tmp = tmp_path_factory.mktemp("readme")

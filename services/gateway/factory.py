@@ -13,6 +13,7 @@ from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from bgimages.validator.v1 import validator_pb2, validator_pb2_grpc
 from services.gateway.archive_images import ArchiveImages, ArchiveLimits
 from services.gateway.displays import Displays
+from services.gateway.finding_charts import FindingCharts
 from services.gateway.gaia_images import GaiaImages, GaiaLimits
 from services.gateway.health import Health, ServingCheck
 from services.gateway.hips import Hips
@@ -98,6 +99,7 @@ class Gateway:
     backends: Backends
     gaia: GaiaImages
     archive: ArchiveImages
+    charts: FindingCharts
 
     async def start(self) -> None:
         await self.displays.start()
@@ -199,4 +201,13 @@ def build(
         backends=backends,
         gaia=gaia,
         archive=archive,
+        charts=FindingCharts(
+            catalog=catalog,
+            processor=backends.processor,
+            images=images,
+            gaia=gaia,
+            surveys=surveys,
+            optical_survey=settings.chart_survey_optical,
+            infrared_survey=settings.chart_survey_infrared,
+        ),
     )

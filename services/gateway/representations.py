@@ -240,6 +240,49 @@ class SelectRequest(ObFields):
     obs_date: str | None = Field(None, description="observation date YYYY-MM-DD for gaia (default: today)")
 
 
+class ChartsRequest(ObFields):
+    """An OB's finding charts: its context, what the charts say, how they are displayed
+    (p2api generateFindingChart's names: `c_` for the custom chart)."""
+
+    mode: str | None = Field(None, description="the instrument mode (the table's), default its first")
+    position_angle: Number | None = Field(None, description="sky position angle, degrees E of N")
+    prog_id: str = Field("", description="the run's programme ID, e.g. 60.A-9252(A)")
+    pi_name: str = ""
+    ob_name: str = ""
+    target_name: str = ""
+    guide_ra: Number | None = Field(None, description="a guide star, degrees")
+    guide_dec: Number | None = None
+    obs_date: str | None = Field(None, description="YYYY-MM-DD: the Gaia image's epoch (default today)")
+    image: str | None = Field(
+        None,
+        description="the custom chart's image: user_bkg_image|<hash>, eso_im|DPID or survey|NAME"
+        " (default: the OB's selection when it is one of those)",
+    )
+    stretch: str | None = None
+    exponent: Number | None = None
+    pmin: Number | None = None
+    pmax: Number | None = None
+    c_stretch: str | None = None
+    c_exponent: Number | None = None
+    c_pmin: Number | None = None
+    c_pmax: Number | None = None
+    GAIA_im_IQ: Number | None = Field(None, description="Gaia image PSF FWHM, arcsec (default 1)")
+    GAIA_im_noise: Number | None = Field(None, description="Gaia image noise / brightest pixel (1e-6)")
+
+
+class ChartJson(Body):
+    title: str = Field(description="what the chart shows: a survey, the Gaia image, a file")
+    kind: Literal["default", "gaia", "custom"]
+    media_type: Literal["image/jpeg"]
+    bytes: int
+    jpeg_base64: str
+
+
+class Charts(Body):
+    charts: list[ChartJson]
+    warnings: list[str]
+
+
 class UploadForm(ObFields):
     """The multipart form; the OB fields may come as query parameters instead."""
 
@@ -664,3 +707,21 @@ def image_list(listing: catalog_pb2.ListImagesResponse, sources: Sequence[P2fcSo
         key = source.value if source.value not in out else f"{source.value} [{source.kind}]"
         out[key] = source
     return ImageList(out)
+
+
+def charts_json(chart_set: Any) -> Charts:
+    import base64
+
+    return Charts(
+        charts=[
+            ChartJson(
+                title=c.title,
+                kind=c.kind,
+                media_type="image/jpeg",
+                bytes=len(c.jpeg),
+                jpeg_base64=base64.b64encode(c.jpeg).decode("ascii"),
+            )
+            for c in chart_set.charts
+        ],
+        warnings=list(chart_set.warnings),
+    )

@@ -323,6 +323,10 @@ class ProcessorSettings(Common):
     swarp_mem_mb: PositiveInt = env(
         "SWARP_MEM_MB", 512, "RAM SWarp may use (its MEM_MAX); the rest goes to disk"
     )
+    chart_timeout_s: PositiveFloat = env("CHART_TIMEOUT_S", 120.0, "time limit of one finding chart")
+    chart_memory_bytes: PositiveInt = env(
+        "CHART_MEMORY_BYTES", 3 << 30, "address space the finding-chart worker may use"
+    )
 
 
 class CatalogSettings(Common):
@@ -461,6 +465,12 @@ class GatewaySettings(Common):
     )
     gaia_field_radius_arcsec: PositiveFloat = env(
         "GAIA_FIELD_RADIUS_ARCSEC", 300.0, "radius a Gaia image covers when the OB's instrument is unknown"
+    )
+    chart_survey_optical: Text = env(
+        "CHART_SURVEY_OPTICAL", "DSS2-red", "named survey (FITS tiles) of optical instruments' default chart"
+    )
+    chart_survey_infrared: Text = env(
+        "CHART_SURVEY_INFRARED", "2MASS-K", "named survey (FITS tiles) of infrared instruments' default chart"
     )
     archive_tap_url: Annotated[str, AfterValidator(_http_url_or_empty)] = env(
         "ARCHIVE_TAP_URL",

@@ -74,9 +74,12 @@ async def test_upload_is_listed_and_its_hips_stored(suite: Suite, big_image: Pat
 
     headers = {"Authorization": f"Bearer {suite.token(OWNER)}"}
     params = {"run_id": RUN, "target_ra": "210.01", "target_dec": "-30.01"}
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{suite.gateway_url}/api/v1/obs/70001/background-images", params=params, headers=headers
-    ) as listing:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{suite.gateway_url}/api/v1/obs/70001/background-images", params=params, headers=headers
+        ) as listing,
+    ):
         assert listing.status == 200
         data = await listing.json()
     own = [img["fits_hash"] for img in data["own"]]

@@ -68,6 +68,8 @@ def gateway_env(tmp: Path) -> dict[str, str]:
         "DEFAULT_SURVEY_NAME": SURVEY_NAME,
         # The named surveys as `make run` has them (local folders, no internet), DEMO-K smaller.
         "SURVEYS": devrun.local_surveys(tmp, survey, size=512, scale_arcsec=12.0, order=5),
+        "CHART_SURVEY_OPTICAL": "DEMO-R",
+        "CHART_SURVEY_INFRARED": "DEMO-K",
         "DISPLAY_FLUSH_S": "1",
     }
 

@@ -766,7 +766,8 @@ async def test_interrupted_upload_leaves_nothing(gateway: Gateway, tmp_path: Pat
             f"Host: {host}\r\nAuthorization: Bearer {gateway.token(owner)}\r\n"
             "Content-Type: application/fits\r\nContent-Length: 5000000\r\n\r\n"
         ).encode()
-        + b"SIMPLE  =                    T" + b" " * 2_000_000
+        + b"SIMPLE  =                    T"
+        + b" " * 2_000_000
     )
     await writer.drain()
     await asyncio.sleep(0.5)

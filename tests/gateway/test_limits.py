@@ -185,13 +185,17 @@ async def test_slow_bodies_are_cut_and_a_slow_link_passes(
     status, body, link_s = await link
 
     print(f"\nslow link: {size / 2**20:.0f} MiB at 1 MiB/s in {link_s:.1f} s -> {status} {body['code']}")
-    print(f"staller: {staller.status} {staller.body['code']} at {staller.answered_s:.1f} s, closed at "
-          f"{staller.closed_s:.1f} s")
+    print(
+        f"staller: {staller.status} {staller.body['code']} at {staller.answered_s:.1f} s, closed at "
+        f"{staller.closed_s:.1f} s"
+    )
     cut = [t for t in tricklers if t.status == 408]
     refused = [t for t in tricklers if t.status == 503]
-    print(f"{TRICKLERS} at 1 byte/3 s: {len(cut)} cut (408) at {min(t.answered_s for t in cut):.1f}-"
-          f"{max(t.answered_s for t in cut):.1f} s, closed by {max(t.closed_s for t in cut):.1f} s; "
-          f"{len(refused)} refused (503) at once; {held} temp files held at 10 s")
+    print(
+        f"{TRICKLERS} at 1 byte/3 s: {len(cut)} cut (408) at {min(t.answered_s for t in cut):.1f}-"
+        f"{max(t.answered_s for t in cut):.1f} s, closed by {max(t.closed_s for t in cut):.1f} s; "
+        f"{len(refused)} refused (503) at once; {held} temp files held at 10 s"
+    )
 
     assert status == 422 and body["code"] == "TARGET_OUTSIDE_FIELD", body  # every byte arrived
     assert link_s >= size / rate - 1
