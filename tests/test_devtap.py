@@ -70,7 +70,7 @@ def test_it_reads_other_spellings_of_the_same_query() -> None:
         FROM_WHERE + "1 = CONTAINS(POINT('ICRS', dec, ra), CIRCLE('ICRS', 1, 2, 0.1))",
         FROM_WHERE + "0 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 1, 2, 0.1))",
         FROM_WHERE + "1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 1, 95, 1))",
-        "SELECT ra FROM gaiadr3.gaia_source WHERE phot_g_mean_mag < 'x'",
+        "SELECT ra FROM gaiadr3.gaia_source WHERE phot_g_mean_mag < ra",
         "SELECT ra FROM gaiadr3.gaia_source;",
         "SELECT ra, FROM gaiadr3.gaia_source",
         "SELECT ra FROM gaiadr3.gaia_source WHERE",
@@ -218,3 +218,28 @@ def test_every_query_is_recorded(tap: DevTap) -> None:
         "MAXREC": "1",
         "QUERY": "SELECT TOP 1 ra FROM gaiadr3.gaia_source",
     }
+
+
+def test_it_evaluates_a_point_in_each_rows_polygon_and_text_comparisons() -> None:
+    from services.devtap import region_holds
+
+    square = "POLYGON ICRS 149.9 1.9 150.1 1.9 150.1 2.1 149.9 2.1"
+    assert region_holds(square, 150.0, 2.0) and not region_holds(square, 150.2, 2.0)
+    assert region_holds("POLYGON 359.9 -0.1 0.1 -0.1 0.1 0.1 359.9 0.1", 0.0, 0.0)  # across RA 0
+    table = Table(
+        {
+            "dp_id": ["A", "B", "C"],
+            "dataproduct_type": ["image", "image", "cube"],
+            "obs_release_date": ["2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z", "2020-01-01T00:00:00Z"],
+            "s_region": [square, square, square],
+        }
+    )
+    query = parse_adql(
+        "SELECT dp_id FROM ivoa.ObsCore WHERE dataproduct_type = 'image' "
+        "AND CONTAINS(POINT('ICRS', 150.05, 2.05), s_region) = 1 AND obs_release_date < '2026-12-03T00:00:00'"
+    )
+    assert list(evaluate(query, table, "ivoa.ObsCore")["dp_id"]) == ["A"]
+    outside = parse_adql(
+        "SELECT dp_id FROM ivoa.ObsCore WHERE CONTAINS(POINT('ICRS', 151.0, 2.0), s_region) = 1"
+    )
+    assert len(evaluate(outside, table, "ivoa.ObsCore")) == 0
