@@ -246,6 +246,41 @@ async def test_upload_select_display_switch_delete(
     await page.close()
 
 
+async def test_a_named_survey_is_chosen_and_shown_from_its_hips(browser: Browser, gateway: Gateway) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    ob = new_ob()
+    page, log = await open_page(browser, gateway, user, ob, run)
+    surveys: list[tuple[int, str]] = []
+    page.on("response", lambda r: "/surveys/DEMO-" in r.url and surveys.append((r.status, r.url)))
+    default_view = await aladin_pixels(page, "12-before-survey")
+    # A section of its own, one row per named survey, with the band.
+    box = page.locator(".group", has=page.locator("h3", has_text="Surveys"))
+    assert await box.locator(".choice .name").all_inner_texts() == ["DEMO-R", "DEMO-K"]
+    assert "band Ks" in await box.locator(".choice[data-survey='DEMO-K'] .meta").inner_text()
+
+    await page.check("input[value='survey|DEMO-K']")
+    await page.wait_for_function("() => document.body.dataset.display === 'survey|DEMO-K'", timeout=30000)
+    await settle(page, log, 1.0)
+    while not [u for s, u in surveys if s == 200 and "/Norder" in u]:
+        await page.wait_for_timeout(500)  # the first tiles come after the properties
+    await settle(page, log, 1.0)
+    view = await aladin_pixels(page, "12-survey-DEMO-K")
+    # Aladin Lite asked the gateway for DEMO-K's own HiPS: its properties and its tiles.
+    ours = [(s, u) for s, u in surveys if "/surveys/DEMO-K/" in u]
+    assert any(u.endswith("/surveys/DEMO-K/properties") and s == 200 for s, u in ours), ours
+    assert [u for s, u in ours if s == 200 and re.search(r"/Norder\d+/(Dir\d+/Npix\d+|Allsky)\.", u)], ours
+    assert await page.is_checked("input[value='survey|DEMO-K']")
+    assert await page.inner_text("#display-caption") == "DEMO-K (band Ks)"
+    assert np.abs(centre(view) - centre(default_view)).mean() > 5, "the view did not change"
+    listing = await _listing(gateway, user, ob, run)
+    assert listing["selected"]["selection"] == "survey|DEMO-K"
+    # The layer's name is ours; the page's list shows no "Other" row for a listed survey.
+    assert await page.locator(".group h3", has_text="Other").count() == 0
+    assert log.csp_violations() == [] and log.errors == [], (log.csp_violations(), log.errors)
+    await page.close()
+
+
 async def test_file_names_are_text(browser: Browser, gateway: Gateway, tmp_path: Path) -> None:
     user = new_user()
     run = gateway.new_run(user)
