@@ -6,6 +6,7 @@ from bgimages_client._errors import BgImagesError
 from bgimages_client._models import (
     ArchiveEntry,
     DefaultSurvey,
+    FindingChart,
     Footprint,
     GaiaEntry,
     HipsLink,
@@ -22,6 +23,7 @@ __all__ = [
     "BackgroundImages",
     "BgImagesError",
     "DefaultSurvey",
+    "FindingChart",
     "Footprint",
     "GaiaEntry",
     "HipsLink",

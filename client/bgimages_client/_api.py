@@ -11,7 +11,7 @@ from urllib.parse import quote
 import requests
 
 from bgimages_client._errors import BgImagesError
-from bgimages_client._models import HipsLink, Image, Listing, Run, Selection, Tombstone
+from bgimages_client._models import FindingChart, HipsLink, Image, Listing, Run, Selection, Tombstone
 
 Position = tuple[float, float]
 Progress = Callable[[int, int], None]  # (bytes sent so far, total)
@@ -179,6 +179,28 @@ class BackgroundImages:
             if key in body:
                 body[key] = float(body[key])
         return Selection.from_json(self._json("PUT", f"/api/v1/obs/{int(ob_id)}/background-image", json=body))
+
+    def finding_charts(
+        self,
+        ob_id: int,
+        run_id: str,
+        target: Position,
+        *,
+        boa: Position | None = None,
+        instrument: str | None = None,
+        obs_date: str | None = None,
+        **chart: Any,
+    ) -> list[FindingChart]:
+        """The OB's finding charts (JPEG): the default survey's, the Gaia image's, and the
+        custom image's (`image=`, else the OB's selection when it is one). `chart` takes the
+        route's other fields: mode, position_angle, prog_id, pi_name, ob_name, target_name,
+        guide_ra, guide_dec, stretch, exponent, pmin, pmax, c_stretch, ..., GAIA_im_IQ."""
+        body: dict[str, Any] = {**_ob_params(run_id, target, boa, instrument, obs_date), **chart}
+        for key in ("target_ra", "target_dec", "boa_ra", "boa_dec"):
+            if key in body:
+                body[key] = float(body[key])
+        data = self._json("POST", f"/api/v1/obs/{int(ob_id)}/finding-charts", json=body)
+        return [FindingChart.from_json(c) for c in data["charts"]]
 
     def get_selection(self, ob_id: int, run_id: str = "") -> Selection:
         params = {"run_id": run_id} if run_id else {}

@@ -232,3 +232,18 @@ class Run:
     run_id: str
     owner_id: str
     delegate_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class FindingChart:
+    """One rendered finding chart."""
+
+    title: str  # what it shows: a survey, the Gaia image, a file
+    kind: str  # default, gaia, custom
+    jpeg: bytes
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FindingChart:
+        import base64
+
+        return cls(data.get("title", ""), data.get("kind", ""), base64.b64decode(data["jpeg_base64"]))

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bgimages_client._api import BackgroundImages
 from bgimages_client._errors import BgImagesError
@@ -112,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
         "selection", help="default | gaia | survey|NAME | eso_im|DPID | user_bkg_image|<fits_hash>"
     )
     ob_args(sel)
+
+    fc = sub.add_parser("fc", help="render the OB's finding charts into JPEG files")
+    ob_args(fc)
+    fc.add_argument("--out", default=".", help="folder the JPEGs are written to")
+    fc.add_argument("--image", help="the custom chart's image (default: the OB's selection)")
+    fc.add_argument("--mode", help="the instrument mode")
+    fc.add_argument("--pa", type=float, default=0.0, help="position angle, degrees E of N")
+    for name in ("prog-id", "pi-name", "ob-name", "target-name"):
+        fc.add_argument(f"--{name}", default="")
+    fc.add_argument("--stretch", help="linear, sqrt, log, power, arcsinh (aplpy's)")
+    fc.add_argument("--pmin", type=float)
+    fc.add_argument("--pmax", type=float)
 
     rm = sub.add_parser("delete", help="delete one of your images")
     rm.add_argument("fits_hash")
@@ -222,6 +235,35 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
             )
         else:
             print(f"OB {args.ob} now uses {chosen.selection}")
+        return 0
+    if args.command == "fc":
+        extra = {
+            "image": args.image,
+            "mode": args.mode,
+            "position_angle": args.pa,
+            "prog_id": args.prog_id,
+            "pi_name": args.pi_name,
+            "ob_name": args.ob_name,
+            "target_name": args.target_name,
+            "stretch": args.stretch,
+            "pmin": args.pmin,
+            "pmax": args.pmax,
+        }
+        found = api.finding_charts(
+            args.ob,
+            args.run,
+            tuple(args.target),
+            boa=boa,
+            instrument=args.instrument,
+            obs_date=args.obs_date,
+            **{k: v for k, v in extra.items() if v not in (None, "")},
+        )
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, chart in enumerate(found, start=1):
+            path = folder / f"ob{args.ob}_fc{n}_{chart.kind}.jpg"
+            path.write_bytes(chart.jpeg)
+            print(f"{path}  {chart.title}  ({len(chart.jpeg)} bytes)")
         return 0
     if args.command == "delete":
         tombstone = api.delete(args.fits_hash)

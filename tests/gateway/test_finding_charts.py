@@ -86,3 +86,23 @@ async def test_two_charts_then_three_with_the_selected_image(
     assert status == 403 and body["code"] == "FORBIDDEN", body
     status, body = await charts(gateway, http, ob, run, owner, stretch="sideways")
     assert status == 400 and body["code"] == "INVALID_ARGUMENT", body
+
+
+async def test_the_command_line_writes_the_charts(gateway: Gateway, tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.gateway.test_client import _cli
+
+    owner = new_user()
+    run = gateway.new_run(owner)
+    ob = new_ob()
+    args = ["--ob", str(ob), "--run", run, "--target", "150", "2", "--instrument", "FORS2"]
+    out = tmp_path / "charts"
+    done = await asyncio.to_thread(
+        _cli, gateway, owner, "fc", *args, "--out", str(out), "--target-name", "$x$", "--pa", "45"
+    )
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"ob{ob}_fc1_default.jpg", f"ob{ob}_fc2_gaia.jpg"], written
+    for path in out.iterdir():
+        assert Image.open(path).format == "JPEG"
