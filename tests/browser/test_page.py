@@ -629,6 +629,43 @@ async def test_an_archive_image_is_fetched_and_shown(browser: Browser, gateway: 
     await page.close()
 
 
+async def test_generate_finding_chart_shows_the_set(browser: Browser, gateway: Gateway) -> None:
+    user = new_user()
+    run = gateway.new_run(user)
+    ob = new_ob()
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    log = PageLog(page)
+    names = {
+        "prog_id": "60.A-9252(A)",
+        "pi": "Alice Smith",
+        "ob_name": "OB <b>1</b>",
+        "target_name": "$x$ Cen",
+    }
+    fragment = urlencode(
+        {"ob": ob, "run": run, "ra": TARGET[0], "dec": TARGET[1], "instrument": "FORS2", **names}
+    )
+    await page.goto(f"{gateway.url}/#{fragment}")
+    await page.wait_for_function("() => document.body.dataset.ready === 'yes'")
+    await page.fill("#ctx-token", gateway.token(user))
+    await page.click("#ctx-load")
+    await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
+    await page.click("#fc-button")
+    await page.wait_for_function("() => /^[0-9]+$/.test(document.body.dataset.charts || '')", timeout=120000)
+    assert await page.evaluate("() => document.body.dataset.charts") == "2"
+    images = page.locator("#charts-list img")
+    assert [await images.nth(n).get_attribute("data-kind") for n in range(2)] == ["default", "gaia"]
+    # Each JPEG decoded and laid out by the browser.
+    widths = await page.evaluate(
+        "() => [...document.querySelectorAll('#charts-list img')].map(i => i.naturalWidth)"
+    )
+    assert widths == [800, 800]
+    captions = await page.locator("#charts-list figcaption").all_inner_texts()
+    assert captions[0].startswith("1. DEMO-R") and captions[1].startswith("2. Gaia DR3 (epoch ")
+    await page.locator("#charts").screenshot(path=str(ARTIFACTS / "14-finding-charts.png"))
+    assert log.errors == [] and log.csp_violations() == [], (log.errors, log.csp_violations())
+    await page.close()
+
+
 async def _listing(gateway: Gateway, user: str, ob: int, run: str) -> Any:
     import aiohttp
 

@@ -89,7 +89,9 @@ function readContext() {
     instrument: $("ctx-instrument").value.trim(),
     obsDate: $("ctx-date").value.trim(),
   };
-  sessionStorage.setItem("bg-context", JSON.stringify({ ...ctx, token: undefined }));
+  const names = state.names || {};
+  const saved = { progId: names.prog_id, pi: names.pi_name, obName: names.ob_name, targetName: names.target_name, pa: names.position_angle };
+  sessionStorage.setItem("bg-context", JSON.stringify({ ...ctx, ...saved, token: undefined }));
   sessionStorage.setItem("bg-token", ctx.token);
   return ctx;
 }
@@ -110,6 +112,14 @@ function restoreContext() {
   $("ctx-boa-dec").value = pick("boa_dec", "boaDec");
   $("ctx-instrument").value = pick("instrument", "instrument");
   $("ctx-date").value = pick("obs_date", "obsDate");
+  // What the finding charts say of the OB (p2's link carries them; none: left blank).
+  state.names = {
+    prog_id: hash.get("prog_id") ?? saved.progId ?? "",
+    pi_name: hash.get("pi") ?? saved.pi ?? "",
+    ob_name: hash.get("ob_name") ?? saved.obName ?? "",
+    target_name: hash.get("target_name") ?? saved.targetName ?? "",
+    position_angle: hash.get("pa") ?? saved.pa ?? "",
+  };
   const token = hash.get("token");
   if (token) {
     sessionStorage.setItem("bg-token", token);
@@ -580,6 +590,43 @@ async function display(selection) {
   document.body.dataset.display = selection.selection;
 }
 
+// ---- finding charts -----------------------------------------------------------------------------
+
+// The OB's set of charts (the default survey, the Gaia image, the custom image), rendered
+// by the gateway and shown below the dialog; the names are text (the page sets textContent).
+async function generateCharts() {
+  const ctx = state.ctx;
+  const names = Object.fromEntries(Object.entries(state.names || {}).filter(([, v]) => v !== ""));
+  const json = { ...Object.fromEntries(obRequest(ctx)), ...names };
+  $("fc-button").disabled = true;
+  $("fc-spinner").hidden = false;
+  document.body.dataset.charts = "rendering";
+  setStatus("Rendering the finding charts…");
+  try {
+    const answer = await api("POST", `${API}/obs/${encodeURIComponent(ctx.ob)}/finding-charts`, { json });
+    const figures = answer.charts.map((chart, n) => {
+      const img = el("img", {
+        src: `data:image/jpeg;base64,${chart.jpeg_base64}`,
+        alt: `Finding chart ${n + 1}: ${chart.title}`,
+      });
+      img.dataset.kind = chart.kind;
+      const caption = el("figcaption", {}, `${n + 1}. ${chart.title} (${Math.round(chart.bytes / 1024)} kB)`);
+      return el("figure", {}, img, caption);
+    });
+    $("charts-list").replaceChildren(...figures);
+    $("charts-note").textContent = answer.warnings.join(" ");
+    $("charts").hidden = false;
+    setStatus(`${answer.charts.length} finding charts made.`);
+    document.body.dataset.charts = String(answer.charts.length);
+  } catch (err) {
+    showError(err);
+    document.body.dataset.charts = "failed";
+  } finally {
+    $("fc-button").disabled = false;
+    $("fc-spinner").hidden = true;
+  }
+}
+
 // ---- start --------------------------------------------------------------------------------------
 
 async function load(ev) {
@@ -593,6 +640,7 @@ async function load(ev) {
     $("upload-bandpass").disabled = false;
     $("upload-button").setAttribute("aria-disabled", "false");
     $("upload-button").title = "Choose a FITS file to upload for this OB";
+    $("fc-button").disabled = false;
     $("dialog-ob").textContent = `OB ${state.ctx.ob} · run ${state.ctx.run}`;
   } catch (err) {
     showError(err);
@@ -616,6 +664,7 @@ $("upload-retry").addEventListener("click", () => {
   if (state.lastFile && state.ctx && !state.busy) upload(state.lastFile);
 });
 $("upload-bandpass").addEventListener("input", (ev) => ev.target.classList.remove("wanted"));
+$("fc-button").addEventListener("click", () => state.ctx && generateCharts());
 document.body.dataset.ready = "yes";
 if (signedIn) {
   $("context-panel").open = false;
