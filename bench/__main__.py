@@ -12,7 +12,7 @@ import traceback
 
 from bench.table import Row, print_table
 
-SECTIONS = ["validation", "hips", "gaia", "selector", "storage", "mosaic", "catalog", "upload"]
+SECTIONS = ["validation", "hips", "gaia", "selector", "charts", "storage", "mosaic", "catalog", "upload"]
 
 
 def main(argv: list[str]) -> int:

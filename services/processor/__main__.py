@@ -120,9 +120,10 @@ async def make(settings: ProcessorSettings) -> GrpcService:
     if stale := processor.remove_stale_scratch():
         logging.getLogger("services.processor").info("removed %d job folders left by an earlier run", stale)
     service = GrpcService.of(settings)
-    add_to(service.server, processor)
+    servicer = add_to(service.server, processor)
     service.watch(store.ping, STORE_CHECK_INTERVAL_S, "object store")
     service.on_stop(processor.close)
+    service.on_stop(servicer.charts.close)
     return service
 
 
@@ -154,9 +155,49 @@ def main(argv: list[str]) -> int:
     m.add_argument("--swarp", default="SWarp", help="SWarp executable")
     m.add_argument("--timeout", type=int, default=900, help="SWarp's time limit, seconds")
     m.set_defaults(func=_mosaic)
+    c = sub.add_parser("chart", help="draw one finding chart of a local FITS image into a JPEG")
+    c.add_argument("file")
+    c.add_argument("out")
+    c.add_argument("--hdu", type=int, default=0)
+    c.add_argument("--target", type=float, nargs=2, metavar=("RA", "DEC"), required=True)
+    c.add_argument("--boa", type=float, nargs=2, metavar=("RA", "DEC"))
+    c.add_argument("--instrument", default="")
+    c.add_argument("--mode", default=None)
+    c.add_argument("--pa", type=float, default=0.0, help="sky position angle, degrees E of N")
+    for name in ("prog-id", "pi", "ob-name", "target-name", "band"):
+        c.add_argument(f"--{name}", default="")
+    c.add_argument("--stretch", default="linear")
+    c.add_argument("--pmin", type=float, default=0.25)
+    c.add_argument("--pmax", type=float, default=99.75)
+    c.set_defaults(func=_chart)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+def _chart(args: argparse.Namespace) -> int:
+    from services.processor import charts
+    from services.processor.finding_chart import ChartContext, Display
+
+    ctx = ChartContext(
+        prog_id=args.prog_id,
+        pi_name=args.pi,
+        ob_name=args.ob_name,
+        target_name=args.target_name,
+        target=tuple(args.target),
+        instrument=args.instrument,
+        mode=args.mode,
+        position_angle_deg=args.pa,
+        band=args.band,
+        image_name=os.path.basename(args.file),
+        boa_star=tuple(args.boa) if args.boa else None,
+    )
+    display = Display(stretch=args.stretch, pmin=args.pmin, pmax=args.pmax)
+    jpeg = charts.render_job(charts.ChartJob(ctx, display, args.file, args.hdu))
+    with open(args.out, "wb") as f:
+        f.write(jpeg)
+    print(f"{args.out}: {len(jpeg)} bytes")
+    return 0
 
 
 def exit_now(code: int) -> None:

@@ -33,7 +33,7 @@ from astropy.wcs import WCS
 from services.shared import instruments
 
 MAX_JPEG_BYTES = 1 << 20
-MAX_PIXELS = 1400  # the image is block-averaged to at most this many pixels a side
+MAX_PIXELS = 800  # the chart grid has at most this many pixels a side (the axes are 680 wide)
 FONTS = ["DejaVu Sans", "Liberation Sans"]
 FIELD_COLOUR = "#1f5fd6"
 SLIT_COLOUR = "#d62728"
@@ -373,7 +373,7 @@ def _draw_inset(fig: Any, ctx: ChartContext, inset: Inset) -> None:
 def _jpeg(fig: Any) -> bytes:
     for quality in (90, 80, 70, 55, 40):
         out = io.BytesIO()
-        fig.savefig(out, format="jpeg", dpi=100, pil_kwargs={"quality": quality, "optimize": True})
+        fig.savefig(out, format="jpeg", dpi=100, pil_kwargs={"quality": quality})
         if out.tell() <= MAX_JPEG_BYTES:
             return out.getvalue()
     raise ValueError("the chart does not fit in 1 MB as a JPEG")
