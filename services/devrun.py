@@ -375,6 +375,8 @@ def page_link(gateway_url: str, token: str, ob: Any) -> str:
     context: dict[str, Any] = {"token": token, "ob": ob.ob_id, "run": ob.run.catalog_id}
     context.update(ra=ob.target[0], dec=ob.target[1], instrument=ob.run.instrument)
     # What the OB's finding charts say of it, as p2 would tell the page.
+    from services import devworld
+
     pi = devworld.BY_NAME[ob.run.pi]
     context.update(prog_id=ob.run.prog_id, pi=f"{pi.first} {pi.last}", ob_name=ob.name, target_name=ob.name)
     if ob.boa:
