@@ -252,7 +252,11 @@ async def test_a_named_survey_is_chosen_and_shown_from_its_hips(browser: Browser
     ob = new_ob()
     page, log = await open_page(browser, gateway, user, ob, run)
     surveys: list[tuple[int, str]] = []
-    page.on("response", lambda r: "/surveys/DEMO-" in r.url and surveys.append((r.status, r.url)))
+    def seen(resp: Response) -> None:
+        if "/surveys/DEMO-" in resp.url:
+            surveys.append((resp.status, resp.url))
+
+    page.on("response", seen)
     default_view = await aladin_pixels(page, "12-before-survey")
     # A section of its own, one row per named survey, with the band.
     box = page.locator(".group", has=page.locator("h3", has_text="Surveys"))
