@@ -104,6 +104,8 @@ class DevP2(LoopThread):
         self.obs: dict[int, dict[str, Any]] = {}
         self.templates: dict[int, list[dict[str, Any]]] = {}
         self.charts: dict[int, list[tuple[str, bytes]]] = {}  # obId -> (name, JPEG), index order
+        # Fault for the tests: the Nth chart added from now on fails (500); 0: none.
+        self.fail_chart_add_at = 0
         self.redirect_to: dict[int, str] = {}  # obId -> Location of a 302
         self.slow: dict[int, float] = {}  # obId -> seconds before answering
         self.seen: list[Seen] = []
@@ -376,6 +378,10 @@ class DevP2(LoopThread):
             )
         if not data.startswith(b"\xff\xd8"):
             raise _error(web.HTTPBadRequest, "not a JPEG image")
+        if self.fail_chart_add_at:
+            self.fail_chart_add_at -= 1
+            if not self.fail_chart_add_at:
+                return web.json_response({"error": "development p2: failing as asked"}, status=500)
         charts = self.charts.setdefault(ob["obId"], [])
         if len(charts) >= MAX_CHARTS:
             raise _error(web.HTTPBadRequest, f"at most {MAX_CHARTS} finding charts per OB")

@@ -48,6 +48,8 @@ HINTS: dict[str, str] = {
     "METHOD_NOT_ALLOWED": "The gateway does not take this method on this route (an older or newer client?).",
     "UNSUPPORTED_MEDIA_TYPE": "The gateway does not take this kind of body here.",
     "NOT_SUPPORTED": "The gateway does not offer this call.",
+    "TOO_MANY_CHARTS": "The OB's own finding charts and the new set would pass p2's limit of 5.",
+    "OB_NOT_EDITABLE": "p2 takes no changes to this OB now (its status).",
 }
 
 

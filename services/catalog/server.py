@@ -228,6 +228,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
                 stored_bytes=request.stored_bytes,
             ),
             generated_of(request.generated) if request.HasField("generated") else None,
+            request.keep_selection,
         )
         return image_pb(image)
 

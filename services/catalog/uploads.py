@@ -166,8 +166,9 @@ class Uploads:
         described: Described,
         processed: Processed,
         generated: Generated | None = None,
+        keep_selection: bool = False,
     ) -> ImageView:
-        """Records the image and makes it the OB's selection. A system-owned one
+        """Records the image and makes it the OB's selection (unless `keep_selection`). A system-owned one
         (`generated`) is not selected here (Select with its source key does it, for
         every OB that asked); one already stored for its key is kept instead."""
         fits_hash = check_hash(fits_hash)
@@ -276,7 +277,7 @@ class Uploads:
             # An upload is a use by the owner: it associates the OB's run (and so does
             # making a system-owned image for an OB of the run).
             await self.repo.associate(conn, image_id, ob.run_id)
-            if generated is None:  # an upload is the OB's selection; a made image is selected apart
+            if generated is None and not keep_selection:  # an upload is the OB's selection
                 await self.repo.set_selection(
                     conn, caller.instance, ob.ob_id, SelectionKind.USER_IMAGE, fits_hash, image_id
                 )

@@ -20,20 +20,17 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import Field, ValidationError
 
-from bgimages.processor.v1 import processor_pb2
 from services.gateway import forms, openapi, p2fc, representations
 from services.gateway.arguments import (
     ObContext,
     check_hash,
     decimal_integer,
-    decimal_number,
     ob_context,
     observation_date,
-    sky_position,
 )
 from services.gateway.auth import Authenticator, Principal, require_admin
 from services.gateway.factory import Gateway, build
-from services.gateway.finding_charts import ChartParams
+from services.gateway.finding_charts import chart_params
 from services.gateway.images import ObjectStream
 from services.gateway.metrics import Metrics
 from services.gateway.openapi import Operation, Param, Reply, files, json_reply, path_param
@@ -181,52 +178,6 @@ async def select(request: web.Request) -> web.Response:
     except Preparing as preparing:
         return _json(representations.preparing_json(preparing.dp_id), status=202)
     return _json(representations.selection_json(chosen, gateway.surveys))
-
-
-def _text(body: dict[str, Any], key: str, limit: int = 200) -> str:
-    value = body.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > limit:
-        raise ServiceError(Code.INVALID_ARGUMENT, f"{key} must be text of at most {limit} characters")
-    return value
-
-
-def _number_or_none(body: dict[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    return None if value is None or value == "" else decimal_number(value, key)
-
-
-def _chart_display(body: dict[str, Any], prefix: str = "") -> processor_pb2.ChartDisplay:
-    display = processor_pb2.ChartDisplay(stretch=_text(body, f"{prefix}stretch", 20))
-    for name in ("exponent", "pmin", "pmax"):
-        number = _number_or_none(body, f"{prefix}{name}")
-        if number is not None:
-            setattr(display, name, number)
-    return display
-
-
-def chart_params(body: dict[str, Any]) -> ChartParams:
-    """What a finding-chart request says beyond the OB context."""
-    guide = None
-    if body.get("guide_ra") not in (None, "") or body.get("guide_dec") not in (None, ""):
-        position = sky_position("guide", body.get("guide_ra"), body.get("guide_dec"))
-        guide = (position.ra_deg, position.dec_deg)
-    return ChartParams(
-        prog_id=_text(body, "prog_id"),
-        pi_name=_text(body, "pi_name"),
-        ob_name=_text(body, "ob_name"),
-        target_name=_text(body, "target_name"),
-        mode=_text(body, "mode", 40),
-        position_angle_deg=_number_or_none(body, "position_angle") or 0.0,
-        guide_star=guide,
-        obs_date=observation_date(body.get("obs_date")),
-        custom=_text(body, "image", 300),
-        display=_chart_display(body),
-        custom_display=_chart_display(body, "c_"),
-        gaia_iq_arcsec=_number_or_none(body, "GAIA_im_IQ"),
-        gaia_noise=_number_or_none(body, "GAIA_im_noise"),
-    )
 
 
 async def finding_charts(request: web.Request) -> web.Response:

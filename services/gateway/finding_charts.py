@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from bgimages.processor.v1 import processor_pb2, processor_pb2_grpc
 from services.gateway.archive_images import source_key as archive_key
-from services.gateway.arguments import Caller, ObContext, parse_selection
+from services.gateway.arguments import (
+    Caller,
+    ObContext,
+    decimal_number,
+    observation_date,
+    parse_selection,
+    sky_position,
+)
 from services.gateway.gaia_images import GaiaImages
 from services.gateway.images import Images
 from services.gateway.surveys import Survey, Surveys
@@ -48,6 +57,8 @@ class ChartParams:
     custom_display: processor_pb2.ChartDisplay = dataclasses.field(default_factory=processor_pb2.ChartDisplay)
     gaia_iq_arcsec: float | None = None
     gaia_noise: float | None = None
+    # Without `custom`, the OB's selection makes the custom chart (p2api's call: never).
+    selection_as_custom: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +173,10 @@ class FindingCharts:
         """The custom chart's source: the named image or survey, else the OB's selection."""
         if params.custom:
             kind, value = parse_selection(params.custom)
-        else:
+        elif params.selection_as_custom:
             kind, value = selected.kind, selected.value
+        else:
+            return None
         if kind == catalog_pb2.SELECTION_KIND_USER_IMAGE:
             image = await self.images.authorize_display(caller, value, ob.ob_id)
         elif kind == catalog_pb2.SELECTION_KIND_ESO_IMAGE:
@@ -190,3 +203,53 @@ class FindingCharts:
             hdu=_hdu_of(image),
             display=params.custom_display,
         )
+
+
+# ---- what a request says -----------------------------------------------------------------------
+
+
+def _text(body: Mapping[str, Any], key: str, limit: int = 200) -> str:
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise ServiceError(Code.INVALID_ARGUMENT, f"{key} must be text of at most {limit} characters")
+    return value
+
+
+def _number_or_none(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    return None if value is None or value == "" else decimal_number(value, key)
+
+
+def _chart_display(body: Mapping[str, Any], prefix: str = "") -> processor_pb2.ChartDisplay:
+    display = processor_pb2.ChartDisplay(stretch=_text(body, f"{prefix}stretch", 20))
+    for name in ("exponent", "pmin", "pmax"):
+        number = _number_or_none(body, f"{prefix}{name}")
+        if number is not None:
+            setattr(display, name, number)
+    return display
+
+
+def chart_params(body: Mapping[str, Any], *, selection_as_custom: bool = True) -> ChartParams:
+    """What a finding-chart request says beyond the OB context."""
+    guide = None
+    if body.get("guide_ra") not in (None, "") or body.get("guide_dec") not in (None, ""):
+        position = sky_position("guide", body.get("guide_ra"), body.get("guide_dec"))
+        guide = (position.ra_deg, position.dec_deg)
+    return ChartParams(
+        prog_id=_text(body, "prog_id"),
+        pi_name=_text(body, "pi_name"),
+        ob_name=_text(body, "ob_name"),
+        target_name=_text(body, "target_name"),
+        mode=_text(body, "mode", 40),
+        position_angle_deg=_number_or_none(body, "position_angle") or 0.0,
+        guide_star=guide,
+        obs_date=observation_date(body.get("obs_date")),
+        custom=_text(body, "image", 300),
+        display=_chart_display(body),
+        custom_display=_chart_display(body, "c_"),
+        gaia_iq_arcsec=_number_or_none(body, "GAIA_im_IQ"),
+        gaia_noise=_number_or_none(body, "GAIA_im_noise"),
+        selection_as_custom=selection_as_custom,
+    )

@@ -110,6 +110,10 @@ class P2Context:
     boa_star: SkyPoint | None
     ob_name: str = ""
     instrument: str = ""  # of the OB's run, as p2 names it ("FORS2"); empty when p2 does not say
+    ob_status: str = ""  # p2's obStatus ("-", "P", ...)
+    target_name: str = ""
+    prog_id: str = ""  # the run's programme ID, e.g. 60.A-9252(A)
+    pi_name: str = ""
 
 
 def parse_bases(raw: str) -> list[P2Base]:
@@ -297,6 +301,7 @@ class P2Client:
             if isinstance(result, BaseException):
                 raise result
         user, runs, ob, templates = results
+        ob_json: dict[str, Any] = ob if isinstance(ob, dict) else {}
         user_id = _user_id(user)
         run_ids = _run_ids(runs, base.name)
         run_id, target, name = _ob_fields(ob, ob_id, base.name)
@@ -315,6 +320,9 @@ class P2Client:
             boa_star=boa_star,
             ob_name=name,
             instrument=_instrument_of(runs, run_id, base.name),
+            ob_status=str(ob_json.get("obStatus") or ""),
+            target_name=str((ob_json.get("target") or {}).get("name") or "")[:200],
+            **_run_names(runs, run_id, base.name),
         )
 
     async def _blind_offset(
@@ -346,7 +354,18 @@ class P2Client:
             return None
         return e, n
 
-    async def _get(self, base: P2Base, path: str, token: str, what: str) -> Any:
+    async def _request(
+        self,
+        method: str,
+        base: P2Base,
+        path: str,
+        token: str,
+        what: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, bytes]:
+        """One request to p2: (status, content type, body); redirects, 401, 403 and 404 as codes."""
         if self._session is None:
             await self.start()
         assert self._session is not None
@@ -354,9 +373,11 @@ class P2Client:
         started = time.monotonic()
         status = 0
         try:
-            async with self._session.get(
+            async with self._session.request(
+                method,
                 url,
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                data=data,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})},
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
@@ -374,6 +395,7 @@ class P2Client:
                 "p2 request",
                 extra={
                     "p2_instance": base.name,
+                    "p2_method": method,
                     "p2_path": path,
                     "status": status,
                     "ms": round((time.monotonic() - started) * 1000, 1),
@@ -389,6 +411,10 @@ class P2Client:
             raise ServiceError(Code.FORBIDDEN, f"p2 does not let this user see {what}")
         if status == 404:
             raise ServiceError(Code.NOT_FOUND, f"p2 knows no {what}")
+        return status, content_type, body
+
+    async def _get(self, base: P2Base, path: str, token: str, what: str) -> Any:
+        status, content_type, body = await self._request("GET", base, path, token, what)
         if status != 200:
             raise ServiceError(Code.UNAVAILABLE, f"p2 answered HTTP {status} for {what}")
         if content_type != "application/json":
@@ -397,6 +423,41 @@ class P2Client:
             return json.loads(body)
         except ValueError:
             raise _unexpected(what) from None
+
+    # ---- finding charts of an OB (p2 numbers them from 1; the later ones slide down) -------
+
+    def _base(self, ctx: P2Context) -> P2Base:
+        return next(b for b in self.bases if b.name == ctx.instance)
+
+    async def chart_names(self, ctx: P2Context, token: str) -> list[str]:
+        names = await self._get(
+            self._base(ctx), f"/obsBlocks/{ctx.ob_id}/findingCharts", token, "the OB's charts"
+        )
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _unexpected("the OB's finding charts")
+        return names
+
+    async def chart(self, ctx: P2Context, token: str, index: int) -> bytes:
+        path = f"/obsBlocks/{ctx.ob_id}/findingCharts/{index}"
+        status, _, body = await self._request("GET", self._base(ctx), path, token, f"finding chart {index}")
+        if status != 200:
+            raise ServiceError(Code.UNAVAILABLE, f"p2 answered HTTP {status} for finding chart {index}")
+        return body
+
+    async def add_chart(self, ctx: P2Context, token: str, name: str, jpeg: bytes) -> None:
+        headers = {"Content-Type": "image/jpeg", "Content-Disposition": f'inline; filename="{name}"'}
+        path = f"/obsBlocks/{ctx.ob_id}/findingCharts"
+        status, _, body = await self._request(
+            "POST", self._base(ctx), path, token, "the OB's charts", data=jpeg, headers=headers
+        )
+        if status not in (200, 201):
+            raise ServiceError(Code.UNAVAILABLE, f"p2 refused a finding chart: HTTP {status} {body[:200]!r}")
+
+    async def delete_chart(self, ctx: P2Context, token: str, index: int) -> None:
+        path = f"/obsBlocks/{ctx.ob_id}/findingCharts/{index}"
+        status, _, _ = await self._request("DELETE", self._base(ctx), path, token, f"finding chart {index}")
+        if status not in (200, 204):
+            raise ServiceError(Code.UNAVAILABLE, f"p2 answered HTTP {status} deleting finding chart {index}")
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
         chunks: list[bytes] = []
@@ -440,6 +501,16 @@ def _run_ids(runs: Any, instance: str) -> tuple[str, ...]:
             raise _unexpected("your runs")
         ids.append(f"{instance}:{rid}")
     return tuple(sorted(set(ids)))
+
+
+def _run_names(runs: Any, run_id: str, instance: str) -> dict[str, str]:
+    """The run's programme ID and PI name, as p2 lists them ("" when it does not say)."""
+    for run in runs:
+        if f"{instance}:{_int_id(run.get('runId'))}" == run_id:
+            pi = run.get("pi") if isinstance(run.get("pi"), dict) else {}
+            name = f"{pi.get('firstName') or ''} {pi.get('lastName') or ''}".strip()
+            return {"prog_id": str(run.get("progId") or "")[:100], "pi_name": name[:200]}
+    return {"prog_id": "", "pi_name": ""}
 
 
 def _instrument_of(runs: Any, run_id: str, instance: str) -> str:

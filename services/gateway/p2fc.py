@@ -36,9 +36,10 @@ from aiohttp import web
 
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
-from services.gateway import forms, representations
+from services.gateway import forms, p2_charts, representations
 from services.gateway.arguments import check_hash, format_selection
 from services.gateway.factory import Gateway
+from services.gateway.finding_charts import chart_params
 from services.gateway.openapi import Operation, Param, Reply, json_reply
 from services.gateway.p2 import P2Client, P2Context, parse_bases
 from services.gateway.problems import add_limit_headers, public_message
@@ -56,10 +57,6 @@ P2FC_BODY_LIMITS = web.AppKey("p2fc_body_limits", forms.BodyLimits)
 
 FILE_FIELD = "bkg_image_fits_file"
 API = "/api/v1"
-
-
-class NotSupported(Exception):
-    """A request the client may send that this service does not offer (yet)."""
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -140,7 +137,10 @@ def endpoints(prefix: str) -> list[Operation]:
             prefix,
             "p2api bkg_image_set_ob_info (mode=set_ob_info, value) and bkg_image_upload",
             {
-                200: json_reply(OB_INFO, "<ob_info> after set_ob_info"),
+                200: json_reply(
+                    OB_INFO | representations.P2fcCharts,
+                    "<ob_info> after set_ob_info; the charts after generateFindingChart",
+                ),
                 202: json_reply(
                     OB_INFO, "<ob_info> unchanged: the archive image is being fetched (see warnings)"
                 ),
@@ -150,7 +150,7 @@ def endpoints(prefix: str) -> list[Operation]:
                 413: _error("TOO_LARGE: over the size limit"),
                 422: _error("the file was refused (code per failed check, findings in errors)"),
                 429: _error(Code.TOO_MANY_UPLOADS).with_headers(**retry),
-                501: _error("NOT_SUPPORTED: generateFindingChart"),
+                409: _error("RUN_MISMATCH, NOT_COMPATIBLE, TOO_MANY_CHARTS or OB_NOT_EDITABLE"),
                 503: _error("BUSY, UNAVAILABLE or STORE_UNAVAILABLE").with_headers(**retry),
             },
             post_root,
@@ -158,7 +158,8 @@ def endpoints(prefix: str) -> list[Operation]:
                 "A form with mode=set_ob_info, url, access_token and value (default, gaia, "
                 "survey|NAME, eso_im|DPID, user_bkg_image|<fits_hash>); or multipart with the file "
                 f"part {FILE_FIELD} whose part headers carry url, access_token, "
-                "mode=upload_bkg_image and bkg_lam. Without mode (generateFindingChart): 501."
+                "mode=upload_bkg_image and bkg_lam. Without mode: generateFindingChart (a form, or the "
+                "file part with its fields as part headers): the charts rendered, then attached in p2."
             ),
             body={"multipart/form-data": None, "application/x-www-form-urlencoded": None},
         ),
@@ -203,8 +204,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         # p2's own failures come as UNAVAILABLE with a message the user needs ("p2 redirected").
         message = err.message if err.code == Code.UNAVAILABLE else public_message(err)
         return error_response(err.http_status, err.code, message, body_extra=extra)
-    except NotSupported as exc:
-        return error_response(501, Code.NOT_SUPPORTED, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -279,17 +278,73 @@ async def post_root(request: web.Request) -> web.Response:
         if mode == "set_ob_info":
             return await _set_ob_info(request, fields)
         if not mode:
-            raise NotSupported(FINDING_CHARTS)
+            return await _generate(request, fields, None)
         raise ServiceError(Code.INVALID_ARGUMENT, f"unknown mode {mode[:40]!r} for a form: use set_ob_info")
     raise ServiceError(
         Code.INVALID_ARGUMENT, "send a form (set_ob_info) or multipart/form-data (upload_bkg_image)"
     )
 
 
-FINDING_CHARTS = (
-    "finding charts (generateFindingChart) are not supported yet by this service; "
-    "upload the image with bkg_image_upload and select it with bkg_image_set_ob_info"
+# What generateFindingChart sends (p2api 1.2.1): a form, or these as the file part's headers.
+CHART_FIELDS = (
+    "url",
+    "access_token",
+    "obsdate",
+    "stretch",
+    "exponent",
+    "pmin",
+    "pmax",
+    "GAIA_im_IQ",
+    "GAIA_im_noise",
+    "bkg_lam",
+    "survey",
+    "c_stretch",
+    "c_exponent",
+    "c_pmin",
+    "c_pmax",
+    "c_GAIA_im_IQ",
+    "c_GAIA_im_noise",
 )
+
+
+async def _generate(request: web.Request, fields: dict[str, str], file: UploadFile | None) -> web.Response:
+    """generateFindingChart: the set rendered first (2 charts; 3 with a survey or a
+    bkg_image, which is stored as the user's image without changing the OB's selection),
+    then attached in p2 in place of the charts this service made before (`p2_charts`)."""
+    gateway = request.app[P2FC_GATEWAY]
+    survey = fields.get("survey", "").strip()
+    custom = f"survey|{gateway.surveys.lookup(survey).name}" if survey else ""  # unknown: 400, names
+    ctx = await _resolve(request, fields)
+    caller, ob = caller_of(ctx), ob_of(ctx)
+    warnings: list[str] = []
+    if file is not None:
+        with gateway.uploads.user_slot(ctx.user_id):
+            target = UploadTarget(ob, fields.get("bkg_lam", ""), keep_selection=True)
+            outcome = await gateway.uploads.upload(caller, file, target)
+        custom = f"user_bkg_image|{outcome.image.fits_hash}"  # a user image wins over a survey
+        if survey:
+            warnings.append(f"survey {survey} not used: the bkg_image makes the custom chart")
+    obs_date = fields.get("obsdate", "").strip()[:10]
+    values: dict[str, Any] = {k: v for k, v in fields.items() if k in CHART_FIELDS and v != ""}
+    values.update(
+        prog_id=ctx.prog_id,
+        pi_name=ctx.pi_name,
+        ob_name=ctx.ob_name,
+        target_name=ctx.target_name or ctx.ob_name,
+        obs_date=obs_date or None,
+        image=custom,
+    )
+    chart_set = await gateway.charts.render(caller, ob, chart_params(values, selection_as_custom=False))
+    names = await p2_charts.attach(
+        request.app[P2FC_CLIENT], ctx, fields.get("access_token", ""), chart_set.charts
+    )
+    log.info("p2fc finding charts", extra={"user_id": ctx.user_id, "ob_id": ctx.ob_id, "charts": len(names)})
+    ours = [n for n in names if n.startswith(p2_charts.PREFIX)]
+    return representations.json_response(
+        representations.P2fcCharts(
+            ob_id=ctx.ob_id, charts=ours, finding_charts=names, warnings=warnings + chart_set.warnings
+        )
+    )
 
 
 async def _set_ob_info(request: web.Request, fields: dict[str, str]) -> web.Response:
@@ -325,15 +380,17 @@ async def _multipart(request: web.Request, pace: forms.Pace) -> web.Response:
         if fields.get("mode") == "set_ob_info":
             return await _set_ob_info(request, fields)
         if not fields.get("mode"):
-            raise NotSupported(FINDING_CHARTS)
+            return await _generate(request, fields, None)
         raise ServiceError(Code.INVALID_ARGUMENT, f"the request has no {FILE_FIELD} part")
-    for key in ("url", "access_token", "mode", "bkg_lam"):
+    for key in ("mode", *CHART_FIELDS):
         header = body.part_headers.get(key)
         if header is not None:
             fields[key] = header.strip()
     mode = fields.get("mode", "")
     if not mode:
-        raise NotSupported(FINDING_CHARTS)
+        # generateFindingChart with a bkg_image (p2api drops falsy values: pmin=0 never comes).
+        async with request.app[P2FC_GATEWAY].uploads.slot():
+            return await _generate(request, fields, file)
     if mode != "upload_bkg_image":
         raise ServiceError(
             Code.INVALID_ARGUMENT, f"unknown mode {mode[:40]!r} for a file: use upload_bkg_image"

@@ -379,6 +379,15 @@ class ImageList(RootModel[dict[str, P2fcImage | P2fcSource]]):
     other sources (fits_hash null), keyed by their selection value."""
 
 
+class P2fcCharts(Body):
+    """generateFindingChart's answer: the charts this service attached, the OB's charts now."""
+
+    ob_id: int
+    charts: list[str] = Field(description="the names of the charts this service attached (p2fc_...)")
+    finding_charts: list[str] = Field(description="every chart of the OB in p2, in index order")
+    warnings: list[str]
+
+
 class Position(Body):
     ra_deg: float
     dec_deg: float

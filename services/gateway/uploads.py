@@ -49,6 +49,7 @@ class UploadTarget:
     ob: ObContext
     bandpass: str = ""
     generated: catalog_pb2.Generated | None = None
+    keep_selection: bool = False  # the OB keeps its selection (an image sent for finding charts)
 
 
 # The target, or how to learn it once the file is staged (the native API reads
@@ -264,6 +265,7 @@ class Uploads:
                     if h.displayable
                 ],
                 generated=target.generated,
+                keep_selection=target.keep_selection,
             )
             reused = begun.action == catalog_pb2.BeginUploadResponse.REUSE_CONTENT
             if not reused:

@@ -45,6 +45,18 @@ def _limit_memory(max_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
 
+class ChartFailed(Exception):
+    """A chart the worker could not draw: (code, message), picklable across the process."""
+
+
+def run_in_worker(job: ChartJob) -> bytes:
+    """`render_job` as the worker runs it: a ServiceError crosses back as ChartFailed."""
+    try:
+        return render_job(job)
+    except ServiceError as err:
+        raise ChartFailed(str(err.code), err.message) from None
+
+
 def render_job(job: ChartJob) -> bytes:
     """In the worker: the image on the chart's grid, then the chart."""
     import numpy as np
@@ -101,7 +113,7 @@ class ChartWorkers:
     async def render(self, job: ChartJob) -> bytes:
         """The chart's JPEG; PROCESSING_FAILED when it cannot be drawn, too slow or too big."""
         async with self._lock:  # one chart at a time: each worker uses a core
-            future = asyncio.wrap_future(self._executor().submit(render_job, job))
+            future = asyncio.wrap_future(self._executor().submit(run_in_worker, job))
             try:
                 return await asyncio.wait_for(future, self.timeout_s)
             except TimeoutError:
@@ -114,8 +126,9 @@ class ChartWorkers:
                 raise ServiceError(
                     Code.PROCESSING_FAILED, "the chart needed more memory than allowed"
                 ) from err
-            except ServiceError:
-                raise
+            except ChartFailed as err:
+                code, message = err.args
+                raise ServiceError(Code(code), message) from None
             except Exception as err:
                 raise ServiceError(Code.PROCESSING_FAILED, f"the chart could not be drawn: {err}") from err
 

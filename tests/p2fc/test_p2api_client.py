@@ -54,6 +54,7 @@ OB_BOA_IN, OB_BOA_OUT = 2601, 2602
 OB_REDIRECT = 2666
 OB_SURVEYS = 2701
 OB_SOURCES = 2801
+OB_CHARTS = 2901
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,7 @@ def p2(trap: Trap) -> Iterator[P2StandIn]:
         OB_REDIRECT,
         OB_SURVEYS,
         OB_SOURCES,
+        OB_CHARTS,
     ):
         server.add_ob(ob, R, *TARGET)
     server.add_ob(OB_FLOW_FAR, R, "10:00:00.000", "+10:00:00.00")
@@ -89,8 +91,22 @@ def p2(trap: Trap) -> Iterator[P2StandIn]:
 
 
 @pytest.fixture(scope="module")
-def gw(suite_factory: Callable[..., Suite], p2: P2StandIn) -> Suite:
-    return suite_factory(env={"P2_API_BASES": f"p2={p2.url}", "P2_TIMEOUT_S": "3"})
+def gw(suite_factory: Callable[..., Suite], p2: P2StandIn, tmp_path_factory: pytest.TempPathFactory) -> Suite:
+    from services import devrun
+    from services.shared.settings import DEFAULT_SURVEYS
+    from tests.gateway.harness import build_survey
+
+    # The CDS surveys by name (no internet: never fetched here) and two local ones for charts.
+    tmp = tmp_path_factory.mktemp("p2fc-surveys")
+    local = devrun.local_surveys(tmp, build_survey(tmp), size=512, scale_arcsec=12.0, order=5)
+    env = {
+        "P2_API_BASES": f"p2={p2.url}",
+        "P2_TIMEOUT_S": "3",
+        "SURVEYS": f"{DEFAULT_SURVEYS},{local}",
+        "CHART_SURVEY_OPTICAL": "DEMO-R",
+        "CHART_SURVEY_INFRARED": "DEMO-K",
+    }
+    return suite_factory(env=env)
 
 
 def connect(gw: Suite, p2: P2StandIn, user: int | None = None, token: str = "") -> p2api.ApiConnection:
@@ -380,17 +396,71 @@ def test_bad_token_bad_url_bad_value_change_nothing(
     assert trap.seen == []
 
 
-def test_finding_charts_are_not_supported_yet(gw: Suite, p2: P2StandIn, tmp_path: Path) -> None:
+def jpeg_of_mine() -> bytes:
+    """A chart the user attached in p2 themselves (a small real JPEG)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def test_generate_finding_chart_attaches_the_set_and_never_loses_a_chart(
+    gw: Suite, p2: P2StandIn, tmp_path: Path
+) -> None:
     api = connect(gw, p2, PI)
-    before = store_keys(gw)
-    status, message = p2error(lambda: api.generateFindingChart(OB_BAD))
-    assert status == 501
-    assert "not supported yet" in message
+    ob = OB_CHARTS
+    own = jpeg_of_mine()
+    p2.charts[ob] = [("my own chart.jpg", own)]
+
+    # 2 charts: the default survey and the Gaia image, after the user's own.
+    api.generateFindingChart(ob, obs_date="2027-03-01 02:03:04 UTC")
+    names, _ = api.getFindingChartNames(ob)
+    assert names[0] == "my own chart.jpg" and len(names) == 3
+    assert [n.split("_")[-1] for n in names[1:]] == ["default.jpg", "gaia.jpg"]
+    # 3 with a bkg_image; ours replaced, the user's own kept; the OB's selection unchanged.
+    before = api.bkg_image_get_ob_info(ob)["bkg_image"]
     fits = image(tmp_path, "fc.fits")
-    status, message = p2error(lambda: api.generateFindingChart(OB_BAD, bkg_image=str(fits)))
-    assert status == 501
-    assert "not supported yet" in message
-    assert store_keys(gw) == before
+    answer = api.generateFindingChart(ob, bkg_image=str(fits), pmin=1.0, pmax=99.5)
+    names, _ = api.getFindingChartNames(ob)
+    assert names[0] == "my own chart.jpg" and [n.split("_")[-1] for n in names[1:]] == [
+        "default.jpg",
+        "gaia.jpg",
+        "custom.jpg",
+    ]
+    assert answer["charts"] == names[1:] and answer["finding_charts"] == names
+    assert api.bkg_image_get_ob_info(ob)["bkg_image"] == before
+    assert sha256(fits) in json.dumps(api.bkg_image_get_ob_image_list(ob))  # stored as the user's image
+    attached = {n: c for n, c in p2.charts[ob]}
+    assert attached["my own chart.jpg"] == own and all(c[:2] == b"\xff\xd8" for c in attached.values())
+
+    # p2 failing between the delete and the add (its 2nd add): the charts are as they were.
+    charts_before = list(p2.charts[ob])
+    p2.fail_chart_add_at = 2
+    status, message = p2error(lambda: api.generateFindingChart(ob))
+    assert status == 503 and "as they were" in message, message
+    assert p2.charts[ob] == charts_before
+
+    # 4 charts of the user's own: a clear error, nothing changed.
+    p2.charts[ob] = [(f"mine{n}.jpg", own) for n in range(4)]
+    status, message = p2error(lambda: api.generateFindingChart(ob))
+    assert status == 409 and "limit of 5" in message, message
+    assert [n for n, _ in p2.charts[ob]] == [f"mine{n}.jpg" for n in range(4)]
+
+    # An OB p2 takes no changes to; a stranger: nothing changes.
+    p2.obs[ob]["obStatus"] = "C"
+    status, message = p2error(lambda: api.generateFindingChart(ob))
+    assert status == 409 and "status" in message
+    p2.obs[ob]["obStatus"] = "-"
+    stranger = connect(gw, p2, STRANGER)
+    status, _ = p2error(lambda: stranger.generateFindingChart(ob))
+    assert status in (403, 404)
+    assert [n for n, _ in p2.charts[ob]] == [f"mine{n}.jpg" for n in range(4)]
+    # An unknown survey: the known names.
+    status, message = p2error(lambda: api.generateFindingChart(ob, survey="NOPE"))
+    assert status == 400 and "DSS2-red" in message
 
 
 def test_blind_offset_acquisition(gw: Suite, p2: P2StandIn, tmp_path: Path) -> None:

@@ -106,13 +106,16 @@ async def test_mode_and_method_errors_are_json(http: TestClient, p2: P2StandIn) 
 
 
 async def test_form_without_mode_is_a_finding_chart_request(http: TestClient, p2: P2StandIn) -> None:  # type: ignore[type-arg]
+    asked = len(p2.seen)
     resp = await http.post(
-        "/p2fcdemo//", data={"url": f"{p2.url}/obsBlocks/8001", "access_token": TOKEN, "pmin": "2.5"}
+        "/p2fcdemo//",
+        data={"url": f"{p2.url}/obsBlocks/8001", "access_token": TOKEN, "pmin": "2.5", "survey": "NOPE"},
     )
-    assert resp.status == 501
+    # generateFindingChart: an unknown survey is refused with the known names, before p2 is asked.
+    assert resp.status == 400
     body = await resp.json()
-    assert body["code"] == "NOT_SUPPORTED"
-    assert "not supported yet" in body["error"]
+    assert body["code"] == "INVALID_ARGUMENT" and "2MASS-K" in body["error"]
+    assert p2.seen[asked:] == []
 
 
 async def test_p2_answers_reach_the_client_as_json(http: TestClient, p2: P2StandIn) -> None:  # type: ignore[type-arg]
