@@ -131,3 +131,5 @@ def test_the_p2api_walk_through_runs_as_written(launched: tuple[Path, dict[str, 
     assert re.fullmatch(r"user_bkg_image\|[0-9a-f]{64}", printed[0]), printed
     assert printed[1:4] == ["True", printed[0], "default"]
     assert re.fullmatch(r"Gaia DR3 \(epoch 20\d\d\.\d\d\)", printed[4]), printed
+    charts = "['p2fc_1002_1_default.jpg', 'p2fc_1002_2_gaia.jpg']"
+    assert printed[5:] == [charts, charts], printed
