@@ -55,6 +55,21 @@ def _ob_params(
     return params
 
 
+def _ob_body(
+    run_id: str,
+    target: Position,
+    boa: Position | None,
+    instrument: str | None = None,
+    obs_date: str | None = None,
+) -> dict[str, Any]:
+    """The OB context as a JSON body: positions as numbers."""
+    body: dict[str, Any] = dict(_ob_params(run_id, target, boa, instrument, obs_date))
+    for key in ("target_ra", "target_dec", "boa_ra", "boa_dec"):
+        if key in body:
+            body[key] = float(body[key])
+    return body
+
+
 class BackgroundImages:
     """A connection to the gateway for one user (its bearer token).
 
@@ -173,11 +188,7 @@ class BackgroundImages:
         """Uses a background for the OB: `default`, `gaia`, `survey|NAME`, `eso_im|DPID`,
         `user_bkg_image|<fits_hash>`. `gaia` makes the OB's Gaia image first when it is not
         stored (a few seconds)."""
-        params = _ob_params(run_id, target, boa, instrument, obs_date)
-        body: dict[str, Any] = {**params, "selection": selection}
-        for key in ("target_ra", "target_dec", "boa_ra", "boa_dec"):
-            if key in body:
-                body[key] = float(body[key])
+        body = {**_ob_body(run_id, target, boa, instrument, obs_date), "selection": selection}
         return Selection.from_json(self._json("PUT", f"/api/v1/obs/{int(ob_id)}/background-image", json=body))
 
     def finding_charts(
@@ -195,10 +206,7 @@ class BackgroundImages:
         custom image's (`image=`, else the OB's selection when it is one). `chart` takes the
         route's other fields: mode, position_angle, prog_id, pi_name, ob_name, target_name,
         guide_ra, guide_dec, stretch, exponent, pmin, pmax, c_stretch, ..., GAIA_im_IQ."""
-        body: dict[str, Any] = {**_ob_params(run_id, target, boa, instrument, obs_date), **chart}
-        for key in ("target_ra", "target_dec", "boa_ra", "boa_dec"):
-            if key in body:
-                body[key] = float(body[key])
+        body = {**_ob_body(run_id, target, boa, instrument, obs_date), **chart}
         data = self._json("POST", f"/api/v1/obs/{int(ob_id)}/finding-charts", json=body)
         return [FindingChart.from_json(c) for c in data["charts"]]
 
