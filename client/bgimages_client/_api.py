@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,11 +11,24 @@ from urllib.parse import quote
 
 import requests
 
+from bgimages_client import _fits_headers
 from bgimages_client._errors import BgImagesError
-from bgimages_client._models import FindingChart, HipsLink, Image, Listing, Run, Selection, Tombstone
+from bgimages_client._models import (
+    FindingChart,
+    HeaderCheck,
+    HipsLink,
+    Image,
+    Listing,
+    Run,
+    Selection,
+    Tombstone,
+)
 
 Position = tuple[float, float]
 Progress = Callable[[int, int], None]  # (bytes sent so far, total)
+# What the check before sending reads and sends at most (the gateway's CHECK_MAX_HEADER_BYTES).
+CHECK_MAX_HEADER_BYTES = 16 << 20
+CHECK_MAX_HDUS = 4000
 
 
 class _ProgressReader:
@@ -136,9 +150,16 @@ class BackgroundImages:
         bandpass: str | None = None,
         file_name: str | None = None,
         progress: Progress | None = None,
+        check_first: bool = True,
     ) -> Image:
-        """Uploads a FITS file (streamed) for an OB; it becomes the OB's selection."""
+        """Uploads a FITS file (streamed) for an OB; it becomes the OB's selection.
+
+        With `check_first` (the default) the file's headers are checked before its data is
+        sent (`check_headers`): a file its headers refuse raises at once, with the code the
+        upload would get, and nothing is sent."""
         path = Path(path)
+        if check_first:
+            self.check_headers(path, ob_id, run_id, target, boa=boa, bandpass=bandpass)
         params = _ob_params(run_id, target, boa)
         params["file_name"] = file_name or path.name
         if bandpass:
@@ -156,6 +177,53 @@ class BackgroundImages:
                 headers=headers,
             )
         return Image.from_json(data)
+
+    def check_headers(
+        self,
+        path: str | os.PathLike[str],
+        ob_id: int,
+        run_id: str,
+        target: Position,
+        *,
+        boa: Position | None = None,
+        bandpass: str | None = None,
+    ) -> HeaderCheck:
+        """The check before sending: reads only the file's headers (each HDU's data skipped)
+        and has the gateway judge them as the upload would. Raises BgImagesError with the
+        upload's code (TARGET_OUTSIDE_FIELD, INVALID_WCS, NO_FILTER, ...) when they refuse the
+        file. A gzip or .Z file, or headers over the route's limit, are not checked first
+        (`checked` False): the upload checks them."""
+        path = Path(path)
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            try:
+                read = _fits_headers.read_headers(f, size, CHECK_MAX_HEADER_BYTES, CHECK_MAX_HDUS)
+            except _fits_headers.TooLarge:
+                return HeaderCheck(checked=False)
+        if read.compressed:
+            return HeaderCheck(checked=False)
+        fields = _ob_params(run_id, target, boa)
+        if bandpass:
+            fields["bandpass"] = bandpass
+        fields["file_size"] = str(size)
+        layout = [
+            {"offset": s.offset, "header_bytes": len(s.header), "data_bytes": s.data_bytes}
+            for s in read.segments
+        ]
+        fields["layout"] = json.dumps(layout, separators=(",", ":"))
+        headers = b"".join(s.header for s in read.segments)
+        try:
+            data = self._json(
+                "POST",
+                f"/api/v1/obs/{int(ob_id)}/background-images/check",
+                data=fields,
+                files={"headers": ("headers", headers, "application/octet-stream")},
+            )
+        except BgImagesError as err:
+            if err.code == "TOO_LARGE" and err.body.get("part") == "headers":
+                return HeaderCheck(checked=False)  # more headers than the route takes: checked after upload
+            raise
+        return HeaderCheck.from_json(data)
 
     def list_images(
         self,

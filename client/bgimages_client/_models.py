@@ -247,3 +247,27 @@ class FindingChart:
         import base64
 
         return cls(data.get("title", ""), data.get("kind", ""), base64.b64decode(data["jpeg_base64"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class HeaderCheck:
+    """The check before sending: the file's headers pass (a refusal raises BgImagesError
+    with the upload's code). `after_upload` lists what the full check still looks at (a
+    position on blank pixels, a compressed file); `checked` is False when the headers could
+    not be checked first (compressed as a whole, or more than the route takes)."""
+
+    checked: bool
+    filter: str = ""
+    object_name: str = ""
+    after_upload: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    warnings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeaderCheck:
+        return cls(
+            checked=True,
+            filter=data.get("filter", ""),
+            object_name=data.get("object_name", ""),
+            after_upload=list(data.get("after_upload", [])),
+            warnings=list(data.get("warnings", [])),
+        )

@@ -71,6 +71,8 @@ def explain(err: BgImagesError) -> str:
         lines += [f"  - {text}" for text in findings]
     elif err.detail:
         lines.append(f"  gateway says: {err.detail}")
+    if err.url.endswith("/background-images/check"):
+        lines.append("  (found in the file's headers, checked before sending: nothing was sent)")
     return "\n".join(lines)
 
 
@@ -106,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     ob_args(up)
     up.add_argument("--bandpass", help="filter to use when the file names none (p2api's bkg_lam)")
     up.add_argument("--no-progress", action="store_true", help="no progress bar")
+    up.add_argument(
+        "--no-check-first",
+        action="store_true",
+        help="send the file without checking its headers first (they are checked after upload anyway)",
+    )
 
     ls = sub.add_parser("list", help="what the selector offers for an OB")
     ob_args(ls)
@@ -170,6 +177,7 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
                 boa=boa,
                 bandpass=args.bandpass,
                 progress=progress,
+                check_first=not args.no_check_first,
             )
         print(f"uploaded and selected for OB {args.ob}: {_describe(image)}")
         return 0

@@ -25,6 +25,7 @@ from services.gateway.arguments import (
     ObContext,
     check_hash,
     decimal_integer,
+    header_layout,
     ob_context,
     observation_date,
 )
@@ -37,7 +38,7 @@ from services.gateway.openapi import Operation, Param, Reply, files, json_reply,
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
 from services.gateway.selector import Preparing
 from services.gateway.surveys import Surveys
-from services.gateway.uploads import UploadTarget
+from services.gateway.uploads import HeaderSegment, UploadTarget
 from services.shared.errors import Code, ServiceError, title_of
 from services.shared.settings import GatewaySettings
 
@@ -146,6 +147,24 @@ async def upload(request: web.Request) -> web.Response:
         f"{k};dur={v * 1000:.1f}" for k, v in outcome.timings.items()
     )
     return response
+
+
+async def check_upload(request: web.Request) -> web.Response:
+    """POST /api/v1/obs/{ob_id}/background-images/check: the headers judged before the data goes."""
+    principal = _principal(request)
+    ob_id = request.match_info["ob_id"]
+    settings = request.app[SETTINGS]
+    fields, headers = await forms.header_check_body(
+        request, _pace(request), dict(request.query), settings.check_max_header_bytes
+    )
+    ob = _context(ob_id, fields)
+    file_size = decimal_integer(fields.get("file_size"), "file_size")
+    if file_size > settings.max_upload_bytes:
+        raise forms.too_large(settings.max_upload_bytes)
+    segments = [HeaderSegment(*s) for s in header_layout(str(fields.get("layout", "")), headers)]
+    target = UploadTarget(ob, str(fields.get("bandpass", "")))
+    report = await _gateway(request).uploads.check_headers(principal.caller, target, segments, file_size)
+    return _json(representations.header_check_json(report))
 
 
 def _pace(request: web.Request) -> forms.Pace:
@@ -506,6 +525,48 @@ def routes(settings: GatewaySettings) -> list[Operation]:
             secured=True,
         ),
         Operation(
+            "POST",
+            f"{api}/obs/{{ob_id}}/background-images/check",
+            "Check a file's headers before sending it: what the upload would be told of them",
+            {
+                200: json_reply(
+                    representations.HeadersChecked,
+                    "the headers pass; after_upload lists what the full check still looks at",
+                ),
+                400: problem("INVALID_ARGUMENT: malformed OB context, layout or body"),
+                403: problem("FORBIDDEN: no access to the OB's run"),
+                404: problem(Code.UNKNOWN_RUN),
+                409: problem("RUN_MISMATCH: the OB belongs to another run"),
+                413: problem(
+                    "TOO_LARGE: the file is over the upload limit, or its headers over "
+                    f"{settings.check_max_header_bytes} bytes (then upload it: it is checked in full)"
+                ),
+                415: problem("UNSUPPORTED_MEDIA_TYPE: not multipart/form-data"),
+                422: problem(
+                    "the headers refuse the file: the code and findings the upload would get "
+                    "(errors), and what would still be checked after upload (after_upload)"
+                ),
+                **CALLER,
+                503: problem("BUSY, UNAVAILABLE: the validator or the catalog is busy or down"),
+            },
+            check_upload,
+            description=(
+                "The check before sending. The client reads each HDU's header blocks from the file "
+                "(through the END card's block) and skips its data by the size the header declares; "
+                "it sends them in the `headers` part, in file order, with their places in `layout`. "
+                "The validator judges them as it judges an upload, except what needs pixels (a "
+                "position on blank pixels) or the whole file (gzip, .Z): those are listed in "
+                "after_upload. Advice only: the upload is validated in full. Nothing is stored."
+            ),
+            params=(
+                OB_ID,
+                *(p.optional() for p in OB_QUERY),
+                Param("bandpass", "query", "filter for files that name none", str),
+            ),
+            body={"multipart/form-data": representations.HeadersCheckForm},
+            secured=True,
+        ),
+        Operation(
             "GET",
             f"{api}/obs/{{ob_id}}/background-images",
             "What the selector shows for the OB",
@@ -821,6 +882,8 @@ async def metrics_middleware(
         m = request.app[METRICS]
         m.requests.labels(request.method, route, str(status)).inc()
         m.latency.labels(request.method, route).observe(time.perf_counter() - start)
+        if request.content.total_bytes:
+            m.body_bytes.labels(route).inc(request.content.total_bytes)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -4,8 +4,10 @@ OB contexts and the numbers in them. Both faces and the services use these."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
+from typing import Any
 
 from bgimages.catalog.v1 import catalog_pb2
 from bgimages.common.v1 import common_pb2
@@ -159,3 +161,38 @@ def observation_date(value: object) -> dt.date | None:
     if when is None or not 1900 <= when.year <= 2200:
         raise ServiceError(Code.INVALID_ARGUMENT, "obs_date must be a date YYYY-MM-DD from 1900 to 2200")
     return when
+
+
+def header_layout(text: str, headers: bytes) -> list[tuple[int, bytes, int]]:
+    """The check before sending's `layout` (a JSON list of {offset, header_bytes, data_bytes},
+    one per HDU in file order) applied to the `headers` part: (offset, header, data_bytes) each.
+    INVALID_ARGUMENT when malformed or when the sizes do not add up to the part. The layout
+    field's size limit bounds the count; the validator holds it to MAX_HDUS."""
+    try:
+        entries: Any = json.loads(text)
+    except ValueError:
+        entries = None
+    if not isinstance(entries, list) or not entries:
+        raise ServiceError(
+            Code.INVALID_ARGUMENT,
+            "layout must be a JSON list of {offset, header_bytes, data_bytes}, one per HDU",
+            field="layout",
+        )
+    out = []
+    at = 0
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ServiceError(Code.INVALID_ARGUMENT, f"layout[{i}] is not an object", field="layout")
+        offset, size, data = (
+            decimal_integer(entry.get(k), f"layout[{i}].{k}")
+            for k in ("offset", "header_bytes", "data_bytes")
+        )
+        out.append((offset, headers[at : at + size], data))
+        at += size
+    if at != len(headers):
+        raise ServiceError(
+            Code.INVALID_ARGUMENT,
+            f"the layout's header_bytes add up to {at}, but the headers part has {len(headers)} bytes",
+            field="layout",
+        )
+    return out

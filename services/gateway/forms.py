@@ -152,13 +152,13 @@ async def next_part(reader: MultipartReader, pace: Pace) -> Any:
         raise interrupted() from None
 
 
-async def read_field(part: BodyPartReader, pace: Pace) -> str:
-    """A form field's text, refused when longer than FIELD_LIMIT."""
+async def read_field(part: BodyPartReader, pace: Pace, limit: int = FIELD_LIMIT) -> str:
+    """A form field's text, refused when longer than `limit` bytes."""
     data = bytearray()
     try:
         while chunk := await pace.read(part.read_chunk(FIELD_LIMIT)):
             data += chunk
-            if len(data) > FIELD_LIMIT:
+            if len(data) > limit:
                 raise ServiceError(Code.INVALID_ARGUMENT, f"form field {part.name!r} is too long")
     except BODY_ERRORS:
         raise interrupted() from None
@@ -290,3 +290,53 @@ class UploadBody:
 def _disposition_name(request: web.Request) -> str:
     _, params = parse_content_disposition(request.headers.get("Content-Disposition"))
     return content_disposition_filename(params, "filename") or ""
+
+
+# ---- the body of a check before sending -------------------------------------------------------
+
+LAYOUT_LIMIT = 256 << 10  # the layout field: about 4000 HDUs
+
+
+async def header_check_body(
+    request: web.Request, pace: Pace, fields: dict[str, str], max_header_bytes: int
+) -> tuple[dict[str, str], bytes]:
+    """The fields and the `headers` part of a check before sending (multipart/form-data);
+    TOO_LARGE when the headers are over `max_header_bytes`."""
+    if not request.content_type.startswith("multipart/"):
+        raise ServiceError(
+            Code.UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data with the layout field and the headers part"
+        )
+    length = request.content_length
+    if length is not None and length > max_header_bytes + LAYOUT_LIMIT + MULTIPART_OVERHEAD:
+        raise _headers_too_large(max_header_bytes)
+    reader = await multipart(request)
+    headers: bytes | None = None
+    while (part := await next_part(reader, pace)) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise ServiceError(Code.INVALID_ARGUMENT, "nested multipart is not accepted")
+        if part.name == "headers":
+            if headers is not None:
+                raise ServiceError(Code.INVALID_ARGUMENT, "one headers part per check")
+            data = bytearray()
+            async for chunk in part_chunks(part, pace):
+                data += chunk
+                if len(data) > max_header_bytes:
+                    raise _headers_too_large(max_header_bytes)
+            headers = bytes(data)
+        elif part.name:
+            fields[part.name] = await read_field(
+                part, pace, LAYOUT_LIMIT if part.name == "layout" else FIELD_LIMIT
+            )
+    if headers is None:
+        raise ServiceError(Code.INVALID_ARGUMENT, "the check has no headers part", field="headers")
+    return fields, headers
+
+
+def _headers_too_large(limit: int) -> ServiceError:
+    return ServiceError(
+        Code.TOO_LARGE,
+        f"the headers are more than {limit} bytes, more than the check before sending takes: "
+        "upload the file, it is checked in full then",
+        limit=limit,
+        part="headers",
+    )

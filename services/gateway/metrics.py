@@ -30,6 +30,18 @@ class Metrics:
         self.upload_bytes = Counter(
             "bgimages_gateway_upload_bytes", "bytes received in uploads", registry=self.registry
         )
+        self.body_bytes = Counter(
+            "bgimages_gateway_request_body_bytes",
+            "request body bytes read, by route",
+            ["route"],
+            registry=self.registry,
+        )
+        self.header_checks = Counter(
+            "bgimages_gateway_header_checks",
+            "checks before sending (headers only), by outcome: passed, refused",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.uploads = Counter(
             "bgimages_gateway_uploads", "uploads accepted, by outcome", ["outcome"], registry=self.registry
         )

@@ -15,12 +15,14 @@ from google.protobuf import timestamp_pb2
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from bgimages.catalog.v1 import catalog_pb2
+from bgimages.common.v1 import common_pb2
+from bgimages.validator.v1 import validator_pb2
 from services.gateway.arguments import format_selection
 from services.gateway.hips import HipsAccess
 from services.gateway.openapi import error_codes
 from services.gateway.selector import ArchiveOffer, GaiaOffer, Offer
 from services.gateway.surveys import Survey, Surveys
-from services.gateway.uploads import UploadOutcome
+from services.gateway.uploads import UploadOutcome, after_upload_json
 from services.shared.errors import Code
 
 API = "/api/v1"
@@ -290,6 +292,27 @@ class UploadForm(ObFields):
     bandpass: str | None = Field(None, description="filter for files that name none (p2api's bkg_lam)")
 
 
+class LayoutEntry(BaseModel):
+    offset: int = Field(description="where the HDU's header starts in the file (bytes)")
+    header_bytes: int = Field(description="its header blocks' length, through the END card's block")
+    data_bytes: int = Field(description="the data its header declares, without padding (skipped)")
+
+
+class HeadersCheckForm(ObFields):
+    """The check before sending: the file's size, its headers and where they are in it."""
+
+    file_size: int = Field(description="the whole file's size (bytes)")
+    layout: str = Field(
+        description="JSON list of LayoutEntry {offset, header_bytes, data_bytes}, one per HDU in file "
+        "order (and, when bytes follow the last HDU, one for their first block with data_bytes 0)"
+    )
+    headers: bytes = Field(
+        description="the header blocks of every HDU, in layout order",
+        json_schema_extra={"contentMediaType": "application/octet-stream"},
+    )
+    bandpass: str | None = Field(None, description="filter for files that name none")
+
+
 class RunRequest(BaseModel):
     model_config = ConfigDict(strict=True)
 
@@ -306,13 +329,50 @@ class Finding(Body):
     message: str
 
 
+class AfterUpload(Body):
+    """A check the headers alone cannot answer: made on the uploaded file."""
+
+    codes: list[ErrorCode] = Field(description="the codes it may refuse the file with")
+    hdu: int | None = absent()
+    message: str
+
+
+class HduChecked(Body):
+    index: int
+    extname: str
+    shape: list[int] = Field(description="NAXISn, NAXIS1 first")
+    displayable: bool
+    skip_reason: str | None
+    contains_target: bool | None
+    contains_boa: bool | None
+
+
+class HeadersChecked(Body):
+    """The headers pass: what the upload will find of them."""
+
+    ok: bool
+    filter: str
+    filter_source: str
+    object_name: str
+    hdus: list[HduChecked]
+    warnings: list[Finding]
+    after_upload: list[AfterUpload]
+
+
 class ErrorDetails(BaseModel):
     """The details an error may carry beside its message (others may follow)."""
 
     model_config = ConfigDict(extra="allow")
 
     errors: list[Finding] | None = absent("a refused file: one finding per failed check")
+    after_upload: list[AfterUpload] | None = absent(
+        "the check before sending: what the full check would still look at"
+    )
     limit: int | None = absent("TOO_LARGE: the limit in bytes")
+    part: str | None = absent(
+        "TOO_LARGE of a check before sending: 'headers' when the headers are over the route's limit "
+        "(upload the file: it is checked in full then)"
+    )
     retry_after_s: float | None = absent("TOO_MANY_UPLOADS, BUSY: seconds to wait (also Retry-After)")
 
 
@@ -614,6 +674,35 @@ def listing_json(
 
 def upload_json(outcome: UploadOutcome) -> UploadedImage:
     return UploadedImage(**_image_fields(outcome.image), reused_content=outcome.reused_content)
+
+
+def header_check_json(report: validator_pb2.ValidationReport) -> HeadersChecked:
+    return HeadersChecked(
+        ok=report.ok,
+        filter=report.filter,
+        filter_source=report.filter_source,
+        object_name=report.object_name,
+        hdus=[
+            HduChecked(
+                index=h.index,
+                extname=h.extname,
+                shape=list(h.shape),
+                displayable=h.displayable,
+                skip_reason=h.skip_reason or None,
+                contains_target=h.contains_target if h.HasField("contains_target") else None,
+                contains_boa=h.contains_boa if h.HasField("contains_boa") else None,
+            )
+            for h in report.hdus
+        ],
+        warnings=[
+            Finding.model_validate(
+                {"code": common_pb2.ErrorCode.Name(w.code), "message": w.message}
+                | ({"hdu": w.hdu} if w.HasField("hdu") else {})
+            )
+            for w in report.warnings
+        ],
+        after_upload=[AfterUpload.model_validate(a) for a in after_upload_json(report)],
+    )
 
 
 def hips_json(access: HipsAccess, base_url: str) -> HipsUrl:

@@ -76,7 +76,7 @@ class UploadOutcome:
 
 
 class ValidationFailed(ServiceError):
-    """The validator refused the file; carries every finding."""
+    """The validator refused the file (or, before sending, its headers); carries every finding."""
 
     def __init__(self, report: validator_pb2.ValidationReport) -> None:
         first = report.errors[0] if report.errors else None
@@ -92,8 +92,32 @@ class ValidationFailed(ServiceError):
             for e in report.errors
         ]
         message = "; ".join(e.message for e in report.errors) or "the file was refused"
-        super().__init__(Code(code_name), message, errors=findings)
+        details: dict[str, Any] = {"errors": findings}
+        if report.after_upload:
+            details["after_upload"] = after_upload_json(report)
+        super().__init__(Code(code_name), message, **details)
         self.report = report
+
+
+def after_upload_json(report: validator_pb2.ValidationReport) -> list[dict[str, Any]]:
+    """The checks the headers alone could not answer (the check before sending)."""
+    return [
+        {
+            "codes": [common_pb2.ErrorCode.Name(c) for c in a.codes],
+            **({"hdu": a.hdu} if a.HasField("hdu") else {}),
+            "message": a.message,
+        }
+        for a in report.after_upload
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeaderSegment:
+    """One HDU's header as a client read it from its file, for the check before sending."""
+
+    offset: int
+    header: bytes
+    data_bytes: int
 
 
 class Uploads:
@@ -148,6 +172,35 @@ class Uploads:
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+
+    async def check_headers(
+        self, caller: Caller, target: UploadTarget, segments: list[HeaderSegment], file_size: int
+    ) -> validator_pb2.ValidationReport:
+        """The check before sending: what the upload would be told of the file's headers, and
+        of the caller's access to the OB's run, before a byte of its data is sent. Raises
+        ValidationFailed as the upload would; nothing is stored. Advice only: the upload is
+        validated in full."""
+        await call(
+            self.catalog.GetSelection,
+            catalog_pb2.GetSelectionRequest(caller=caller, ob_id=target.ob.ob_id, run_id=target.ob.run_id),
+        )
+        response = await call(
+            self.validator.CheckHeaders,
+            validator_pb2.CheckHeadersRequest(
+                hdus=[
+                    validator_pb2.HeaderSegment(offset=s.offset, header=s.header, data_bytes=s.data_bytes)
+                    for s in segments
+                ],
+                file_size=file_size,
+                ob=target.ob,
+                bandpass=target.bandpass.strip()[:64],
+            ),
+        )
+        if not response.report.ok:
+            self.metrics.header_checks.labels(outcome="refused").inc()
+            raise ValidationFailed(response.report)
+        self.metrics.header_checks.labels(outcome="passed").inc()
+        return response.report
 
     async def upload(self, caller: Caller, file: UploadFile, target: Target) -> UploadOutcome:
         """The whole upload: stage while hashing, then validate, process, record.

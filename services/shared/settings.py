@@ -370,6 +370,11 @@ class GatewaySettings(Common):
     processor_addr: GrpcTarget = env("PROCESSOR_ADDR", "127.0.0.1:50052", "processor gRPC address")
     catalog_addr: GrpcTarget = env("CATALOG_ADDR", "127.0.0.1:50053", "catalog gRPC address")
     max_upload_bytes: PositiveInt = env("MAX_UPLOAD_BYTES", 4 << 30, "largest upload accepted")
+    check_max_header_bytes: PositiveInt = env(
+        "CHECK_MAX_HEADER_BYTES",
+        16 << 20,
+        "most header bytes the check before sending takes (more: the file is checked after upload)",
+    )
     dev_mode: Flag = env("DEV_MODE", False, "local development: allows the built-in development keys")
     jwt_algorithm: Literal["HS256", "RS256"] = env("JWT_ALGORITHM", "HS256", "HS256 or RS256")
     jwt_keys: Annotated[SecretStr, AfterValidator(_jwt_keys)] = env(

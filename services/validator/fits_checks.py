@@ -22,7 +22,7 @@ from services.shared.fits_header import FitsProblem, HduHeader, Limits, walk
 from services.shared.store import ObjectStore
 from services.validator import filters, footprint
 from services.validator.footprint import Sky, SkyFootprint, WcsProblem
-from services.validator.report import HduResult, Problem, Report
+from services.validator.report import AfterUpload, HduResult, Problem, Report
 
 TILE_COMPRESSIONS = {"RICE_1", "RICE_ONE", "GZIP_1", "GZIP_2", "PLIO_1", "HCOMPRESS_1", "NOCOMPRESS"}
 # Half-size of the pixel box read around a position to tell data from blank (NaN/BLANK) pixels.
@@ -113,9 +113,13 @@ class _Image:
 class _Inspector:
     """Looks at each HDU as the walk reads its header; asks for pixels around the OB positions."""
 
-    def __init__(self, where: Target, max_decompressed_bytes: int) -> None:
+    def __init__(self, where: Target, max_decompressed_bytes: int, pixels: bool = True) -> None:
         self.where = where
         self.max_decompressed_bytes = max_decompressed_bytes
+        # False when only the headers are at hand (the check before sending): the pixels
+        # around a position inside a footprint are not read, and the check is left for later.
+        self.pixels = pixels
+        self.unread: list[tuple[int, str]] = []
         self.results: list[HduResult] = []
         self.problems: list[Problem] = []
         # HDU index -> mandatory keywords whose values are in free format (warned about, accepted).
@@ -134,7 +138,13 @@ class _Inspector:
             self.primary = hdu
         if hdu.free_format:
             self.free_format[hdu.index] = hdu.free_format
-        result = HduResult(index=hdu.index, bitpix=hdu.bitpix, shape=list(hdu.axes))
+        result = HduResult(
+            index=hdu.index,
+            bitpix=hdu.bitpix,
+            shape=list(hdu.axes),
+            offset=hdu.header_offset,
+            data_bytes=hdu.data_size,
+        )
         extname = hdu.header.get("EXTNAME")
         result.extname = str(extname).strip() if extname is not None else ""
         self.results.append(result)
@@ -172,7 +182,9 @@ class _Inspector:
                 result.contains_target = inside
             else:
                 result.contains_boa = inside
-            if inside and pix is not None and image.tile_compressed:
+            if inside and not self.pixels:
+                self.unread.append((hdu.index, which))
+            elif inside and pix is not None and image.tile_compressed:
                 if _tile_pixels(hdu, image) <= MAX_TILE_PIXELS:
                     self.tile_boxes[(hdu.index, which)] = _box(image, pix, fp.pixel_scale_arcsec)
             elif inside and pix is not None:
@@ -438,22 +450,27 @@ def _field_problem(
     )
 
 
-def validate_file(f: IO[bytes], where: Target, bandpass: str = "", limits: Limits | None = None) -> Report:
-    """Every check on one FITS file (plain, .gz, .Z or fpack) for one OB."""
+def validate_file(
+    f: IO[bytes], where: Target, bandpass: str = "", limits: Limits | None = None, pixels: bool = True
+) -> Report:
+    """Every check on one FITS file (plain, .gz, .Z or fpack) for one OB. With `pixels` false
+    `f` holds only the headers (the data zeros): no pixel is read, and what needs them is
+    listed in the report's `after_upload`."""
     with warnings.catch_warnings():
         # astropy's notes on the headers it reads (FITSFixedWarning ...) are not findings of ours.
         warnings.simplefilter("ignore")
-        return _validate(f, where, bandpass, limits or Limits())
+        return _validate(f, where, bandpass, limits or Limits(), pixels)
 
 
-def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits) -> Report:
-    insp = _Inspector(where, limits.max_decompressed_bytes)
+def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits, pixels: bool) -> Report:
+    insp = _Inspector(where, limits.max_decompressed_bytes, pixels)
     report = Report()
     try:
         scan = walk(f, limits, insp)
         report.compression = scan.compression
     except FitsProblem as problem:
         report.hdus = insp.results
+        report.stopped = True
         report.errors = [Problem(problem.code, problem.message, problem.hdu)]
         report.warnings = free_format_warnings(insp.free_format)
         return report
@@ -506,7 +523,22 @@ def _validate(f: IO[bytes], where: Target, bandpass: str, limits: Limits) -> Rep
             break
     report.errors = problems
     report.ok = not problems
+    report.after_upload = [_blank_check_later(which, index, by_index) for index, which in insp.unread]
     return report
+
+
+def _blank_check_later(which: str, index: int, by_index: dict[int, HduResult]) -> AfterUpload:
+    label, code = (
+        ("target", Code.TARGET_OUTSIDE_FIELD)
+        if which == "target"
+        else ("BOA reference star", Code.BOA_OUTSIDE_FIELD)
+    )
+    return AfterUpload(
+        [code],
+        f"HDU {_name(index, by_index[index].extname)}: whether the {label} falls on data, not on blank "
+        "pixels (NaN or BLANK), is checked after upload",
+        index,
+    )
 
 
 def validate_path(

@@ -20,6 +20,15 @@ class Problem:
 
 
 @dataclasses.dataclass
+class AfterUpload:
+    """A check the headers alone cannot answer: made once the whole file is uploaded."""
+
+    codes: list[Code]
+    message: str
+    hdu: int | None = None
+
+
+@dataclasses.dataclass
 class HduResult:
     index: int
     extname: str = ""
@@ -33,6 +42,8 @@ class HduResult:
     tile_compressed: bool = False
     kind: str = ""  # "image", "table", "empty", ...
     bitpix: int = 0
+    offset: int = 0  # where the header starts in the file
+    data_bytes: int = 0  # the data its header declares, without padding
 
 
 @dataclasses.dataclass
@@ -46,6 +57,10 @@ class Report:
     hdus: list[HduResult] = dataclasses.field(default_factory=list)
     compression: str = "none"  # "none", "gzip", "compress"
     object_name: str = ""
+    # Whether the header walk stopped at a problem of the file's structure (later HDUs unread).
+    stopped: bool = False
+    # The check of the headers alone (CheckHeaders): what is left for the full check.
+    after_upload: list[AfterUpload] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form `python -m services.validator check` prints."""
@@ -74,6 +89,9 @@ class Report:
             ],
             "compression": self.compression,
             "object_name": self.object_name or None,
+            "after_upload": [
+                {"codes": a.codes, "hdu": a.hdu, "message": a.message} for a in self.after_upload
+            ],
         }
 
     def to_proto(self) -> validator_pb2.ValidationReport:
@@ -93,6 +111,12 @@ class Report:
             detail = out.warnings.add(code=common_pb2.ErrorCode.Value(w.code), message=w.message)
             if w.hdu is not None:
                 detail.hdu = w.hdu
+        for a in self.after_upload:
+            later = out.after_upload.add(
+                codes=[common_pb2.ErrorCode.Value(c) for c in a.codes], message=a.message
+            )
+            if a.hdu is not None:
+                later.hdu = a.hdu
         for h in self.hdus:
             hdu = out.hdus.add(
                 index=h.index,

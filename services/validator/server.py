@@ -18,6 +18,7 @@ from services.shared.grpc_edge import GrpcServer, servicer_errors
 from services.shared.settings import ValidatorSettings
 from services.shared.store import ObjectStore, check_key
 from services.validator.fits_checks import Target, check_position, validate_object
+from services.validator.header_check import Segment, check_headers
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def limits_of(settings: ValidatorSettings) -> Limits:
     )
 
 
-def target_of(request: validator_pb2.ValidateRequest) -> Target:
+def target_of(request: validator_pb2.ValidateRequest | validator_pb2.CheckHeadersRequest) -> Target:
     """The OB's positions, refused when malformed."""
     if not request.HasField("ob") or not request.ob.HasField("target"):
         raise ServiceError(Code.INVALID_ARGUMENT, "ob.target is required", field="ob.target")
@@ -80,6 +81,29 @@ class ValidatorServicer(validator_pb2_grpc.ValidatorServiceServicer):
                 "warnings": [w.code for w in report.warnings],
                 "compression": report.compression,
                 "hdus": len(report.hdus),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        return validator_pb2.ValidateResponse(report=report.to_proto())
+
+    @servicer_errors
+    async def CheckHeaders(  # noqa: N802 - the contract's name
+        self, request: validator_pb2.CheckHeadersRequest, context: grpc.aio.ServicerContext
+    ) -> validator_pb2.ValidateResponse:
+        where = target_of(request)
+        segments = [Segment(h.offset, h.header, h.data_bytes) for h in request.hdus]
+        async with self.admission.slot():
+            started = time.perf_counter()
+            report = await asyncio.to_thread(
+                check_headers, segments, request.file_size, where, request.bandpass, self.limits
+            )
+        log.info(
+            "headers checked",
+            extra={
+                "ok": report.ok,
+                "codes": [e.code for e in report.errors],
+                "hdus": len(report.hdus),
+                "after_upload": len(report.after_upload),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )

@@ -25,12 +25,13 @@ from astropy.io import fits
 
 from services import devrun
 from services.devrun import Suite
-from services.shared.store import LocalStore
+from services.shared.store import WRITE_PROBE_KEY, LocalStore
 from tests.fitsgen import sky_image, tan_wcs, write_image
 
 MAX_UPLOAD = 6 << 20
 MAX_HDUS = 8
 MAX_HEADER_CARDS = 2000
+CHECK_MAX_HEADER_BYTES = 64 << 10  # the check before sending takes headers of ~800 cards
 SURVEY_CENTRE = (150.0, 2.0)
 SURVEY_NAME = "Test survey (checkerboard)"
 _ob_ids = itertools.count(int.from_bytes(os.urandom(3), "big") * 1000 + 1)
@@ -64,6 +65,7 @@ def gateway_env(tmp: Path) -> dict[str, str]:
         "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
         "MAX_HDUS": str(MAX_HDUS),
         "MAX_HEADER_CARDS": str(MAX_HEADER_CARDS),
+        "CHECK_MAX_HEADER_BYTES": str(CHECK_MAX_HEADER_BYTES),
         "DEFAULT_SURVEY_DIR": str(survey),
         "DEFAULT_SURVEY_NAME": SURVEY_NAME,
         # The named surveys as `make run` has them (local folders, no internet), DEMO-K smaller.
@@ -109,7 +111,8 @@ class Gateway:
         return LocalStore(self.suite.env["STORE_DIR"])
 
     async def store_keys(self) -> list[str]:
-        return sorted([info.key async for info in self.store.list("")])
+        """The store's keys, less the readiness probe's (written now and then)."""
+        return sorted([info.key async for info in self.store.list("") if info.key != WRITE_PROBE_KEY])
 
     async def image_rows(self) -> int:
         conn = await asyncpg.connect(self.suite.env["DATABASE_URL"])
