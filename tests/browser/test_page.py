@@ -28,8 +28,9 @@ from multidict import CIMultiDict
 from PIL import Image
 from playwright.async_api import Browser, Error, FilePayload, Page, Response, async_playwright
 
+from services.devrun import Suite
 from tests import contract
-from tests.fitsgen import write_image
+from tests.fitsgen import streamed_tan_header, write_image
 from tests.gateway import harness
 from tests.gateway.harness import Gateway, field, new_ob, new_user
 
@@ -252,6 +253,7 @@ async def test_a_named_survey_is_chosen_and_shown_from_its_hips(browser: Browser
     ob = new_ob()
     page, log = await open_page(browser, gateway, user, ob, run)
     surveys: list[tuple[int, str]] = []
+
     def seen(resp: Response) -> None:
         if "/surveys/DEMO-" in resp.url:
             surveys.append((resp.status, resp.url))
@@ -675,3 +677,69 @@ async def _listing(gateway: Gateway, user: str, ob: int, run: str) -> Any:
 
     async with aiohttp.ClientSession() as http:
         return await gateway.listing(http, ob, run, TARGET, user)
+
+
+async def _body_bytes(gateway: Gateway, route: str) -> float:
+    """What the gateway has read of request bodies on a route (its Prometheus counter)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as resp:
+        text = await resp.text()
+    m = re.search(
+        r'^bgimages_gateway_request_body_bytes_total\{route="' + re.escape(route) + r'"\} (\S+)$', text, re.M
+    )
+    return float(m.group(1)) if m else 0.0
+
+
+UPLOAD_ROUTE = "/api/v1/obs/{ob_id}/background-images"
+CHECK_ROUTE = "/api/v1/obs/{ob_id}/background-images/check"
+
+
+def big_sparse_image(path: Path, ra: float, dec: float, side: int = 8700) -> Path:
+    """A float32 side x side image (300 MB at 8700) whose data is a hole of the file system."""
+    header = streamed_tan_header(side, ra, dec)
+    with path.open("wb") as f:
+        f.write(header)
+        f.truncate(len(header) + -(-side * side * 4 // 2880) * 2880)
+    return path
+
+
+async def test_a_big_file_is_refused_before_a_byte_of_its_data_goes(
+    browser: Browser, suite: Suite, tmp_path: Path
+) -> None:
+    """300 MB, target outside: the page reads its headers, the gateway says why at once (the
+    suite of default settings: uploads up to 4 GB)."""
+    gateway = Gateway(suite)
+    user = new_user()
+    page, _ = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
+    far = big_sparse_image(tmp_path / "far away.fits", ra=30.0, dec=-40.0)
+    assert far.stat().st_size > 300e6
+    sent, checked = await _body_bytes(gateway, UPLOAD_ROUTE), await _body_bytes(gateway, CHECK_ROUTE)
+    await page.evaluate("() => { window.__phases = []; }")
+    started = asyncio.get_running_loop().time()
+    await page.set_input_files("#upload-input", str(far))  # a path: the browser reads the file itself
+    await page.wait_for_selector("#status.error", timeout=60000)
+    took = asyncio.get_running_loop().time() - started
+    status = await page.inner_text("#status")
+    assert "TARGET_OUTSIDE_FIELD" in status and "nothing was uploaded" in status, status
+    await page.screenshot(path=str(ARTIFACTS / "11-checked-first-page.png"), full_page=True)
+    assert await _body_bytes(gateway, UPLOAD_ROUTE) == sent, "the gateway received the file's data"
+    assert 0 < await _body_bytes(gateway, CHECK_ROUTE) - checked < 16 << 10
+    phases = await page.evaluate("() => window.__phases")
+    assert "checking:Checking…" in phases and not any(p.startswith("sending") for p in phases), phases
+    assert took < 20, f"{took:.1f} s from the choice to the answer"
+
+    # A paw-print with the target in the gap between its chips: the gap's code, nothing sent.
+    await upload_file(page, harness.paw_print(tmp_path))
+    status = await page.inner_text("#status.error")
+    assert "TARGET_IN_CHIP_GAP" in status and "nothing was uploaded" in status, status
+    assert await _body_bytes(gateway, UPLOAD_ROUTE) == sent
+
+    # A good file: checked, then uploaded as before.
+    good = field(tmp_path, "good.fits")
+    await upload_file(page, good)
+    await page.wait_for_selector(f".choice[data-fits-hash='{harness.sha256(good)}'] input:checked")
+    phases = await page.evaluate("() => window.__phases")
+    assert phases.index("checking:Checking…") < phases.index("sending:Uploading…"), phases
+    assert await _body_bytes(gateway, UPLOAD_ROUTE) >= sent + good.stat().st_size
+    await page.close()

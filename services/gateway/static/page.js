@@ -2,6 +2,7 @@
 // selected image in Aladin Lite on the right, an Upload button, trash icons.
 // Strings users wrote (file names, OBJECT) only ever go through textContent.
 import A from "/vendor/aladin-lite/aladin.js";
+import { HeadersTooLarge, checkForm, readHeaders } from "/static/fits_headers.js";
 
 const $ = (id) => document.getElementById(id);
 const API = "/api/v1";
@@ -391,12 +392,17 @@ function setUploadPhase(phase, file) {
   state.busy = phase !== "";
   document.body.dataset.upload = phase;
   document.querySelector("#upload-button .spinner").hidden = !phase;
-  $("upload-text").textContent = { sending: "Uploading…", processing: "Processing…", "": "Upload" }[phase];
+  $("upload-text").textContent = {
+    checking: "Checking…",
+    sending: "Uploading…",
+    processing: "Processing…",
+    "": "Upload",
+  }[phase];
   $("upload-button").setAttribute("aria-busy", phase ? "true" : "false");
   $("upload-input").disabled = state.busy;
   $("upload-retry").hidden = true;
   const bar = $("upload-progress");
-  bar.hidden = !phase;
+  bar.hidden = !phase || phase === "checking";
   if (phase === "sending") bar.value = 0;
   if (phase === "processing") {
     bar.removeAttribute("value"); // indeterminate: the gateway tells no progress of its own
@@ -416,15 +422,68 @@ function askForBandpass() {
   $("status").append(el("p", { className: "next" }, next));
 }
 
-function upload(file) {
+// The check before sending: the file's headers alone (a few KB of it) go to the gateway,
+// which answers what the upload would of them. Answers the refusal (a problem+json) or null
+// when the upload may go: the headers pass, or they cannot be checked first (a gzip or .Z
+// file, headers over the route's limit), and the full check after upload judges the file.
+async function checkFirst(file, bandpass) {
+  const ctx = state.ctx;
+  let read;
+  try {
+    read = await readHeaders(file);
+  } catch (err) {
+    if (err instanceof HeadersTooLarge) return null;
+    throw err;
+  }
+  if (read.compressed) return null;
+  const fields = obParams(ctx);
+  if (bandpass) fields.set("bandpass", bandpass);
+  const resp = await fetch(`${API}/obs/${encodeURIComponent(ctx.ob)}/background-images/check`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${ctx.token}`, Accept: "application/json" },
+    body: checkForm(read, fields),
+  });
+  const data = await resp.json().catch(() => null);
+  if (resp.ok) return null;
+  if (resp.status === 413 && data && data.part === "headers") return null;
+  return data || { title: `${resp.status} ${resp.statusText}`, status: resp.status };
+}
+
+async function upload(file) {
+  const bandpass = $("upload-bandpass").value.trim();
+  state.lastFile = file;
+  setUploadPhase("checking", file);
+  setStatus([el("p", {}, "Checking the headers of ", fileName(file.name), " before sending it…")]);
+  let refused;
+  try {
+    refused = await checkFirst(file, bandpass);
+  } catch (err) {
+    refused = { title: "The check before sending failed", detail: String(err.message || err) };
+  }
+  if (refused) {
+    setUploadPhase("");
+    $("upload-input").value = "";
+    setStatus(problemNodes(refused, "The check before sending failed"), true);
+    $("status").append(
+      el(
+        "p",
+        { className: "next", id: "checked-first" },
+        "Found in the file's headers before sending it: nothing was uploaded. Choose another file, or fix the OB.",
+      ),
+    );
+    if (refused.code === "NO_FILTER") askForBandpass();
+    return;
+  }
+  return send(file, bandpass);
+}
+
+function send(file, bandpass) {
   const ctx = state.ctx;
   const form = new FormData();
   for (const [key, value] of obParams(ctx)) form.append(key, value);
-  const bandpass = $("upload-bandpass").value.trim();
   // Before the file: the gateway reads the fields that precede it first.
   if (bandpass) form.append("bandpass", bandpass);
   form.append("file", file, file.name);
-  state.lastFile = file;
   const xhr = new XMLHttpRequest();
   xhr.open("POST", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-images`);
   xhr.setRequestHeader("Authorization", `Bearer ${ctx.token}`);
