@@ -12,7 +12,18 @@ import traceback
 
 from bench.table import Row, print_table
 
-SECTIONS = ["validation", "hips", "gaia", "selector", "charts", "storage", "mosaic", "catalog", "upload"]
+SECTIONS = [
+    "validation",
+    "check_first",
+    "hips",
+    "gaia",
+    "selector",
+    "charts",
+    "storage",
+    "mosaic",
+    "catalog",
+    "upload",
+]
 
 
 def main(argv: list[str]) -> int:

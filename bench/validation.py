@@ -52,10 +52,14 @@ def _ext_header(i: int, ra0: float, dec0: float) -> fits.Header:
     return h
 
 
-def write_mef(path: Path, ra0: float = 150.0, dec0: float = -30.0, n_ext: int = N_EXT) -> int:
-    """Writes the benchmark MEF without holding it in memory; returns its size."""
+def write_mef(
+    path: Path, ra0: float = 150.0, dec0: float = -30.0, n_ext: int = N_EXT, sparse: bool = False
+) -> int:
+    """Writes the benchmark MEF without holding it in memory; returns its size. `sparse`: the
+    data are holes of the file system (zeros, no disk), for what reads only the headers."""
     rng = np.random.default_rng(0)
-    data = rng.normal(1000.0, 10.0, SHAPE).astype(">f4").tobytes()
+    data = bytes(0) if sparse else rng.normal(1000.0, 10.0, SHAPE).astype(">f4").tobytes()
+    data_bytes = SHAPE[0] * SHAPE[1] * 4
     primary = fits.Header()
     primary["SIMPLE"] = True
     primary["BITPIX"] = 8
@@ -70,8 +74,12 @@ def write_mef(path: Path, ra0: float = 150.0, dec0: float = -30.0, n_ext: int = 
         f.write(primary.tostring().encode("ascii"))
         for i in range(n_ext):
             f.write(_ext_header(i, ra0, dec0).tostring().encode("ascii"))
-            f.write(data)
-            f.write(b"\0" * (-len(data) % 2880))
+            if sparse:
+                f.seek(data_bytes + -data_bytes % 2880, os.SEEK_CUR)
+                f.truncate()
+            else:
+                f.write(data)
+                f.write(b"\0" * (-len(data) % 2880))
     return path.stat().st_size
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import io
+import typing
 
 from services.shared.errors import Code, ServiceError
 from services.shared.fits_header import BLOCK, FitsProblem, Limits, detect_compression
@@ -125,7 +126,8 @@ def check_headers(
         return Report(
             ok=True, compression=compression, after_upload=[AfterUpload([], _WHOLE_FILE[compression])]
         )
-    report = validate_file(HeaderFile(segments, file_size), where, bandpass, limits, pixels=False)
+    f = typing.cast(typing.IO[bytes], HeaderFile(segments, file_size))
+    report = validate_file(f, where, bandpass, limits, pixels=False)
     _agree(report, segments)
     return report
 
