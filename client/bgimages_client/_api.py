@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import requests
 
@@ -26,22 +29,26 @@ from bgimages_client._models import (
 
 Position = tuple[float, float]
 Progress = Callable[[int, int], None]  # (bytes sent so far, total)
+TUS = {"Tus-Resumable": "1.0.0"}
 # What the check before sending reads and sends at most (the gateway's CHECK_MAX_HEADER_BYTES).
 CHECK_MAX_HEADER_BYTES = 16 << 20
 CHECK_MAX_HDUS = 4000
 
 
 class _ProgressReader:
-    """A file wrapper that reports how much requests has read (and sent)."""
+    """A file wrapper that reports how much requests has read (and sent); from `start` on
+    (a resumed upload), counting what went before."""
 
-    def __init__(self, f: IO[bytes], total: int, progress: Progress | None) -> None:
+    def __init__(self, f: IO[bytes], total: int, progress: Progress | None, start: int = 0) -> None:
         self._f = f
         self._total = total
-        self._sent = 0
+        self._sent = start
+        self._start = start
         self._progress = progress
+        f.seek(start)
 
     def __len__(self) -> int:
-        return self._total
+        return self._total - self._start
 
     def read(self, size: int = -1) -> bytes:
         # Larger reads than http.client's default make big uploads much cheaper.
@@ -84,6 +91,53 @@ def _ob_body(
     return body
 
 
+def _tus_metadata(fields: dict[str, str]) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in fields.items())
+
+
+class _ResumeFile:
+    """Where the URLs of resumable uploads in progress are kept, by the file and OB they are for."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        default = (
+            os.environ.get("BGIMAGES_RESUME_FILE") or Path.home() / ".cache" / "bgimages" / "uploads.json"
+        )
+        self.path = Path(path or default)
+
+    def fingerprint(
+        self, url: str, path: Path, ob_id: int, run_id: str, target: Position, boa: Position | None
+    ) -> str:
+        st = path.stat()
+        key = [url, str(path.resolve()), st.st_size, st.st_mtime_ns, int(ob_id), run_id, list(target), boa]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, fingerprint: str) -> str | None:
+        return self._load().get(fingerprint)
+
+    def put(self, fingerprint: str, url: str) -> None:
+        data = self._load()
+        data[fingerprint] = url
+        self._save(data)
+
+    def drop(self, fingerprint: str) -> None:
+        data = self._load()
+        if data.pop(fingerprint, None) is not None:
+            self._save(data)
+
+    def _save(self, data: dict[str, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.path)
+
+
 class BackgroundImages:
     """A connection to the gateway for one user (its bearer token).
 
@@ -102,8 +156,8 @@ class BackgroundImages:
 
     # ---- transport ----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        url = self.url + path
+    def _request(self, method: str, path: str, absolute: bool = False, **kwargs: Any) -> requests.Response:
+        url = path if absolute else self.url + path
         kwargs.setdefault("timeout", self.timeout)
         try:
             resp = self.session.request(method, url, **kwargs)
@@ -177,6 +231,91 @@ class BackgroundImages:
                 headers=headers,
             )
         return Image.from_json(data)
+
+    def upload_resumable(
+        self,
+        path: str | os.PathLike[str],
+        ob_id: int,
+        run_id: str,
+        target: Position,
+        *,
+        boa: Position | None = None,
+        bandpass: str | None = None,
+        file_name: str | None = None,
+        progress: Progress | None = None,
+        check_first: bool = True,
+        retries: int = 10,
+        resume_file: str | os.PathLike[str] | None = None,
+    ) -> Image:
+        """Uploads a FITS file as a resumable (tus 1.0) upload: a dropped connection costs
+        only the bytes in flight. The upload is resumed from where the gateway stands, up to
+        `retries` times in a row with backoff; its URL is kept in `resume_file` (default
+        ~/.cache/bgimages/uploads.json, or BGIMAGES_RESUME_FILE) so that the same call after
+        a crash or a Ctrl-C resumes it too. Answers (or raises) as `upload` does."""
+        path = Path(path)
+        if check_first:
+            self.check_headers(path, ob_id, run_id, target, boa=boa, bandpass=bandpass)
+        size = path.stat().st_size
+        resumes = _ResumeFile(resume_file)
+        fingerprint = resumes.fingerprint(self.url, path, ob_id, run_id, target, boa)
+        url = resumes.get(fingerprint)
+        offset = self._tus_offset(url) if url else None
+        if url is None or offset is None:
+            meta = {**_ob_params(run_id, target, boa), "filename": file_name or path.name}
+            if bandpass:
+                meta["bandpass"] = bandpass
+            resp = self._request(
+                "POST",
+                f"/api/v1/obs/{int(ob_id)}/uploads",
+                headers={**TUS, "Upload-Length": str(size), "Upload-Metadata": _tus_metadata(meta)},
+            )
+            url = urljoin(self.url + "/", resp.headers["Location"])
+            resumes.put(fingerprint, url)
+            offset = 0
+        failures = 0
+        while True:
+            try:
+                with path.open("rb") as f:
+                    body = _ProgressReader(f, size, progress, offset)
+                    resp = self._request(
+                        "PATCH",
+                        url,
+                        data=body,
+                        headers={
+                            **TUS,
+                            "Content-Type": "application/offset+octet-stream",
+                            "Upload-Offset": str(offset),
+                            "Content-Length": str(size - offset),
+                        },
+                        absolute=True,
+                    )
+            except BgImagesError as err:
+                if err.status == 0 or err.code in ("UPLOAD_LOCKED", "UPLOAD_OFFSET_MISMATCH", "BUSY"):
+                    failures += 1
+                    if failures > retries:
+                        raise
+                    time.sleep(min(0.5 * 2 ** (failures - 1), 15.0))
+                    resumed = self._tus_offset(url)
+                    if resumed is not None:
+                        offset = resumed
+                        continue
+                resumes.drop(fingerprint)
+                raise
+            if resp.status_code == 201:
+                resumes.drop(fingerprint)
+                return Image.from_json(resp.json())
+            offset = int(resp.headers["Upload-Offset"])
+            failures = 0
+
+    def _tus_offset(self, url: str) -> int | None:
+        """Where the upload at `url` stands; None when it is gone (expired, ended, not ours)."""
+        try:
+            resp = self._request("HEAD", url, headers=TUS, absolute=True)
+        except BgImagesError as err:
+            if err.status in (404, 410):
+                return None
+            raise
+        return int(resp.headers["Upload-Offset"])
 
     def check_headers(
         self,

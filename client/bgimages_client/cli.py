@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--bandpass", help="filter to use when the file names none (p2api's bkg_lam)")
     up.add_argument("--no-progress", action="store_true", help="no progress bar")
     up.add_argument(
+        "--one-shot",
+        action="store_true",
+        help="one POST of the whole file instead of a resumable upload (which resumes after a dropped "
+        "connection, and when the same command runs again)",
+    )
+    up.add_argument(
         "--no-check-first",
         action="store_true",
         help="send the file without checking its headers first (they are checked after upload anyway)",
@@ -167,9 +173,10 @@ def _run(api: BackgroundImages, args: argparse.Namespace) -> int:
         ) as bar:
 
             def progress(sent: int, total: int) -> None:
-                bar.update(sent - bar.n)
+                bar.update(sent - bar.n)  # a resumed upload starts where it stood
 
-            image = api.upload(
+            send = api.upload if args.one_shot else api.upload_resumable
+            image = send(
                 args.file,
                 args.ob,
                 args.run,

@@ -879,13 +879,129 @@ class Repository:
         return {r["p"] for r in rows}
 
     async def held_staging_keys(self, conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
-        """Those of the staging keys a live upload lease holds."""
+        """Those of the staging keys a live upload lease or resumable upload holds."""
         rows = await conn.fetch(
             """SELECT l.staging_key FROM upload_leases l
-               WHERE l.staging_key = ANY($1::text[]) AND l.expires_at > now()""",
+               WHERE l.staging_key = ANY($1::text[]) AND l.expires_at > now()
+               UNION
+               SELECT r.staging_key FROM resumable_uploads r
+               WHERE r.staging_key = ANY($1::text[]) AND r.expires_at > now()""",
             list(keys),
         )
         return {r["staging_key"] for r in rows}
+
+    # ---- resumable uploads ----------------------------------------------------------------------
+
+    async def live_resumables(self, conn: asyncpg.Connection, owner_id: str) -> int:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM resumable_uploads WHERE owner_id = $1 AND expires_at > now()", owner_id
+        )
+        return count
+
+    async def insert_resumable(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        upload_id: str,
+        owner_id: str,
+        ob_id: int,
+        run_id: str,
+        ob: bytes,
+        bandpass: str,
+        file_name: str,
+        length_bytes: int,
+        staging_key: str,
+        ttl_s: int,
+    ) -> asyncpg.Record:
+        return await conn.fetchrow(
+            """INSERT INTO resumable_uploads (upload_id, owner_id, ob_id, run_id, ob, bandpass,
+                   file_name, length_bytes, staging_key, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + make_interval(secs => $10))
+               RETURNING *""",
+            uuid.UUID(upload_id),
+            owner_id,
+            ob_id,
+            run_id,
+            ob,
+            bandpass,
+            file_name,
+            length_bytes,
+            staging_key,
+            float(ttl_s),
+        )
+
+    async def resumable(
+        self, conn: asyncpg.Connection, upload_id: uuid.UUID, owner_id: str, lock: bool = False
+    ) -> asyncpg.Record | None:
+        """The owner's upload (None for anyone else's: its existence is not told)."""
+        return await conn.fetchrow(
+            "SELECT * FROM resumable_uploads WHERE upload_id = $1 AND owner_id = $2"
+            + (" FOR UPDATE" if lock else ""),
+            upload_id,
+            owner_id,
+        )
+
+    async def claim_resumable(
+        self, conn: asyncpg.Connection, upload_id: uuid.UUID, token: uuid.UUID, claim_s: int, ttl_s: int
+    ) -> bool:
+        """Takes the upload's claim unless another holds it; starts its expiry again."""
+        done = await conn.fetchval(
+            """UPDATE resumable_uploads
+               SET claim_token = $2, claimed_until = now() + make_interval(secs => $3),
+                   expires_at = greatest(expires_at, now() + make_interval(secs => $4))
+               WHERE upload_id = $1 AND (claim_token IS NULL OR claimed_until < now())
+               RETURNING true""",
+            upload_id,
+            token,
+            float(claim_s),
+            float(ttl_s),
+        )
+        return bool(done)
+
+    async def release_resumable(
+        self,
+        conn: asyncpg.Connection,
+        upload_id: uuid.UUID,
+        token: uuid.UUID,
+        renew: bool,
+        claim_s: int,
+        multipart_id: str,
+    ) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            """UPDATE resumable_uploads
+               SET claim_token = CASE WHEN $3 THEN claim_token END,
+                   claimed_until = CASE WHEN $3 THEN now() + make_interval(secs => $4) END,
+                   multipart_id = CASE WHEN $5 = '' THEN multipart_id ELSE $5 END
+               WHERE upload_id = $1 AND claim_token = $2
+               RETURNING *""",
+            upload_id,
+            token,
+            renew,
+            float(claim_s),
+            multipart_id,
+        )
+
+    async def delete_resumable(
+        self, conn: asyncpg.Connection, upload_id: uuid.UUID, owner_id: str
+    ) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "DELETE FROM resumable_uploads WHERE upload_id = $1 AND owner_id = $2 RETURNING *",
+            upload_id,
+            owner_id,
+        )
+
+    async def live_multipart_ids(self, conn: asyncpg.Connection) -> frozenset[str]:
+        """The S3 multipart uploads of resumable uploads in progress (not abandoned writes)."""
+        rows = await conn.fetch(
+            "SELECT multipart_id FROM resumable_uploads WHERE multipart_id <> '' AND expires_at > now()"
+        )
+        return frozenset(r["multipart_id"] for r in rows)
+
+    async def delete_expired_resumables(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "DELETE FROM resumable_uploads WHERE expires_at <= now() RETURNING staging_key, multipart_id"
+        )
+        return rows
 
     async def content_objects(self, conn: asyncpg.Connection) -> list[asyncpg.Record]:
         """Every content row's prefix and the objects it names (the consistency check)."""

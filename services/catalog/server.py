@@ -28,6 +28,7 @@ from services.catalog.model import (
     check_run_id,
 )
 from services.catalog.repository import Repository
+from services.catalog.resumable import Record, Resumables
 from services.catalog.sweep import Sweeper
 from services.catalog.uploads import Described, Processed, Uploads
 from services.shared.errors import Code, ServiceError
@@ -54,6 +55,23 @@ def ob_of(msg: common_pb2.ObContext) -> ObRef:
         run_id=msg.run_id,
         target=point_of(msg.target) if msg.HasField("target") else None,
         boa_star=point_of(msg.boa_star) if msg.HasField("boa_star") else None,
+    )
+
+
+def resumable_pb(record: Record) -> catalog_pb2.Resumable:
+    expires = timestamp_pb2.Timestamp()
+    expires.FromDatetime(record.expires_at)
+    return catalog_pb2.Resumable(
+        upload_id=record.upload_id,
+        ob=common_pb2.ObContext.FromString(record.ob),
+        bandpass=record.bandpass,
+        file_name=record.file_name,
+        length_bytes=record.length_bytes,
+        staging_key=record.staging_key,
+        multipart_id=record.multipart_id,
+        expires_at=expires,
+        claim_token=record.claim_token,
+        owner_id=record.owner_id,
     )
 
 
@@ -153,6 +171,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     ) -> None:
         self.repo = repo
         self.uploads = uploads
+        self.resumables = Resumables(repo, uploads.store)
         self.images = images
         self.culler = culler
         self.sweeper = sweeper
@@ -244,6 +263,53 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.RenewLeaseRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.RenewLeaseResponse:
         return catalog_pb2.RenewLeaseResponse(lease_ttl_seconds=await self.uploads.renew(request.lease_id))
+
+    @servicer_errors
+    async def CreateResumable(
+        self, request: catalog_pb2.CreateResumableRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Resumable:
+        record = await self.resumables.create(
+            caller_of(request.caller),
+            ob_of(request.ob),
+            request.ob.SerializeToString(),
+            request.length_bytes,
+            request.bandpass,
+            request.file_name,
+            request.ttl_seconds,
+            request.max_per_user,
+        )
+        return resumable_pb(record)
+
+    @servicer_errors
+    async def GetResumable(
+        self, request: catalog_pb2.GetResumableRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Resumable:
+        return resumable_pb(await self.resumables.get(caller_of(request.caller), request.upload_id))
+
+    @servicer_errors
+    async def ClaimResumable(
+        self, request: catalog_pb2.ClaimResumableRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Resumable:
+        record = await self.resumables.claim(
+            caller_of(request.caller), request.upload_id, request.claim_seconds, request.ttl_seconds
+        )
+        return resumable_pb(record)
+
+    @servicer_errors
+    async def ReleaseResumable(
+        self, request: catalog_pb2.ReleaseResumableRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.Resumable:
+        record = await self.resumables.release(
+            request.upload_id, request.claim_token, request.renew, request.claim_seconds, request.multipart_id
+        )
+        return resumable_pb(record)
+
+    @servicer_errors
+    async def EndResumable(
+        self, request: catalog_pb2.EndResumableRequest, context: grpc.aio.ServicerContext
+    ) -> catalog_pb2.EndResumableResponse:
+        await self.resumables.end(caller_of(request.caller), request.upload_id, request.remove_objects)
+        return catalog_pb2.EndResumableResponse()
 
     @servicer_errors
     async def ListImages(

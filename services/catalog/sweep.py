@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 
 from services.catalog.removal import purge
 from services.catalog.repository import Repository
+from services.catalog.resumable import Resumables
 from services.shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class Sweeper:
             forgotten = await self.repo.drop_old_tombstones(conn, old)
         if expired or forgotten:
             log.info("dropped %d expired upload leases, %d old tombstones", expired, forgotten)
+        # Resumable uploads left idle past their expiry: their records and what they staged.
+        if dropped := await Resumables(self.repo, self.store).expire():
+            log.info("removed %d expired resumable uploads", dropped)
         n, b = await self._unused_contents()
         objects, size = objects + n, size + b
 
@@ -88,7 +92,9 @@ class Sweeper:
                 await self.store.delete(key)
                 objects += 1
                 size += length
-        n, b = await self.store.remove_abandoned_writes(min_age_s)
+        async with self.repo.connection() as conn:
+            in_progress = await self.repo.live_multipart_ids(conn)
+        n, b = await self.store.remove_abandoned_writes(min_age_s, in_progress)
         objects, size = objects + n, size + b
         if objects:
             log.info("sweep removed %d objects, %d bytes", objects, size)

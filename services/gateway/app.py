@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -36,9 +37,10 @@ from services.gateway.images import ObjectStream
 from services.gateway.metrics import Metrics
 from services.gateway.openapi import Operation, Param, Reply, files, json_reply, path_param
 from services.gateway.problems import from_service_error, problem_response, problems_middleware
+from services.gateway.resumable import TUS_EXTENSIONS, TUS_VERSION, upload_metadata
 from services.gateway.selector import Preparing
 from services.gateway.surveys import Surveys
-from services.gateway.uploads import HeaderSegment, UploadTarget
+from services.gateway.uploads import HeaderSegment, UploadTarget, clean_name
 from services.shared.errors import Code, ServiceError, title_of
 from services.shared.settings import GatewaySettings
 
@@ -165,6 +167,117 @@ async def check_upload(request: web.Request) -> web.Response:
     target = UploadTarget(ob, str(fields.get("bandpass", "")))
     report = await _gateway(request).uploads.check_headers(principal.caller, target, segments, file_size)
     return _json(representations.header_check_json(report))
+
+
+# ---- resumable uploads (tus 1.0) ----------------------------------------------------------------
+
+UPLOAD_ID = path_param("upload_id", "the resumable upload's id (its Location)")
+
+
+def _tus_request(request: web.Request) -> None:
+    """tus requests name the protocol's version (412 for another)."""
+    version = request.headers.get("Tus-Resumable")
+    if version != TUS_VERSION:
+        raise ServiceError(
+            Code.TUS_VERSION_UNSUPPORTED,
+            f"Tus-Resumable must be {TUS_VERSION} (got {str(version)[:20]!r})",
+            tus_version=TUS_VERSION,
+        )
+
+
+def _header_integer(request: web.Request, name: str) -> int:
+    value = request.headers.get(name)
+    if value is None:
+        raise ServiceError(Code.INVALID_ARGUMENT, f"the {name} header is required", field=name)
+    return decimal_integer(value, name)
+
+
+def _tus_headers(expires: float | None = None, **more: object) -> dict[str, str]:
+    headers = {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+    if expires:
+        headers["Upload-Expires"] = formatdate(expires, usegmt=True)
+    headers.update({k.replace("_", "-"): str(v) for k, v in more.items()})
+    return headers
+
+
+async def tus_options(request: web.Request) -> web.Response:
+    """OPTIONS /api/v1/uploads: what the tus server offers."""
+    return web.Response(
+        status=204,
+        headers={
+            "Tus-Resumable": TUS_VERSION,
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": TUS_EXTENSIONS,
+            "Tus-Max-Size": str(request.app[SETTINGS].max_upload_bytes),
+        },
+    )
+
+
+async def create_resumable(request: web.Request) -> web.Response:
+    """POST /api/v1/obs/{ob_id}/uploads: a resumable upload is created (tus creation)."""
+    principal = _principal(request)
+    _tus_request(request)
+    if request.content_length:
+        raise ServiceError(
+            Code.INVALID_ARGUMENT, "creation with upload is not offered: send the bytes by PATCH"
+        )
+    fields = {**upload_metadata(request.headers.get("Upload-Metadata", "")), **request.query}
+    ob = _context(request.match_info["ob_id"], fields)
+    length = _header_integer(request, "Upload-Length")
+    target = UploadTarget(ob, str(fields.get("bandpass", "")))
+    name = clean_name(str(fields.get("filename") or fields.get("file_name") or ""))
+    record = await _gateway(request).resumable.create(principal.caller, target, length, name)
+    headers = _tus_headers(record.expires_at.seconds, Location=f"/api/v1/uploads/{record.upload_id}")
+    return web.Response(status=201, headers=headers)
+
+
+async def head_resumable(request: web.Request) -> web.Response:
+    """HEAD /api/v1/uploads/{upload_id}: where the upload stands."""
+    principal = _principal(request)
+    record, offset = await _gateway(request).resumable.status(
+        principal.caller, request.match_info["upload_id"]
+    )
+    return web.Response(
+        status=200,
+        headers=_tus_headers(
+            record.expires_at.seconds, Upload_Offset=offset, Upload_Length=record.length_bytes
+        ),
+    )
+
+
+async def patch_resumable(request: web.Request) -> web.Response:
+    """PATCH /api/v1/uploads/{upload_id}: bytes at Upload-Offset; the last ones complete the upload."""
+    principal = _principal(request)
+    _tus_request(request)
+    if request.content_type != "application/offset+octet-stream":
+        raise ServiceError(Code.UNSUPPORTED_MEDIA_TYPE, "a PATCH's body is application/offset+octet-stream")
+    offset = _header_integer(request, "Upload-Offset")
+    length = request.content_length
+    if length is None:
+        raise ServiceError(Code.INVALID_ARGUMENT, "a PATCH needs a Content-Length", field="Content-Length")
+    gateway = _gateway(request)
+    # A place among the uploads in progress while the bytes come (an idle upload holds none).
+    async with gateway.uploads.admitted(principal.user_id):
+        chunks = forms.body_chunks(request, _pace(request))
+        patched = await gateway.resumable.patch(
+            principal.caller, request.match_info["upload_id"], offset, length, chunks
+        )
+    headers = _tus_headers(patched.expires_at, Upload_Offset=patched.offset)
+    if patched.outcome is None:
+        return web.Response(status=204, headers=headers)
+    response = _json(representations.upload_json(patched.outcome), status=201)
+    response.headers.update(headers)
+    response.headers.pop("Upload-Expires", None)  # it is complete: nothing expires any more
+    response.headers["Location"] = f"/api/v1/images/{patched.outcome.image.fits_hash}"
+    return response
+
+
+async def delete_resumable(request: web.Request) -> web.Response:
+    """DELETE /api/v1/uploads/{upload_id}: the upload and what it staged removed (tus termination)."""
+    principal = _principal(request)
+    _tus_request(request)
+    await _gateway(request).resumable.terminate(principal.caller, request.match_info["upload_id"])
+    return web.Response(status=204, headers=_tus_headers())
 
 
 def _pace(request: web.Request) -> forms.Pace:
@@ -567,6 +680,109 @@ def routes(settings: GatewaySettings) -> list[Operation]:
             secured=True,
         ),
         Operation(
+            "OPTIONS",
+            f"{api}/uploads",
+            "What the resumable-upload (tus 1.0) server offers",
+            {
+                204: Reply("Tus-Version, Tus-Extension, Tus-Max-Size").with_headers(
+                    **{"Tus-Version": "1.0.0", "Tus-Extension": TUS_EXTENSIONS, "Tus-Max-Size": "bytes"}
+                )
+            },
+            tus_options,
+        ),
+        Operation(
+            "POST",
+            f"{api}/obs/{{ob_id}}/uploads",
+            "Create a resumable upload (tus creation) for an OB",
+            {
+                201: Reply("created: PATCH the bytes to Location").with_headers(
+                    Location="the upload's URL", **{"Upload-Expires": "when it expires if left idle"}
+                ),
+                400: problem("INVALID_ARGUMENT: malformed OB context, Upload-Length or Upload-Metadata"),
+                403: problem("FORBIDDEN: no access to the OB's run"),
+                404: problem(Code.UNKNOWN_RUN),
+                409: problem("RUN_MISMATCH: the OB belongs to another run"),
+                412: problem(Code.TUS_VERSION_UNSUPPORTED),
+                413: problem(f"TOO_LARGE: Upload-Length over {settings.max_upload_bytes} bytes"),
+                429: problem("TOO_MANY_UPLOADS: as many resumable uploads in progress as allowed"),
+                **CALLER,
+            },
+            create_resumable,
+            description=(
+                "tus 1.0 creation. Upload-Length is required; the OB context (run_id, target_ra, "
+                "target_dec, boa_ra, boa_dec, instrument), bandpass and filename come as query "
+                "parameters or in Upload-Metadata. The upload is bound to its creator (anyone else: "
+                "404) and to this OB context; left idle for RESUMABLE_TTL_S it expires."
+            ),
+            params=(OB_ID, *(p.optional() for p in OB_QUERY)),
+            secured=True,
+        ),
+        Operation(
+            "HEAD",
+            f"{api}/uploads/{{upload_id}}",
+            "Where a resumable upload stands (tus core)",
+            {
+                200: Reply("Upload-Offset, Upload-Length, Upload-Expires").with_headers(
+                    **{"Upload-Offset": "bytes received", "Upload-Length": "the whole file's bytes"}
+                ),
+                404: problem("NOT_FOUND: no such upload of the caller's"),
+                410: problem(Code.UPLOAD_EXPIRED),
+                **CALLER,
+            },
+            head_resumable,
+            params=(UPLOAD_ID,),
+            secured=True,
+        ),
+        Operation(
+            "PATCH",
+            f"{api}/uploads/{{upload_id}}",
+            "Send bytes of a resumable upload at Upload-Offset (tus core)",
+            {
+                201: json_reply(
+                    representations.UploadedImage, "the last bytes: the stored image, now the OB's selection"
+                ).with_headers(Location="the image's URL", **{"Upload-Offset": "the whole file's bytes"}),
+                204: Reply("bytes taken").with_headers(**{"Upload-Offset": "bytes received"}),
+                400: problem("INVALID_ARGUMENT: no Upload-Offset or Content-Length; the body was cut"),
+                404: problem("NOT_FOUND: no such upload of the caller's"),
+                409: problem(
+                    "UPLOAD_OFFSET_MISMATCH: Upload-Offset is not where the upload stands; "
+                    "UPLOAD_LOCKED: another PATCH of it is in progress; RUN_MISMATCH"
+                ),
+                410: problem(Code.UPLOAD_EXPIRED),
+                412: problem(Code.TUS_VERSION_UNSUPPORTED),
+                413: problem("TOO_LARGE: the PATCH would pass Upload-Length"),
+                415: problem("UNSUPPORTED_MEDIA_TYPE: not application/offset+octet-stream"),
+                422: problem("the file was refused (code per failed check, findings in errors)"),
+                **CALLER,
+                **upload_limits,
+            },
+            patch_resumable,
+            description=(
+                "The bytes from Upload-Offset on (Content-Length of them), streamed to the staging "
+                "object and hashed. The PATCH that brings the last byte has the file checked and "
+                "processed as a one-shot upload is, and answers as it does (201 with the image, or "
+                "the refusal); the upload is then gone. One PATCH of an upload at a time."
+            ),
+            params=(UPLOAD_ID,),
+            body={"application/offset+octet-stream": None},
+            secured=True,
+        ),
+        Operation(
+            "DELETE",
+            f"{api}/uploads/{{upload_id}}",
+            "Terminate a resumable upload: it and what it staged are removed (tus termination)",
+            {
+                204: Reply("removed"),
+                404: problem("NOT_FOUND: no such upload of the caller's"),
+                410: problem(Code.UPLOAD_EXPIRED),
+                412: problem(Code.TUS_VERSION_UNSUPPORTED),
+                **CALLER,
+            },
+            delete_resumable,
+            params=(UPLOAD_ID,),
+            secured=True,
+        ),
+        Operation(
             "GET",
             f"{api}/obs/{{ob_id}}/background-images",
             "What the selector shows for the OB",
@@ -896,6 +1112,10 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault("X-Frame-Options", "DENY")
     if request.path.startswith("/surveys/"):
         response.headers.update(CORS_HEADERS)
+    if "Tus-Resumable" in request.headers or request.path.startswith("/api/v1/uploads"):
+        response.headers.setdefault("Tus-Resumable", TUS_VERSION)
+        if response.status == 412:
+            response.headers["Tus-Version"] = TUS_VERSION
 
 
 def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> web.Application:

@@ -20,6 +20,7 @@ from services.gateway.hips import Hips
 from services.gateway.hips_tokens import HipsTokens
 from services.gateway.images import Images
 from services.gateway.metrics import Metrics
+from services.gateway.resumable import Policy, Resumable, spool_dir
 from services.gateway.runs import Runs
 from services.gateway.selector import Selector
 from services.gateway.surveys import Surveys
@@ -88,6 +89,7 @@ class Gateway:
     """The gateway's services, as the handlers of both faces get them."""
 
     uploads: Uploads
+    resumable: Resumable
     selector: Selector
     surveys: Surveys
     images: Images
@@ -188,8 +190,21 @@ def build(
     )
     gaia = gaia_images(settings, uploads)
     archive = archive_images(settings, uploads, catalog)
+    resumable = Resumable(
+        uploads,
+        catalog,
+        store,
+        Policy(
+            max_bytes=settings.max_upload_bytes,
+            ttl_s=settings.resumable_ttl_s,
+            claim_s=settings.resumable_claim_s,
+            max_per_user=settings.resumable_max_per_user,
+            spool_dir=spool_dir(settings.spool_dir),
+        ),
+    )
     return Gateway(
         uploads=uploads,
+        resumable=resumable,
         selector=Selector(catalog=catalog, gaia=gaia, archive=archive, surveys=surveys),
         surveys=surveys,
         images=images,

@@ -217,7 +217,7 @@ class Uploads:
             await _shielded(self.store.delete(staged.key))
             raise
         staging = time.perf_counter() - t0
-        outcome = await self._finish(caller, target, staged, file.file_name)
+        outcome = await self.finish(caller, target, staged, file.file_name)
         outcome.timings["staging"] = staging
         return outcome
 
@@ -264,17 +264,18 @@ class Uploads:
             raise ServiceError(Code.NOT_FITS, "the upload is empty")
         return StagedUpload(key=key, fits_hash=hasher.hexdigest(), size=total)
 
-    async def _finish(
+    async def finish(
         self, caller: Caller, target: UploadTarget, staged: StagedUpload, file_name: str
     ) -> UploadOutcome:
         """Begin (the lease), validate, process unless the content is stored already,
-        complete; removes the staging object in every case."""
+        complete; removes the staging object in every case. A one-shot upload and a
+        resumable one's last PATCH end here."""
         ob = target.ob
         timings: dict[str, float] = {}
         lease_id = ""
         heartbeat: asyncio.Task[None] | None = None
         try:
-            file_name = _clean_name(file_name)
+            file_name = clean_name(file_name)
             t0 = time.perf_counter()
             begun = await call(
                 self.catalog.BeginUpload,
@@ -429,7 +430,7 @@ async def _shielded(aw: Coroutine[Any, Any, None]) -> None:
         log.warning("clean-up failed: %s", exc)
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
     """A file name as the user gave it, minus any folder and control characters."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable())

@@ -370,6 +370,20 @@ class GatewaySettings(Common):
     processor_addr: GrpcTarget = env("PROCESSOR_ADDR", "127.0.0.1:50052", "processor gRPC address")
     catalog_addr: GrpcTarget = env("CATALOG_ADDR", "127.0.0.1:50053", "catalog gRPC address")
     max_upload_bytes: PositiveInt = env("MAX_UPLOAD_BYTES", 4 << 30, "largest upload accepted")
+    resumable_ttl_s: PositiveInt = env(
+        "RESUMABLE_TTL_S", 86400, "a resumable upload left idle this long expires (the sweep removes it)"
+    )
+    resumable_claim_s: PositiveInt = env(
+        "RESUMABLE_CLAIM_S",
+        60,
+        "a PATCH's claim on its upload lasts this long unless renewed (a dead gateway's)",
+    )
+    resumable_max_per_user: NonNegativeInt = env(
+        "RESUMABLE_MAX_PER_USER", 10, "resumable uploads one user may have in progress (0: no limit)"
+    )
+    spool_dir: str = env(
+        "SPOOL_DIR", "", "where S3 uploads' tails short of a part wait on the gateway's disk (empty: temp)"
+    )
     check_max_header_bytes: PositiveInt = env(
         "CHECK_MAX_HEADER_BYTES",
         16 << 20,

@@ -84,7 +84,10 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]: ...
     def open_reader(self, key: str, block: int = ...) -> IO[bytes]: ...
     async def ping(self) -> bool: ...
-    async def remove_abandoned_writes(self, older_than_s: float) -> tuple[int, int]: ...
+    async def remove_abandoned_writes(
+        self, older_than_s: float, keep: frozenset[str] = frozenset()
+    ) -> tuple[int, int]: ...
+    async def abort_multipart(self, key: str, upload_id: str) -> None: ...
 
 
 def unavailable(action: str, key: str, exc: BaseException) -> StoreUnavailable:
@@ -171,6 +174,31 @@ class LocalStore:
             self._drop(tmp)
             raise
         return total
+
+    async def append_stream(self, key: str, offset: int, chunks: AsyncIterator[bytes]) -> int:
+        """Writes chunks into object `key` from byte `offset` on (where it ends: 0 creates
+        it), in place, for a resumable upload; answers the bytes written. What was written
+        before a failure stays: the upload resumes from there."""
+        path = self._path(key)
+        written = 0
+        with _os_errors("write", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(path, "r+b" if offset else "wb")  # noqa: SIM115 - closed below
+        try:
+            with _os_errors("write", key):
+                out.seek(offset)
+                out.truncate()
+            async for chunk in chunks:
+                with _os_errors("write", key):
+                    await asyncio.to_thread(out.write, chunk)
+                written += len(chunk)
+        finally:
+            with contextlib.suppress(OSError):
+                out.close()
+        return written
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Nothing to abort: a local object is written in place."""
 
     async def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         await asyncio.to_thread(self.put_bytes_sync, key, data)
@@ -327,7 +355,9 @@ class LocalStore:
     async def ping(self) -> bool:
         return self.root.is_dir()
 
-    async def remove_abandoned_writes(self, older_than_s: float) -> tuple[int, int]:
+    async def remove_abandoned_writes(
+        self, older_than_s: float, keep: frozenset[str] = frozenset()
+    ) -> tuple[int, int]:
         """Removes temporary files of writes that died half way (a writer killed
         before its rename), untouched for older_than_s; returns (files, bytes)."""
 
@@ -492,6 +522,9 @@ class _RangeReader(io.RawIOBase):
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+
+Parts = list[tuple[int, str, int]]  # (number, etag, size) of a multipart upload's parts
 
 
 class S3Store:
@@ -696,24 +729,99 @@ class S3Store:
         except Exception:
             return False
 
-    async def remove_abandoned_writes(self, older_than_s: float) -> tuple[int, int]:
+    async def remove_abandoned_writes(
+        self, older_than_s: float, keep: frozenset[str] = frozenset()
+    ) -> tuple[int, int]:
         """Aborts multipart uploads that died half way (a writer killed before
-        completing), started more than older_than_s ago; returns (uploads, 0):
-        S3 does not tell the size of the parts an upload holds. minio-py has no
-        public call for this; its ListMultipartUploads / AbortMultipartUpload
-        wrappers are used (a bucket lifecycle rule is the other way)."""
+        completing), started more than older_than_s ago, but those in `keep` (the
+        resumable uploads in progress); returns (uploads, 0): S3 does not tell the
+        size of the parts an upload holds. minio-py has no public call for this; its
+        ListMultipartUploads / AbortMultipartUpload wrappers are used (a bucket
+        lifecycle rule is the other way)."""
 
         def remove() -> int:
             now, aborted = time.time(), 0
             listing = self.client._list_multipart_uploads(self.bucket)
             for upload in listing.uploads:
                 started = upload.initiated_time.timestamp() if upload.initiated_time else now
+                if upload.upload_id in keep:
+                    continue
                 if now - started >= older_than_s and upload.object_name and upload.upload_id:
                     self.client._abort_multipart_upload(self.bucket, upload.object_name, upload.upload_id)
                     aborted += 1
             return aborted
 
         return await asyncio.to_thread(remove), 0
+
+    # ---- multipart uploads, part by part (resumable uploads) ---------------------------------
+    # minio-py offers them only as its wrappers of the S3 calls (underscored), used here.
+
+    async def create_multipart(self, key: str, content_type: str = "application/fits") -> str:
+        check_key(key)
+        try:
+            upload_id: str = await asyncio.to_thread(
+                self.client._create_multipart_upload, self.bucket, key, {"Content-Type": content_type}
+            )
+        except Exception as exc:
+            raise _s3_error(exc, key, "write") from None
+        return upload_id
+
+    async def upload_part(self, key: str, upload_id: str, number: int, path: str | Path) -> int:
+        """Uploads part `number` (from 1) from a file on disk; answers its size."""
+        check_key(key)
+
+        def put() -> int:
+            data = Path(path).read_bytes()  # at most a part: PART_SIZE
+            self.client._upload_part(self.bucket, key, data, None, upload_id, number)
+            return len(data)
+
+        try:
+            return await asyncio.to_thread(put)
+        except Exception as exc:
+            raise _s3_error(exc, key, "write") from None
+
+    async def list_parts(self, key: str, upload_id: str) -> Parts:
+        """(number, etag, size) of each part uploaded so far, in order."""
+        check_key(key)
+
+        def collect() -> Parts:
+            out: Parts = []
+            marker = "0"
+            while True:
+                result = self.client._list_parts(self.bucket, key, upload_id, part_number_marker=marker)
+                out += [(p.part_number, p.etag, p.size or 0) for p in result.parts]
+                if not result.is_truncated:
+                    return sorted(out)
+                marker = str(result.next_part_number_marker)
+
+        try:
+            return await asyncio.to_thread(collect)
+        except Exception as exc:
+            raise _s3_error(exc, key) from None
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Parts) -> None:
+        from minio.datatypes import Part
+
+        check_key(key)
+        try:
+            await asyncio.to_thread(
+                self.client._complete_multipart_upload,
+                self.bucket,
+                key,
+                upload_id,
+                [Part(n, etag) for n, etag, _ in parts],
+            )
+        except Exception as exc:
+            raise _s3_error(exc, key, "write") from None
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        check_key(key)
+        try:
+            await asyncio.to_thread(self.client._abort_multipart_upload, self.bucket, key, upload_id)
+        except Exception as exc:
+            err = _s3_error(exc, key, "remove")
+            if not isinstance(err, ObjectMissing):
+                raise err from None
 
 
 def open_store(settings: Any) -> LocalStore | S3Store:

@@ -1,0 +1,350 @@
+"""Resumable uploads (tus 1.0: core, creation, expiration, termination): a dropped
+connection costs only the bytes that were in flight.
+
+The catalog keeps each upload's record (its creator, the OB context given at creation,
+Upload-Length, expiry, the claim of the PATCH writing now); the bytes go to the same
+staging object path as a one-shot upload's, hashed on the way. On the local store a PATCH
+appends to the staging file in place; on S3, which cannot append, PATCHes become the parts
+of a multipart upload (PART_BYTES each, the last one shorter), the bytes short of a part
+kept in a file on the gateway's disk (its spool), never in memory. The offset is what the
+store holds: the staged file's size, or the parts' sizes plus the spool's.
+
+The SHA-256 state cannot be saved, so the hash lives in this process: a PATCH that does not
+continue the bytes this gateway hashed (after a restart, or through another replica) leaves
+the hash to be computed again from the staged object once the last byte is in. When it is,
+the upload goes through the same checks and processing as a one-shot upload
+(`Uploads.finish`), and the last PATCH answers as a one-shot upload does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from services.gateway.arguments import Caller
+from services.gateway.uploads import StagedUpload, UploadOutcome, Uploads, UploadTarget
+from services.shared.errors import Code, ServiceError
+from services.shared.grpc_client import call
+from services.shared.store import LocalStore, ObjectStore, S3Store
+
+log = logging.getLogger(__name__)
+
+PART_BYTES = 8 << 20  # an S3 part (at least 5 MiB but the last)
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,expiration,termination"
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    max_bytes: int  # the upload size limit
+    ttl_s: int  # idle time before an upload expires
+    claim_s: int  # how long a PATCH's claim lasts unless renewed
+    max_per_user: int  # live resumable uploads per user
+    spool_dir: Path  # where S3 tails wait for a whole part
+
+
+@dataclasses.dataclass
+class _Hash:
+    """The SHA-256 of an upload's first `at` bytes, as this process saw them."""
+
+    sha: Any
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Patched:
+    offset: int
+    expires_at: float
+    outcome: UploadOutcome | None = None  # set when the PATCH brought the last byte
+
+
+class Resumable:
+    def __init__(
+        self,
+        uploads: Uploads,
+        catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+        store: ObjectStore,
+        policy: Policy,
+    ) -> None:
+        self.uploads = uploads
+        self.catalog = catalog
+        self.store = store
+        self.policy = policy
+        self._hashes: dict[str, _Hash] = {}
+        policy.spool_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- the four requests --------------------------------------------------------------------
+
+    async def create(
+        self, caller: Caller, target: UploadTarget, length: int, file_name: str
+    ) -> catalog_pb2.Resumable:
+        if length > self.policy.max_bytes:
+            raise ServiceError(
+                Code.TOO_LARGE,
+                f"Upload-Length {length} is over the limit of {self.policy.max_bytes} bytes",
+                limit=self.policy.max_bytes,
+            )
+        record: catalog_pb2.Resumable = await call(
+            self.catalog.CreateResumable,
+            catalog_pb2.CreateResumableRequest(
+                caller=caller,
+                ob=target.ob,
+                length_bytes=length,
+                bandpass=target.bandpass.strip()[:64],
+                file_name=file_name,
+                ttl_seconds=self.policy.ttl_s,
+                max_per_user=self.policy.max_per_user,
+            ),
+        )
+        self._remove_old_spool()
+        return record
+
+    async def status(self, caller: Caller, upload_id: str) -> tuple[catalog_pb2.Resumable, int]:
+        """The caller's upload and its offset (NOT_FOUND for anyone else's)."""
+        record = await self._get(caller, upload_id)
+        return record, await self._offset(record)
+
+    async def patch(
+        self, caller: Caller, upload_id: str, offset: int, length: int, chunks: AsyncIterator[bytes]
+    ) -> Patched:
+        """Appends `length` bytes at `offset`; the last byte completes the upload."""
+        record: catalog_pb2.Resumable = await call(
+            self.catalog.ClaimResumable,
+            catalog_pb2.ClaimResumableRequest(
+                caller=caller,
+                upload_id=upload_id,
+                claim_seconds=self.policy.claim_s,
+                ttl_seconds=self.policy.ttl_s,
+            ),
+        )
+        renewing = asyncio.create_task(self._renew(record))
+        multipart_id = record.multipart_id
+        released = False
+        try:
+            at = await self._offset(record)
+            if offset != at:
+                raise ServiceError(
+                    Code.UPLOAD_OFFSET_MISMATCH,
+                    f"Upload-Offset {offset} is not where the upload stands: {at} (HEAD tells)",
+                    offset=at,
+                )
+            if offset + length > record.length_bytes:
+                raise ServiceError(
+                    Code.TOO_LARGE,
+                    f"the PATCH would end at byte {offset + length}, "
+                    f"past Upload-Length {record.length_bytes}",
+                    limit=record.length_bytes,
+                )
+            hashed = self._hashed(upload_id, at, chunks)
+            if isinstance(self.store, S3Store):
+                multipart_id, at = await self._append_parts(record, multipart_id, at, hashed)
+            else:
+                assert isinstance(self.store, LocalStore)
+                at += await self.store.append_stream(record.staging_key, at, hashed)
+            renewing.cancel()
+            done = at == record.length_bytes
+            record = await self._release(record, multipart_id)
+            released = True
+            if not done:
+                return Patched(at, record.expires_at.seconds)
+            outcome = await self._complete(caller, record, multipart_id)
+            return Patched(at, record.expires_at.seconds, outcome)
+        finally:
+            renewing.cancel()
+            if not released:
+                with contextlib.suppress(ServiceError):
+                    await self._release(record, multipart_id)
+
+    async def terminate(self, caller: Caller, upload_id: str) -> None:
+        await self._get(caller, upload_id)
+        await self._end(caller, upload_id, remove_objects=True)
+
+    # ---- the parts ----------------------------------------------------------------------------
+
+    async def _get(self, caller: Caller, upload_id: str) -> catalog_pb2.Resumable:
+        record: catalog_pb2.Resumable = await call(
+            self.catalog.GetResumable, catalog_pb2.GetResumableRequest(caller=caller, upload_id=upload_id)
+        )
+        return record
+
+    async def _offset(self, record: catalog_pb2.Resumable) -> int:
+        if isinstance(self.store, S3Store):
+            parts = await self._parts(record, record.multipart_id)
+            return sum(size for _, _, size in parts) + self._spool_size(record.upload_id)
+        info = await self.store.stat(record.staging_key)
+        return info.size if info is not None else 0
+
+    async def _parts(self, record: catalog_pb2.Resumable, multipart_id: str) -> list[tuple[int, str, int]]:
+        assert isinstance(self.store, S3Store)
+        return await self.store.list_parts(record.staging_key, multipart_id) if multipart_id else []
+
+    def _spool(self, upload_id: str) -> Path:
+        return self.policy.spool_dir / f"{upload_id}.tail"
+
+    def _spool_size(self, upload_id: str) -> int:
+        try:
+            return self._spool(upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    async def _append_parts(
+        self, record: catalog_pb2.Resumable, multipart_id: str, at: int, chunks: AsyncIterator[bytes]
+    ) -> tuple[str, int]:
+        """S3: the bytes go to the spool file; each whole part is uploaded and the spool begun
+        again; the last part goes once the last byte is in. Answers the multipart id and offset."""
+        assert isinstance(self.store, S3Store)
+        spool = self._spool(record.upload_id)
+        parts = await self._parts(record, multipart_id)
+        if not multipart_id:
+            multipart_id = await self.store.create_multipart(record.staging_key)
+            await self._release(record, multipart_id, renew=True)
+        held = self._spool_size(record.upload_id)
+        out = await asyncio.to_thread(open, spool, "ab")
+        try:
+            async for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    take = min(len(view), PART_BYTES - held)
+                    await asyncio.to_thread(out.write, view[:take])
+                    held += take
+                    at += take
+                    view = view[take:]
+                    if held == PART_BYTES or at == record.length_bytes:
+                        await asyncio.to_thread(out.close)
+                        await self.store.upload_part(record.staging_key, multipart_id, len(parts) + 1, spool)
+                        parts.append((len(parts) + 1, "", held))
+                        spool.unlink()
+                        held = 0
+                        out = await asyncio.to_thread(open, spool, "ab")
+        finally:
+            await asyncio.to_thread(out.close)
+            if held == 0:
+                spool.unlink(missing_ok=True)
+        return multipart_id, at
+
+    def _hashed(self, upload_id: str, at: int, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The chunks, hashed on the way when they continue what this process hashed."""
+        state = self._hashes.get(upload_id)
+        if at == 0:
+            state = self._hashes[upload_id] = _Hash(hashlib.sha256(), 0)
+        elif state is None or state.at != at:
+            self._hashes.pop(upload_id, None)  # hashed again from the store at the end
+            state = None
+
+        async def through() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                if state is not None:
+                    await asyncio.to_thread(state.sha.update, chunk)
+                    state.at += len(chunk)
+                self.uploads.metrics.upload_bytes.inc(len(chunk))
+                yield chunk
+
+        return through()
+
+    async def _complete(
+        self, caller: Caller, record: catalog_pb2.Resumable, multipart_id: str
+    ) -> UploadOutcome:
+        """The last byte is in: the staged object whole, hashed, then the one-shot upload's
+        checks and processing. The record ends whatever the outcome."""
+        try:
+            if isinstance(self.store, S3Store):
+                parts = await self._parts(record, multipart_id)
+                await self.store.complete_multipart(record.staging_key, multipart_id, parts)
+            state = self._hashes.pop(record.upload_id, None)
+            if state is not None and state.at == record.length_bytes:
+                fits_hash = state.sha.hexdigest()
+            else:
+                fits_hash = await self._rehash(record)
+            target = UploadTarget(record.ob, record.bandpass)
+            staged = StagedUpload(record.staging_key, fits_hash, record.length_bytes)
+            return await self.uploads.finish(caller, target, staged, record.file_name)
+        finally:
+            await self._end(caller, record.upload_id, remove_objects=True)
+
+    async def _rehash(self, record: catalog_pb2.Resumable) -> str:
+        started = time.perf_counter()
+        sha = hashlib.sha256()
+        async for chunk in self.store.stream(record.staging_key, 4 << 20):
+            await asyncio.to_thread(sha.update, chunk)
+        log.info(
+            "resumable upload hashed again from the store",
+            extra={
+                "upload_id": record.upload_id,
+                "bytes": record.length_bytes,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        return sha.hexdigest()
+
+    async def _renew(self, record: catalog_pb2.Resumable) -> None:
+        """Keeps the PATCH's claim while it runs (a long PATCH outlives one claim)."""
+        while True:
+            await asyncio.sleep(max(self.policy.claim_s / 3, 0.5))
+            with contextlib.suppress(ServiceError):
+                await self._release(record, "", renew=True)
+
+    async def _release(
+        self, record: catalog_pb2.Resumable, multipart_id: str, renew: bool = False
+    ) -> catalog_pb2.Resumable:
+        released: catalog_pb2.Resumable = await call(
+            self.catalog.ReleaseResumable,
+            catalog_pb2.ReleaseResumableRequest(
+                upload_id=record.upload_id,
+                claim_token=record.claim_token,
+                renew=renew,
+                claim_seconds=self.policy.claim_s,
+                multipart_id=multipart_id,
+            ),
+        )
+        return released
+
+    async def _end(self, caller: Caller, upload_id: str, remove_objects: bool) -> None:
+        self._hashes.pop(upload_id, None)
+        self._spool(upload_id).unlink(missing_ok=True)
+        with contextlib.suppress(ServiceError):
+            await call(
+                self.catalog.EndResumable,
+                catalog_pb2.EndResumableRequest(
+                    caller=caller, upload_id=upload_id, remove_objects=remove_objects
+                ),
+            )
+
+    def _remove_old_spool(self) -> None:
+        """Spool files of uploads that expired (this gateway's disk; the sweep has the rest)."""
+        cutoff = time.time() - 2 * self.policy.ttl_s
+        with contextlib.suppress(OSError):
+            for path in self.policy.spool_dir.glob("*.tail"):
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+
+
+def upload_metadata(text: str) -> dict[str, str]:
+    """tus Upload-Metadata: comma-separated `key base64value` pairs (a key alone: empty)."""
+    out: dict[str, str] = {}
+    for pair in text.split(","):
+        key, _, value = pair.strip().partition(" ")
+        if not key:
+            continue
+        try:
+            out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8") if value else ""
+        except (ValueError, UnicodeDecodeError):
+            raise ServiceError(
+                Code.INVALID_ARGUMENT, f"Upload-Metadata {key[:40]!r}: not base64 of UTF-8 text"
+            ) from None
+    return out
+
+
+def spool_dir(configured: str) -> Path:
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / f"bgimages-tus-{os.getuid()}"
