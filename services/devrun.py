@@ -175,6 +175,13 @@ class Suite:
         proc.send_signal(sig)
         proc.wait()
 
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Kills one service and has it serving again (started here unless supervised)."""
+        self.kill(name)
+        if not self.supervise:
+            self._spawn(name)
+        self.wait_serving(name, timeout)
+
     def wait_serving(self, name: str, timeout: float = 60.0) -> None:
         """Waits until one service answers again (after a restart)."""
         self._wait((name,), timeout)

@@ -112,7 +112,11 @@ def _create_database(server_url: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    # In a thread of its own: a fixture of an async test may run inside its event loop.
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
     return _with_db(server_url, name)
 
 

@@ -96,7 +96,7 @@ class Contract:
                 raise Mismatch(f"{what}: the path is not in the document")
             return self._validate(what, self._error_schema(path), content_type, body)
         operations = self.document["paths"][template]
-        op_method = "get" if method == "HEAD" else method.lower()
+        op_method = "get" if method == "HEAD" and "head" not in operations else method.lower()
         if op_method not in operations:
             if status != 405 or not headers.get("Allow"):
                 raise Mismatch(f"{what}: {template} documents only {sorted(operations)}")
@@ -145,11 +145,12 @@ def routed(app: web.Application) -> set[tuple[str, str]]:
     """(path, method) of every route the app's router serves, as the document writes them."""
     out: set[tuple[str, str]] = set()
     prefix = p2fc.normalize_prefix(app[p2fc.P2FC_SETTINGS].p2fc_prefix)
+    gets = {r.resource.canonical for r in app.router.routes() if r.method == "GET" and r.resource}
     for route in app.router.routes():
         resource = route.resource
         assert resource is not None
         info = resource.get_info()
-        if route.method == "HEAD":
+        if route.method == "HEAD" and resource.canonical in gets:
             continue  # served with every GET
         if "prefix" in info:  # a static folder
             out.add((f"{info['prefix'].rstrip('/')}/{{filename}}", route.method))

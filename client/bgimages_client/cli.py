@@ -50,6 +50,10 @@ HINTS: dict[str, str] = {
     "NOT_SUPPORTED": "The gateway does not offer this call.",
     "TOO_MANY_CHARTS": "The OB's own finding charts and the new set would pass p2's limit of 5.",
     "OB_NOT_EDITABLE": "p2 takes no changes to this OB now (its status).",
+    "UPLOAD_OFFSET_MISMATCH": "The resumable upload stands elsewhere than this client thought: run it again.",
+    "UPLOAD_LOCKED": "Another client is sending this upload now: wait for it, then run it again.",
+    "UPLOAD_EXPIRED": "The resumable upload was left idle too long and removed: upload the file again.",
+    "TUS_VERSION_UNSUPPORTED": "The gateway speaks another version of the tus protocol (another client?).",
 }
 
 

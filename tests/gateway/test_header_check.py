@@ -185,9 +185,7 @@ async def test_more_headers_than_the_route_takes(
     path = harness.many_cards(tmp_path, 1_000)  # 80 KB of header
     with path.open("rb") as f:
         first = read_headers(f, path.stat().st_size, 1 << 20, 10).segments[0]
-    assert len(first.header) > (
-        harness.CHECK_MAX_HEADER_BYTES
-    )
+    assert len(first.header) > (harness.CHECK_MAX_HEADER_BYTES)
     status, problem = await check(http, gateway, new_ob(), check_form(path, run, TARGET), owner)
     assert (status, problem["code"], problem["part"]) == (413, "TOO_LARGE", "headers")
     api = _client(gateway, owner)
