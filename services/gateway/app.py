@@ -536,7 +536,11 @@ async def page(request: web.Request) -> web.FileResponse:
 
 
 def _aladin_dir(settings: GatewaySettings) -> Path:
-    path = Path(settings.aladin_lite_dir)
+    return _vendor_dir(settings.aladin_lite_dir)
+
+
+def _vendor_dir(setting: str) -> Path:
+    path = Path(setting)
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
@@ -1009,6 +1013,9 @@ def routes(settings: GatewaySettings) -> list[Operation]:
     aladin = _aladin_dir(settings)
     if aladin.is_dir():
         table.append(_static("/vendor/aladin-lite/{filename:.+}", "Aladin Lite (npm aladin-lite)", aladin))
+    tus = _vendor_dir(settings.tus_js_dir)
+    if tus.is_dir():
+        table.append(_static("/vendor/tus-js-client/{filename:.+}", "tus-js-client (npm)", tus))
     if settings.default_survey_dir:
         table.append(
             _static(
@@ -1134,6 +1141,8 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> web
         add_route(app, op)
     if not _aladin_dir(settings).is_dir():
         log.warning("aladin-lite not found at %s: run `npm ci` (make setup)", _aladin_dir(settings))
+    if not _vendor_dir(settings.tus_js_dir).is_dir():
+        log.warning("tus-js-client not found at %s: run `npm ci` (make setup)", settings.tus_js_dir)
     app.on_response_prepare.append(_security_headers)
 
     p2fc.setup(app, settings, services)

@@ -433,6 +433,9 @@ class GatewaySettings(Common):
     aladin_lite_dir: Text = env(
         "ALADIN_LITE_DIR", "node_modules/aladin-lite/dist", "folder of the aladin-lite npm package's dist"
     )
+    tus_js_dir: Text = env(
+        "TUS_JS_DIR", "node_modules/tus-js-client/dist", "folder of the tus-js-client npm package's dist"
+    )
     display_flush_s: PositiveFloat = env(
         "DISPLAY_FLUSH_S", 30.0, "seconds between batches of display records"
     )

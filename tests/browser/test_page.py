@@ -679,19 +679,22 @@ async def _listing(gateway: Gateway, user: str, ob: int, run: str) -> Any:
         return await gateway.listing(http, ob, run, TARGET, user)
 
 
-async def _body_bytes(gateway: Gateway, route: str) -> float:
-    """What the gateway has read of request bodies on a route (its Prometheus counter)."""
+async def _body_bytes(gateway: Gateway, *routes: str) -> float:
+    """What the gateway has read of request bodies on these routes (its Prometheus counter)."""
     import aiohttp
 
     async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as resp:
         text = await resp.text()
-    m = re.search(
-        r'^bgimages_gateway_request_body_bytes_total\{route="' + re.escape(route) + r'"\} (\S+)$', text, re.M
-    )
-    return float(m.group(1)) if m else 0.0
+    total = 0.0
+    for route in routes:
+        pattern = r'^bgimages_gateway_request_body_bytes_total\{route="' + re.escape(route) + r'"\} (\S+)$'
+        m = re.search(pattern, text, re.M)
+        total += float(m.group(1)) if m else 0.0
+    return total
 
 
-UPLOAD_ROUTE = "/api/v1/obs/{ob_id}/background-images"
+# Where a file's bytes go: the one-shot upload, and the resumable upload's PATCHes (the page's).
+UPLOAD_ROUTES = ("/api/v1/obs/{ob_id}/background-images", "/api/v1/uploads/{upload_id}")
 CHECK_ROUTE = "/api/v1/obs/{ob_id}/background-images/check"
 
 
@@ -714,7 +717,7 @@ async def test_a_big_file_is_refused_before_a_byte_of_its_data_goes(
     page, _ = await open_page(browser, gateway, user, new_ob(), gateway.new_run(user))
     far = big_sparse_image(tmp_path / "far away.fits", ra=30.0, dec=-40.0)
     assert far.stat().st_size > 300e6
-    sent, checked = await _body_bytes(gateway, UPLOAD_ROUTE), await _body_bytes(gateway, CHECK_ROUTE)
+    sent, checked = await _body_bytes(gateway, *UPLOAD_ROUTES), await _body_bytes(gateway, CHECK_ROUTE)
     await page.evaluate("() => { window.__phases = []; }")
     started = asyncio.get_running_loop().time()
     await page.set_input_files("#upload-input", str(far))  # a path: the browser reads the file itself
@@ -723,7 +726,7 @@ async def test_a_big_file_is_refused_before_a_byte_of_its_data_goes(
     status = await page.inner_text("#status")
     assert "TARGET_OUTSIDE_FIELD" in status and "nothing was uploaded" in status, status
     await page.screenshot(path=str(ARTIFACTS / "11-checked-first-page.png"), full_page=True)
-    assert await _body_bytes(gateway, UPLOAD_ROUTE) == sent, "the gateway received the file's data"
+    assert await _body_bytes(gateway, *UPLOAD_ROUTES) == sent, "the gateway received the file's data"
     assert 0 < await _body_bytes(gateway, CHECK_ROUTE) - checked < 16 << 10
     phases = await page.evaluate("() => window.__phases")
     assert "checking:Checking…" in phases and not any(p.startswith("sending") for p in phases), phases
@@ -733,7 +736,7 @@ async def test_a_big_file_is_refused_before_a_byte_of_its_data_goes(
     await upload_file(page, harness.paw_print(tmp_path))
     status = await page.inner_text("#status.error")
     assert "TARGET_IN_CHIP_GAP" in status and "nothing was uploaded" in status, status
-    assert await _body_bytes(gateway, UPLOAD_ROUTE) == sent
+    assert await _body_bytes(gateway, *UPLOAD_ROUTES) == sent
 
     # A good file: checked, then uploaded as before.
     good = field(tmp_path, "good.fits")
@@ -741,5 +744,5 @@ async def test_a_big_file_is_refused_before_a_byte_of_its_data_goes(
     await page.wait_for_selector(f".choice[data-fits-hash='{harness.sha256(good)}'] input:checked")
     phases = await page.evaluate("() => window.__phases")
     assert phases.index("checking:Checking…") < phases.index("sending:Uploading…"), phases
-    assert await _body_bytes(gateway, UPLOAD_ROUTE) >= sent + good.stat().st_size
+    assert await _body_bytes(gateway, *UPLOAD_ROUTES) >= sent + good.stat().st_size
     await page.close()

@@ -198,9 +198,11 @@ def test_python_matches_the_project() -> None:
     assert version and requires and version.group(1) == requires.group(1)
 
 
-def test_gateway_ships_aladin_lite_where_the_manifests_look() -> None:
+def test_gateway_ships_the_pages_npm_packages_where_the_manifests_look() -> None:
     objs = build(Variant("base", ()))
-    path = container_env(objs, service_container(objs, "gateway")).literal["ALADIN_LITE_DIR"]
+    env = container_env(objs, service_container(objs, "gateway")).literal
     copies = STAGES["gateway"].all("COPY")
-    assert any(c.startswith("--from=assets") and c.split()[-1].rstrip("/") == path for c in copies)
+    for setting in ("ALADIN_LITE_DIR", "TUS_JS_DIR"):
+        path = env[setting]
+        assert any(c.startswith("--from=assets") and c.split()[-1].rstrip("/") == path for c in copies), setting
     assert "npm ci" in " ".join(STAGES["assets"].all("RUN"))

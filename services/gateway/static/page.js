@@ -395,6 +395,7 @@ function setUploadPhase(phase, file) {
   $("upload-text").textContent = {
     checking: "Checking…",
     sending: "Uploading…",
+    resuming: "Resuming…",
     processing: "Processing…",
     "": "Upload",
   }[phase];
@@ -403,7 +404,6 @@ function setUploadPhase(phase, file) {
   $("upload-retry").hidden = true;
   const bar = $("upload-progress");
   bar.hidden = !phase || phase === "checking";
-  if (phase === "sending") bar.value = 0;
   if (phase === "processing") {
     bar.removeAttribute("value"); // indeterminate: the gateway tells no progress of its own
     setStatus([
@@ -477,43 +477,88 @@ async function upload(file) {
   return send(file, bandpass);
 }
 
+// The upload itself: resumable (tus 1.0, tus-js-client). A dropped connection is resumed
+// from where the gateway stands ("Resuming…"); after a reload of the page, choosing the same
+// file again resumes it too (tus-js-client keeps the upload's URL in localStorage). The last
+// PATCH answers as a one-shot upload does: the image, or why the file was refused.
 function send(file, bandpass) {
   const ctx = state.ctx;
-  const form = new FormData();
-  for (const [key, value] of obParams(ctx)) form.append(key, value);
-  // Before the file: the gateway reads the fields that precede it first.
-  if (bandpass) form.append("bandpass", bandpass);
-  form.append("file", file, file.name);
-  const xhr = new XMLHttpRequest();
-  xhr.open("POST", `${API}/obs/${encodeURIComponent(ctx.ob)}/background-images`);
-  xhr.setRequestHeader("Authorization", `Bearer ${ctx.token}`);
-  xhr.responseType = "json";
-  const sending = () => document.body.dataset.upload === "sending";
-  xhr.upload.addEventListener("progress", (ev) => {
-    if (ev.lengthComputable && sending()) $("upload-progress").value = Math.round((100 * ev.loaded) / ev.total);
-  });
-  xhr.upload.addEventListener("load", () => sending() && setUploadPhase("processing", file));
+  const metadata = { filename: file.name };
+  for (const [key, value] of obParams(ctx)) metadata[key] = value;
+  if (bandpass) metadata.bandpass = bandpass;
+  const bar = $("upload-progress");
   setUploadPhase("sending", file);
+  bar.value = 0;
   setStatus([el("p", {}, "Uploading ", fileName(file.name), "…")]);
   return new Promise((resolve) => {
-    xhr.addEventListener("loadend", async () => {
+    const finish = async (status, body) => {
       setUploadPhase("");
-      if (xhr.status === 201) {
+      if (status === 201) {
         $("upload-bandpass").classList.remove("wanted");
         state.lastFile = null;
         setStatus([el("p", {}, "Uploaded ", fileName(file.name), "; it is now the selected background.")]);
         await refresh().catch(showError);
-      } else if (xhr.status === 0) {
-        setStatus("The upload was interrupted (network error).", true);
+      } else if (status === 0) {
+        setStatus("The upload was interrupted (network error); choose the file again to resume it.", true);
         $("upload-retry").hidden = false;
       } else {
-        setStatus(problemNodes(xhr.response, `Upload failed: ${xhr.status}`), true);
-        if (xhr.response && xhr.response.code === "NO_FILTER") askForBandpass();
+        setStatus(problemNodes(body, `Upload failed: ${status}`), true);
+        if (body && body.code === "NO_FILTER") askForBandpass();
       }
       $("upload-input").value = "";
       resolve();
+    };
+    const upload = new window.tus.Upload(file, {
+      endpoint: `${API}/obs/${encodeURIComponent(ctx.ob)}/uploads`,
+      headers: { Authorization: `Bearer ${ctx.token}`, Accept: "application/json" },
+      metadata,
+      chunkSize: Infinity, // one PATCH of the rest: as fast as a one-shot upload
+      retryDelays: [0, 1000, 3000, 5000, 10000, 20000, 30000],
+      removeFingerprintOnSuccess: true,
+      // The same file for the same OB resumes; another OB starts afresh.
+      fingerprint: async (f) => ["bgimages", ctx.ob, ctx.run, f.name, f.size, f.lastModified].join("|"),
+      onProgress(sent, total) {
+        if (document.body.dataset.upload === "resuming") setUploadPhase("sending", file);
+        if (sent < total) bar.value = Math.round((100 * sent) / total);
+        else if (document.body.dataset.upload === "sending") setUploadPhase("processing", file);
+      },
+      onShouldRetry(err, attempt, options) {
+        const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+        const retry = status === 0 || status === 409 || status === 423 || status >= 500;
+        if (retry) {
+          setUploadPhase("resuming", file);
+          setStatus([el("p", {}, "The connection dropped: resuming the upload of ", fileName(file.name), "…")]);
+        }
+        return retry;
+      },
+      onError(err) {
+        const resp = err.originalResponse;
+        let body = null;
+        try {
+          body = resp ? JSON.parse(resp.getBody()) : null;
+        } catch {
+          body = null;
+        }
+        finish(resp ? resp.getStatus() : 0, body);
+      },
+      onSuccess(payload) {
+        const resp = payload && payload.lastResponse;
+        let body = null;
+        try {
+          body = resp ? JSON.parse(resp.getBody()) : null;
+        } catch {
+          body = null;
+        }
+        finish(resp ? resp.getStatus() : 201, body);
+      },
     });
-    xhr.send(form);
+    upload.findPreviousUploads().then((previous) => {
+      if (previous.length) {
+        upload.resumeFromPreviousUpload(previous[0]);
+        setStatus([el("p", {}, "Resuming the upload of ", fileName(file.name), " where it stopped…")]);
+      }
+      upload.start();
+    });
   });
 }
 
