@@ -294,7 +294,7 @@ class BackgroundImages:
                     failures += 1
                     if failures > retries:
                         raise
-                    time.sleep(min(0.5 * 2 ** (failures - 1), 15.0))
+                    time.sleep(0.0 if failures == 1 else min(0.5 * 2 ** (failures - 2), 15.0))
                     resumed = self._tus_offset(url)
                     if resumed is not None:
                         offset = resumed

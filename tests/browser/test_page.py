@@ -746,3 +746,56 @@ async def test_a_big_file_is_refused_before_a_byte_of_its_data_goes(
     assert phases.index("checking:Checking…") < phases.index("sending:Uploading…"), phases
     assert await _body_bytes(gateway, *UPLOAD_ROUTES) >= sent + good.stat().st_size
     await page.close()
+
+
+async def test_a_dropped_connection_and_a_reload_resume_the_upload(
+    browser: Browser, suite: Suite, tmp_path: Path
+) -> None:
+    """200 MB through a link that drops at 60 %: the page resumes by itself; dropped again and
+    the page reloaded, choosing the same file resumes it from where it stood."""
+    gateway = Gateway(suite)
+    user = new_user()
+    run = gateway.new_run(user)
+    path = harness.big_file(tmp_path, 200)
+    size = path.stat().st_size
+    patched = "/api/v1/uploads/{upload_id}"
+    before = await _body_bytes(gateway, patched)
+    async with harness.CuttingProxy(gateway.url, int(size * 0.6)) as proxy:
+        page, _ = await open_page(browser, Gateway(suite, url=proxy.url), user, new_ob(), run)
+        await page.evaluate("() => { window.__phases = []; }")
+        await page.set_input_files("#upload-input", str(path))
+        await page.wait_for_selector(
+            f".choice[data-fits-hash='{harness.sha256(path)}'] input:checked", timeout=180000
+        )
+        phases = await page.evaluate("() => window.__phases")
+        await page.close()
+    assert proxy.cut and "resuming:Resuming…" in phases, phases
+    sent = await _body_bytes(gateway, patched) - before
+    assert size <= sent < 1.3 * size, f"{sent / size:.2f} times the file went up: it started again"
+
+    # Dropped, and stays down; the page is reloaded meanwhile; the link back, the same file chosen.
+    other = harness.big_file(tmp_path, 200, "other.fits")
+    ob = new_ob()
+    before = await _body_bytes(gateway, patched)
+    async with harness.CuttingProxy(gateway.url, int(size * 0.6), stay_down=True) as proxy:
+        page, _ = await open_page(browser, Gateway(suite, url=proxy.url), user, ob, run)
+        await page.set_input_files("#upload-input", str(other))
+        await page.wait_for_function("() => document.body.dataset.upload === 'resuming'", timeout=120000)
+        await page.reload()
+        proxy.down = False
+        await page.wait_for_function("() => document.body.dataset.ready === 'yes'")
+        await page.fill("#ctx-token", gateway.token(user))
+        await page.click("#ctx-load")
+        await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
+        await page.set_input_files("#upload-input", str(other))
+        await page.wait_for_function(
+            "() => document.getElementById('status').textContent.includes('Resuming the upload')",
+            timeout=30000,
+        )
+        await page.screenshot(path=str(ARTIFACTS / "12-resuming-page.png"), full_page=True)
+        await page.wait_for_selector(
+            f".choice[data-fits-hash='{harness.sha256(other)}'] input:checked", timeout=180000
+        )
+        await page.close()
+    sent = await _body_bytes(gateway, patched) - before
+    assert size <= sent < 1.3 * size, f"{sent / size:.2f} times the file went up: it started again"

@@ -204,5 +204,7 @@ def test_gateway_ships_the_pages_npm_packages_where_the_manifests_look() -> None
     copies = STAGES["gateway"].all("COPY")
     for setting in ("ALADIN_LITE_DIR", "TUS_JS_DIR"):
         path = env[setting]
-        assert any(c.startswith("--from=assets") and c.split()[-1].rstrip("/") == path for c in copies), setting
+        assert any(c.startswith("--from=assets") and c.split()[-1].rstrip("/") == path for c in copies), (
+            setting
+        )
     assert "npm ci" in " ".join(STAGES["assets"].all("RUN"))

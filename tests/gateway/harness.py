@@ -7,6 +7,8 @@ small upload limit, few HDUs allowed, a default survey HiPS built here
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import hashlib
 import itertools
@@ -91,9 +93,9 @@ def new_run() -> str:
 class Gateway:
     """A running suite seen from outside: its URL, tokens, store and database."""
 
-    def __init__(self, suite: Suite) -> None:
+    def __init__(self, suite: Suite, url: str = "") -> None:
         self.suite = suite
-        self.url = suite.gateway_url
+        self.url = url or suite.gateway_url  # another: a proxy in front of it
 
     def token(self, user: str, scope: str = "", **claims: Any) -> str:
         return self.suite.token(user, scope, **claims)
@@ -344,3 +346,78 @@ FileMaker = Callable[[Path], Path]
 def gateway(suite_factory: Callable[..., Suite], tmp_path_factory: pytest.TempPathFactory) -> Gateway:
     """The session's suite with the gateway tests' settings."""
     return Gateway(suite_factory(gateway_env(tmp_path_factory.mktemp("gw"))))
+
+
+# ---- resumable uploads -----------------------------------------------------------------------
+
+
+def big_file(folder: Path, megabytes: int, name: str = "big.fits") -> Path:
+    """A small sky image and a large error plane (not displayed): `megabytes` MB to send,
+    little to process."""
+    path = field(folder, "sky.fits", size=128)
+    side = int(np.sqrt(megabytes * (1 << 20) / 4))
+    err = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", side)])
+    err.update([("NAXIS2", side), ("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", "ERR")])
+    rng = np.random.default_rng(int.from_bytes(os.urandom(2), "big"))
+    out = folder / name
+    with out.open("wb") as f:
+        f.write(path.read_bytes())
+        f.write(err.tostring().encode())
+        rows = max(1, (4 << 20) // (side * 4))
+        for start in range(0, side, rows):
+            f.write(rng.normal(1, 0.1, (min(rows, side - start), side)).astype(">f4").tobytes())
+        f.write(b"\0" * (-f.tell() % 2880))
+    return out
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback that cuts its connection to the gateway once, after `cut_at`
+    bytes from the client: a dropped link, as from Chile. With `stay_down` it then refuses
+    connections until `down` is set False (the link comes back)."""
+
+    def __init__(self, upstream: str, cut_at: int, stay_down: bool = False) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host.rsplit("/", 1)[-1], int(port))
+        self.cut_at = cut_at
+        self.cut = False
+        self.stay_down = stay_down
+        self.down = False
+        self.forwarded = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> CuttingProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, counted: bool) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await src.read(1 << 16):
+                    if counted and not self.cut:
+                        self.forwarded += len(data)
+                        if self.forwarded >= self.cut_at:
+                            self.cut = True
+                            self.down = self.stay_down
+                            for w in (writer, up_writer):
+                                w.transport.abort()
+                            return
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))

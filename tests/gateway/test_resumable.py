@@ -6,7 +6,6 @@ nothing behind (the consistency checker agrees); a gateway restarted half way ha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,83 +14,16 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import numpy as np
 import pytest
-from astropy.io import fits
 from bgimages_client import BackgroundImages, BgImagesError
 
 from services.devrun import Suite
 from tests.conftest import S3_KEYS
 from tests.gateway import harness
-from tests.gateway.harness import Gateway, field, new_ob, new_user
+from tests.gateway.harness import CuttingProxy, Gateway, big_file, field, new_ob, new_user
 
 TARGET = (150.0, 2.0)
 TUS = {"Tus-Resumable": "1.0.0"}
-
-
-def big_file(folder: Path, megabytes: int, name: str = "big.fits") -> Path:
-    """A small sky image and a large error plane (not displayed): `megabytes` MB to send,
-    little to process."""
-    path = field(folder, "sky.fits", size=128)
-    side = int(np.sqrt(megabytes * (1 << 20) / 4))
-    err = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", side)])
-    err.update([("NAXIS2", side), ("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", "ERR")])
-    rng = np.random.default_rng(int.from_bytes(os.urandom(2), "big"))
-    out = folder / name
-    with out.open("wb") as f:
-        f.write(path.read_bytes())
-        f.write(err.tostring().encode())
-        rows = max(1, (4 << 20) // (side * 4))
-        for start in range(0, side, rows):
-            f.write(rng.normal(1, 0.1, (min(rows, side - start), side)).astype(">f4").tobytes())
-        f.write(b"\0" * (-f.tell() % 2880))
-    return out
-
-
-class CuttingProxy:
-    """A TCP proxy on loopback that cuts its connection to the gateway once, after `cut_at`
-    bytes from the client: a dropped link, as from Chile."""
-
-    def __init__(self, upstream: str, cut_at: int) -> None:
-        host, port = upstream.rsplit(":", 1)
-        self.upstream = (host.rsplit("/", 1)[-1], int(port))
-        self.cut_at = cut_at
-        self.cut = False
-        self.forwarded = 0
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> CuttingProxy:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, counted: bool) -> None:
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                while data := await src.read(1 << 16):
-                    if counted and not self.cut:
-                        self.forwarded += len(data)
-                        if self.forwarded >= self.cut_at:
-                            self.cut = True
-                            for w in (writer, up_writer):
-                                w.transport.abort()
-                            return
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
 
 
 def _client(url: str, gateway: Gateway, user: str) -> BackgroundImages:
@@ -336,3 +268,30 @@ async def test_on_s3_patches_become_parts(
             big_file(tmp_path, 1, "far.fits"), new_ob(), run, (10.0, 10.0), check_first=False
         )
     assert err.value.code == "TARGET_OUTSIDE_FIELD"
+
+
+async def test_idle_uploads_hold_no_place_but_are_bounded(
+    gateway: Gateway, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Abandoned uploads do not count against the uploads in progress per user (a PATCH holds
+    a place only while its bytes come); RESUMABLE_MAX_PER_USER bounds how many one may keep."""
+    owner = new_user()
+    run = gateway.new_run(owner)
+    data = field(tmp_path, "p.fits").read_bytes()
+    limit = int(gateway.suite.env.get("RESUMABLE_MAX_PER_USER", "10"))
+    urls = [await create(http, gateway, owner, run, len(data)) for _ in range(limit)]
+    for url in urls[:3]:
+        assert (await _tus(http, "PATCH", url, patch_headers(gateway, owner, 0), data[:2880]))[0] == 204
+    resp, image = await gateway.upload(http, field(tmp_path, "q.fits"), new_ob(), run, TARGET, owner)
+    assert resp.status == 201, image
+    params = f"run_id={run}&target_ra=150.0&target_dec=2.0"
+    status, _, problem = await _tus(
+        http,
+        "POST",
+        f"{gateway.url}/api/v1/obs/{new_ob()}/uploads?{params}",
+        {**gateway.auth(owner), "Upload-Length": str(len(data))},
+    )
+    assert (status, problem["code"]) == (429, "TOO_MANY_UPLOADS")
+    for url in urls:
+        assert (await _tus(http, "DELETE", url, gateway.auth(owner)))[0] == 204
+    gateway.sweep_and_check()
