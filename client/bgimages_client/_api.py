@@ -295,7 +295,8 @@ class BackgroundImages:
                     if failures > retries:
                         raise
                     time.sleep(0.0 if failures == 1 else min(0.5 * 2 ** (failures - 2), 15.0))
-                    resumed = self._tus_offset(url)
+                    told = err.body.get("offset") if err.code == "UPLOAD_OFFSET_MISMATCH" else None
+                    resumed = told if isinstance(told, int) else self._tus_offset(url)
                     if resumed is not None:
                         offset = resumed
                         continue

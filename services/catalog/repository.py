@@ -913,6 +913,9 @@ class Repository:
         staging_key: str,
         ttl_s: int,
     ) -> asyncpg.Record:
+        # Resumable bookkeeping is not worth a WAL flush each (see claim_resumable): a record
+        # lost to a database crash is an upload the client starts again.
+        await conn.execute("SET LOCAL synchronous_commit TO OFF")
         return await conn.fetchrow(
             """INSERT INTO resumable_uploads (upload_id, owner_id, ob_id, run_id, ob, bandpass,
                    file_name, length_bytes, staging_key, expires_at)
@@ -944,7 +947,11 @@ class Repository:
     async def claim_resumable(
         self, conn: asyncpg.Connection, upload_id: uuid.UUID, token: uuid.UUID, claim_s: int, ttl_s: int
     ) -> bool:
-        """Takes the upload's claim unless another holds it; starts its expiry again."""
+        """Takes the upload's claim unless another holds it; starts its expiry again. A claim
+        is not worth a WAL flush (one per PATCH, behind the staging writes on a busy disk): if
+        the database crashes before writing it, it is lost, and the PATCH then loses its claim
+        (ReleaseResumable answers UPLOAD_LOCKED) or the claim expires after claim_seconds."""
+        await conn.execute("SET LOCAL synchronous_commit TO OFF")
         done = await conn.fetchval(
             """UPDATE resumable_uploads
                SET claim_token = $2, claimed_until = now() + make_interval(secs => $3),
@@ -967,6 +974,7 @@ class Repository:
         claim_s: int,
         multipart_id: str,
     ) -> asyncpg.Record | None:
+        await conn.execute("SET LOCAL synchronous_commit TO OFF")  # as for the claim
         return await conn.fetchrow(
             """UPDATE resumable_uploads
                SET claim_token = CASE WHEN $3 THEN claim_token END,
@@ -984,6 +992,8 @@ class Repository:
     async def delete_resumable(
         self, conn: asyncpg.Connection, upload_id: uuid.UUID, owner_id: str
     ) -> asyncpg.Record | None:
+        # Not flushed either: a deletion lost to a crash leaves a record the sweep removes at expiry.
+        await conn.execute("SET LOCAL synchronous_commit TO OFF")
         return await conn.fetchrow(
             "DELETE FROM resumable_uploads WHERE upload_id = $1 AND owner_id = $2 RETURNING *",
             upload_id,

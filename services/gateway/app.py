@@ -256,12 +256,26 @@ async def patch_resumable(request: web.Request) -> web.Response:
     if length is None:
         raise ServiceError(Code.INVALID_ARGUMENT, "a PATCH needs a Content-Length", field="Content-Length")
     gateway = _gateway(request)
-    # A place among the uploads in progress while the bytes come (an idle upload holds none).
-    async with gateway.uploads.admitted(principal.user_id):
-        chunks = forms.body_chunks(request, _pace(request))
-        patched = await gateway.resumable.patch(
-            principal.caller, request.match_info["upload_id"], offset, length, chunks
-        )
+    transport = request.transport
+    try:
+        # A place among the uploads in progress while the bytes come (an idle upload holds none).
+        async with gateway.uploads.admitted(principal.user_id):
+            patched = await gateway.resumable.patch(
+                principal.caller,
+                request.match_info["upload_id"],
+                offset,
+                length,
+                forms.body_chunks(request, _pace(request)),
+                connected=lambda: transport is not None and not transport.is_closing(),
+            )
+    except ServiceError as err:
+        if request.content.at_eof():
+            raise
+        # Refused before its body was read (an offset mismatch, a PATCH in progress): the
+        # connection is closed after the answer, so that the client stops sending the body.
+        response = from_service_error(err)
+        response.force_close()
+        return response
     headers = _tus_headers(patched.expires_at, Upload_Offset=patched.offset)
     if patched.outcome is None:
         return web.Response(status=204, headers=headers)

@@ -27,13 +27,13 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from services.gateway.arguments import Caller
-from services.gateway.uploads import StagedUpload, UploadOutcome, Uploads, UploadTarget
+from services.gateway.uploads import StagedUpload, UploadOutcome, Uploads, UploadTarget, hashed_blocks
 from services.shared.errors import Code, ServiceError
 from services.shared.grpc_client import call
 from services.shared.store import LocalStore, ObjectStore, S3Store
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PART_BYTES = 8 << 20  # an S3 part (at least 5 MiB but the last)
 TUS_VERSION = "1.0.0"
+SETTLE_S = 2.0  # how long a HEAD or PATCH waits for the upload's PATCH in progress to end
 TUS_EXTENSIONS = "creation,expiration,termination"
 
 
@@ -60,6 +61,16 @@ class _Hash:
 
     sha: Any
     at: int
+
+
+class _NoHash:
+    """What a PATCH that does not continue this process's hash updates: nothing."""
+
+    def update(self, data: bytes) -> None:
+        pass
+
+
+_NO_HASH = _NoHash()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +93,9 @@ class Resumable:
         self.store = store
         self.policy = policy
         self._hashes: dict[str, _Hash] = {}
+        # The PATCHes in progress here: when the next one of an upload comes, the last one's
+        # client may have gone already (a dropped link) while its PATCH has yet to notice.
+        self._writing: dict[str, tuple[asyncio.Event, Callable[[], bool]]] = {}
         policy.spool_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- the four requests --------------------------------------------------------------------
@@ -113,12 +127,44 @@ class Resumable:
     async def status(self, caller: Caller, upload_id: str) -> tuple[catalog_pb2.Resumable, int]:
         """The caller's upload and its offset (NOT_FOUND for anyone else's)."""
         record = await self._get(caller, upload_id)
+        await self._settled(upload_id)
         return record, await self._offset(record)
 
     async def patch(
+        self,
+        caller: Caller,
+        upload_id: str,
+        offset: int,
+        length: int,
+        chunks: AsyncIterator[bytes],
+        connected: Callable[[], bool] = lambda: True,
+    ) -> Patched:
+        """Appends `length` bytes at `offset`; the last byte completes the upload. `connected`
+        tells whether this PATCH's client is still there."""
+        await self._settled(upload_id)
+        ended = asyncio.Event()
+        self._writing[upload_id] = (ended, connected)
+        try:
+            return await self._patch(caller, upload_id, offset, length, chunks)
+        finally:
+            ended.set()
+            if self._writing.get(upload_id, (None,))[0] is ended:
+                del self._writing[upload_id]
+
+    async def _settled(self, upload_id: str) -> None:
+        """Waits for a PATCH of the upload in progress here to write what it holds and end, so
+        that the offset told is final: at most SETTLE_S while its client looks connected (it may
+        be a live concurrent PATCH: the next PATCH then gets UPLOAD_LOCKED), longer when gone."""
+        previous = self._writing.get(upload_id)
+        if previous is not None:
+            # A dropped link: the gateway may still hold bytes it received before the drop
+            # (its socket's buffers), and writes them before it sees the end. It ends soon.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(previous[0].wait(), timeout=SETTLE_S if previous[1]() else 10)
+
+    async def _patch(
         self, caller: Caller, upload_id: str, offset: int, length: int, chunks: AsyncIterator[bytes]
     ) -> Patched:
-        """Appends `length` bytes at `offset`; the last byte completes the upload."""
         record: catalog_pb2.Resumable = await call(
             self.catalog.ClaimResumable,
             catalog_pb2.ClaimResumableRequest(
@@ -234,7 +280,8 @@ class Resumable:
         return multipart_id, at
 
     def _hashed(self, upload_id: str, at: int, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The chunks, hashed on the way when they continue what this process hashed."""
+        """The chunks in blocks, hashed on the way when they continue what this process hashed
+        (as a one-shot upload's are: `hashed_blocks`)."""
         state = self._hashes.get(upload_id)
         if at == 0:
             state = self._hashes[upload_id] = _Hash(hashlib.sha256(), 0)
@@ -242,15 +289,12 @@ class Resumable:
             self._hashes.pop(upload_id, None)  # hashed again from the store at the end
             state = None
 
-        async def through() -> AsyncIterator[bytes]:
-            async for chunk in chunks:
-                if state is not None:
-                    await asyncio.to_thread(state.sha.update, chunk)
-                    state.at += len(chunk)
-                self.uploads.metrics.upload_bytes.inc(len(chunk))
-                yield chunk
+        def seen(block: bytes) -> None:
+            if state is not None:
+                state.at += len(block)
+            self.uploads.metrics.upload_bytes.inc(len(block))
 
-        return through()
+        return hashed_blocks(chunks, state.sha if state is not None else _NO_HASH, seen)
 
     async def _complete(
         self, caller: Caller, record: catalog_pb2.Resumable, multipart_id: str

@@ -228,27 +228,18 @@ class Uploads:
         hasher = hashlib.sha256()
         total = 0
 
-        async def hashed() -> AsyncIterator[bytes]:
-            # The hash of block N runs in a thread while the store writes block N and
-            # the next block is read from the client: hashing costs little wall time.
+        def counted(block: bytes) -> None:
             nonlocal total
-            hashing: asyncio.Future[None] | None = None
-            try:
-                async for block in _blocks(chunks, STAGE_CHUNK):
-                    total += len(block)
-                    if hashing is not None:
-                        await hashing
-                    hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, block))
-                    self.metrics.upload_bytes.inc(len(block))
-                    yield block
-                    if total == len(block):
-                        await failpoint("upload.staging")
-                if hashing is not None:
-                    await hashing
-            finally:
-                if hashing is not None and not hashing.done():
-                    with contextlib.suppress(BaseException):
-                        await hashing
+            total += len(block)
+            self.metrics.upload_bytes.inc(len(block))
+
+        async def hashed() -> AsyncIterator[bytes]:
+            first = True
+            async for block in hashed_blocks(chunks, hasher, counted):
+                yield block
+                if first:
+                    first = False
+                    await failpoint("upload.staging")
 
         try:
             await self.store.put_stream(key, hashed(), "application/fits")
@@ -401,6 +392,28 @@ class Uploads:
                     return
             delay = min(delay * 2, 15.0)
         log.warning("gave up aborting lease %s: it expires, and the sweep removes its objects", lease_id)
+
+
+async def hashed_blocks(
+    chunks: AsyncIterator[bytes], hasher: Any, on_block: Callable[[bytes], None]
+) -> AsyncIterator[bytes]:
+    """The chunks regrouped into blocks of about STAGE_CHUNK, each hashed on the way: the hash
+    of block N runs in a thread while the store writes block N and the next block is read
+    from the client, so hashing costs little wall time. `on_block` sees each block first."""
+    hashing: asyncio.Future[None] | None = None
+    try:
+        async for block in _blocks(chunks, STAGE_CHUNK):
+            on_block(block)
+            if hashing is not None:
+                await hashing
+            hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, block))
+            yield block
+        if hashing is not None:
+            await hashing
+    finally:
+        if hashing is not None and not hashing.done():
+            with contextlib.suppress(BaseException):
+                await hashing
 
 
 async def _blocks(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:

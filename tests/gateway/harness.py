@@ -407,8 +407,9 @@ class CuttingProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, counted: bool) -> None:
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 while data := await src.read(1 << 16):
+                    if counted:
+                        self.forwarded += len(data)  # all that went up, the cut one's too
                     if counted and not self.cut:
-                        self.forwarded += len(data)
                         if self.forwarded >= self.cut_at:
                             self.cut = True
                             self.down = self.stay_down
