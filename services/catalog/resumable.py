@@ -165,6 +165,7 @@ async def remove_staged(store: ObjectStore, key: str, multipart_id: str) -> None
         if multipart_id:
             await store.abort_multipart(key, multipart_id)
         await store.delete(key)
+        await store.delete_prefix(key + ".tail")  # the bytes short of a part, on S3
     except StoreError:
         pass
 

@@ -55,10 +55,19 @@ async def unheld_objects(repo: Repository, store: ObjectStore) -> AsyncIterator[
     for start in range(0, len(staged), BATCH):
         chunk_items = staged[start : start + BATCH]
         async with repo.connection() as conn:
-            held = await repo.held_staging_keys(conn, [key for key, _, _ in chunk_items])
+            held = await repo.held_staging_keys(conn, list({_staged(key) for key, _, _ in chunk_items}))
         for item in chunk_items:
-            if item[0] not in held:
+            if _staged(item[0]) not in held:
                 yield item
+
+
+_TAIL = re.compile(r"\.tail\d+$")
+
+
+def _staged(key: str) -> str:
+    """The staging object a key belongs to: itself, or the one whose tail it is (a resumable
+    upload's bytes short of an S3 part, `<key>.tail<N>`)."""
+    return _TAIL.sub("", key)
 
 
 class Sweeper:

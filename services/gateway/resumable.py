@@ -36,7 +36,7 @@ from services.gateway.arguments import Caller
 from services.gateway.uploads import StagedUpload, UploadOutcome, Uploads, UploadTarget, hashed_blocks
 from services.shared.errors import Code, ServiceError
 from services.shared.grpc_client import call
-from services.shared.store import LocalStore, ObjectStore, S3Store
+from services.shared.store import LocalStore, ObjectInfo, ObjectStore, S3Store
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,8 @@ class Resumable:
     async def _offset(self, record: catalog_pb2.Resumable) -> int:
         if isinstance(self.store, S3Store):
             parts = await self._parts(record, record.multipart_id)
-            return sum(size for _, _, size in parts) + self._spool_size(record.upload_id)
+            tail = await self._tail(record, len(parts))
+            return sum(size for _, _, size in parts) + (tail.size if tail is not None else 0)
         info = await self.store.stat(record.staging_key)
         return info.size if info is not None else 0
 
@@ -235,27 +236,41 @@ class Resumable:
         assert isinstance(self.store, S3Store)
         return await self.store.list_parts(record.staging_key, multipart_id) if multipart_id else []
 
+    async def _tail(self, record: catalog_pb2.Resumable, parts: int) -> ObjectInfo | None:
+        """The bytes short of a part that the last PATCH left, kept beside the staging object
+        as `<key>.tail<N>` (N: the parts before them). Tails of other N are stale: a PATCH
+        that died after uploading a part holding them; they are removed."""
+        current = None
+        async for info in self.store.list(record.staging_key + ".tail"):
+            if info.key == tail_key(record.staging_key, parts):
+                current = info
+            else:
+                await self.store.delete(info.key)
+        return current
+
     def _spool(self, upload_id: str) -> Path:
         return self.policy.spool_dir / f"{upload_id}.tail"
-
-    def _spool_size(self, upload_id: str) -> int:
-        try:
-            return self._spool(upload_id).stat().st_size
-        except FileNotFoundError:
-            return 0
 
     async def _append_parts(
         self, record: catalog_pb2.Resumable, multipart_id: str, at: int, chunks: AsyncIterator[bytes]
     ) -> tuple[str, int]:
-        """S3: the bytes go to the spool file; each whole part is uploaded and the spool begun
-        again; the last part goes once the last byte is in. Answers the multipart id and offset."""
+        """S3: the bytes go to a spool file on disk, the last PATCH's tail first; each whole
+        part is uploaded and the spool begun again; the last part goes once the last byte is
+        in. What is short of a part when the PATCH ends (or is cut) is kept in the store as the
+        tail, so that any gateway resumes it. Answers the multipart id and the offset."""
         assert isinstance(self.store, S3Store)
+        store = self.store
+        key = record.staging_key
         spool = self._spool(record.upload_id)
         parts = await self._parts(record, multipart_id)
         if not multipart_id:
-            multipart_id = await self.store.create_multipart(record.staging_key)
+            multipart_id = await store.create_multipart(key)
             await self._release(record, multipart_id, renew=True)
-        held = self._spool_size(record.upload_id)
+        tail = await self._tail(record, len(parts))
+        spool.unlink(missing_ok=True)
+        if tail is not None:
+            await store.download(tail.key, spool)
+        held = tail.size if tail is not None else 0
         out = await asyncio.to_thread(open, spool, "ab")
         try:
             async for chunk in chunks:
@@ -268,15 +283,21 @@ class Resumable:
                     view = view[take:]
                     if held == PART_BYTES or at == record.length_bytes:
                         await asyncio.to_thread(out.close)
-                        await self.store.upload_part(record.staging_key, multipart_id, len(parts) + 1, spool)
+                        await store.upload_part(key, multipart_id, len(parts) + 1, spool)
                         parts.append((len(parts) + 1, "", held))
+                        if tail is not None:  # in the part now
+                            await store.delete(tail.key)
+                            tail = None
                         spool.unlink()
                         held = 0
                         out = await asyncio.to_thread(open, spool, "ab")
         finally:
             await asyncio.to_thread(out.close)
-            if held == 0:
-                spool.unlink(missing_ok=True)
+            if held and (tail is None or held != tail.size):
+                await store.put_file(tail_key(key, len(parts)), spool)
+                if tail is not None and tail.key != tail_key(key, len(parts)):
+                    await store.delete(tail.key)
+            spool.unlink(missing_ok=True)
         return multipart_id, at
 
     def _hashed(self, upload_id: str, at: int, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -355,7 +376,6 @@ class Resumable:
 
     async def _end(self, caller: Caller, upload_id: str, remove_objects: bool) -> None:
         self._hashes.pop(upload_id, None)
-        self._spool(upload_id).unlink(missing_ok=True)
         with contextlib.suppress(ServiceError):
             await call(
                 self.catalog.EndResumable,
@@ -365,13 +385,18 @@ class Resumable:
             )
 
     def _remove_old_spool(self) -> None:
-        """Spool files of uploads that expired (this gateway's disk; the sweep has the rest)."""
+        """Spool files left by a gateway that died in a PATCH (the tail it had is lost: the
+        client resends it)."""
         cutoff = time.time() - 2 * self.policy.ttl_s
         with contextlib.suppress(OSError):
             for path in self.policy.spool_dir.glob("*.tail"):
                 with contextlib.suppress(OSError):
                     if path.stat().st_mtime < cutoff:
                         path.unlink()
+
+
+def tail_key(staging_key: str, parts: int) -> str:
+    return f"{staging_key}.tail{parts}"
 
 
 def upload_metadata(text: str) -> dict[str, str]:

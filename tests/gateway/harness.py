@@ -409,13 +409,12 @@ class CuttingProxy:
                 while data := await src.read(1 << 16):
                     if counted:
                         self.forwarded += len(data)  # all that went up, the cut one's too
-                    if counted and not self.cut:
-                        if self.forwarded >= self.cut_at:
-                            self.cut = True
-                            self.down = self.stay_down
-                            for w in (writer, up_writer):
-                                w.transport.abort()
-                            return
+                    if counted and not self.cut and self.forwarded >= self.cut_at:
+                        self.cut = True
+                        self.down = self.stay_down
+                        for w in (writer, up_writer):
+                            w.transport.abort()
+                        return
                     dst.write(data)
                     await dst.drain()
             dst.close()

@@ -295,3 +295,30 @@ async def test_idle_uploads_hold_no_place_but_are_bounded(
     for url in urls:
         assert (await _tus(http, "DELETE", url, gateway.auth(owner)))[0] == 204
     gateway.sweep_and_check()
+
+
+async def test_on_s3_the_tail_short_of_a_part_survives_a_gateway_restart(
+    on_s3: Gateway, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The bytes short of a part are kept in the store when a PATCH ends: a restarted gateway
+    (or another replica) resumes from them."""
+    gw = on_s3
+    owner = new_user()
+    run = gw.new_run(owner)
+    data = big_file(tmp_path, 12).read_bytes()  # one part and a bit
+    url = await create(http, gw, owner, run, len(data))
+    first = 3 << 20
+    assert (await _tus(http, "PATCH", url, patch_headers(gw, owner, 0), data[:first]))[0] == 204
+    await asyncio.to_thread(gw.suite.restart, "gateway")
+    status, headers, _ = await _tus(http, "HEAD", url, gw.auth(owner))
+    assert (status, headers["Upload-Offset"]) == (200, str(first))
+    second = first + (7 << 20)  # past the first part's end: a part, and a new tail
+    status, headers, _ = await _tus(http, "PATCH", url, patch_headers(gw, owner, first), data[first:second])
+    assert (status, headers["Upload-Offset"]) == (204, str(second))
+    gw.sweep_and_check()  # the staging object's tail is held with it
+    async with http.patch(
+        url, data=data[second:], headers={**patch_headers(gw, owner, second), **TUS}
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        assert (await resp.json())["fits_hash"] == hashlib.sha256(data).hexdigest()
+    gw.sweep_and_check()
