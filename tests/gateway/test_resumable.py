@@ -322,3 +322,31 @@ async def test_on_s3_the_tail_short_of_a_part_survives_a_gateway_restart(
         assert resp.status == 201, await resp.text()
         assert (await resp.json())["fits_hash"] == hashlib.sha256(data).hexdigest()
     gw.sweep_and_check()
+
+
+async def test_the_same_call_after_a_failure_resumes_from_the_resume_file(
+    suite: Suite, tmp_path: Path
+) -> None:
+    """The link stays down, the client gives up; run again (after a crash or Ctrl-C, say),
+    it finds the upload's URL in its resume file and sends only the rest."""
+    gateway = Gateway(suite)
+    owner = new_user()
+    run = gateway.new_run(owner)
+    path = big_file(tmp_path, 64)
+    size = path.stat().st_size
+    resume = tmp_path / "uploads.json"
+    ob = new_ob()
+    async with CuttingProxy(gateway.url, int(size * 0.6), stay_down=True) as proxy:
+        api = _client(proxy.url, gateway, owner)
+        with pytest.raises(BgImagesError) as err:
+            await asyncio.to_thread(
+                api.upload_resumable, path, ob, run, TARGET, retries=1, resume_file=resume
+            )
+        assert err.value.code == "UNAVAILABLE" and resume.exists()
+        proxy.down = False
+        before = proxy.forwarded
+        image = await asyncio.to_thread(api.upload_resumable, path, ob, run, TARGET, resume_file=resume)
+        resent = proxy.forwarded - before
+    assert image.fits_hash == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert resent < 0.5 * size, f"{resent / size:.2f} of the file sent again"
+    assert "/api/v1/uploads/" not in resume.read_text()
