@@ -100,6 +100,10 @@ async def test_uploads_are_their_creators_and_refuse_what_is_wrong(
     owner, stranger = new_user(), new_user()
     run = gateway.new_run(owner)
     data = field(tmp_path, "a.fits").read_bytes()
+    async with http.options(f"{gateway.url}/api/v1/uploads") as resp:
+        assert resp.status == 204 and resp.headers["Tus-Version"] == "1.0.0"
+        assert set(resp.headers["Tus-Extension"].split(",")) == {"creation", "expiration", "termination"}
+        assert int(resp.headers["Tus-Max-Size"]) == harness.MAX_UPLOAD
     url = await create(http, gateway, owner, run, len(data))
     status, headers, _ = await _tus(http, "HEAD", url, gateway.auth(owner))
     assert (status, headers["Upload-Offset"], headers["Upload-Length"]) == (200, "0", str(len(data)))
