@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import time
@@ -161,7 +162,8 @@ class BackgroundImages:
         kwargs.setdefault("timeout", self.timeout)
         try:
             resp = self.session.request(method, url, **kwargs)
-        except requests.RequestException as exc:
+        except (requests.RequestException, http.client.HTTPException) as exc:
+            # A connection that broke (a garbled answer too): the gateway was not reached.
             raise BgImagesError(
                 0, method, url, "UNAVAILABLE", f"the gateway could not be reached: {exc}"
             ) from exc

@@ -247,17 +247,21 @@ async def head_resumable(request: web.Request) -> web.Response:
 
 async def patch_resumable(request: web.Request) -> web.Response:
     """PATCH /api/v1/uploads/{upload_id}: bytes at Upload-Offset; the last ones complete the upload."""
-    principal = _principal(request)
-    _tus_request(request)
-    if request.content_type != "application/offset+octet-stream":
-        raise ServiceError(Code.UNSUPPORTED_MEDIA_TYPE, "a PATCH's body is application/offset+octet-stream")
-    offset = _header_integer(request, "Upload-Offset")
-    length = request.content_length
-    if length is None:
-        raise ServiceError(Code.INVALID_ARGUMENT, "a PATCH needs a Content-Length", field="Content-Length")
     gateway = _gateway(request)
     transport = request.transport
     try:
+        principal = _principal(request)
+        _tus_request(request)
+        if request.content_type != "application/offset+octet-stream":
+            raise ServiceError(
+                Code.UNSUPPORTED_MEDIA_TYPE, "a PATCH's body is application/offset+octet-stream"
+            )
+        offset = _header_integer(request, "Upload-Offset")
+        length = request.content_length
+        if length is None:
+            raise ServiceError(
+                Code.INVALID_ARGUMENT, "a PATCH needs a Content-Length", field="Content-Length"
+            )
         # A place among the uploads in progress while the bytes come (an idle upload holds none).
         async with gateway.uploads.admitted(principal.user_id):
             patched = await gateway.resumable.patch(
@@ -272,7 +276,10 @@ async def patch_resumable(request: web.Request) -> web.Response:
         if request.content.at_eof():
             raise
         # Refused before its body was read (an offset mismatch, a PATCH in progress): the
-        # connection is closed after the answer, so that the client stops sending the body.
+        # connection is closed after the answer, so that the client stops sending the body
+        # (and what it sent is never read as a request of its own).
+        if err.http_status >= 500:
+            log.warning("PATCH %s -> %s: %s", request.path, err.code, err.message)
         response = from_service_error(err)
         response.force_close()
         return response

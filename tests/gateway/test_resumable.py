@@ -209,28 +209,21 @@ async def test_one_patch_at_a_time(gateway: Gateway, http: aiohttp.ClientSession
     assert (await _tus(http, "DELETE", url, gateway.auth(owner)))[0] == 204
 
 
-@pytest.fixture()
-def restartable(suite_factory: Callable[..., Suite], tmp_path: Path) -> Gateway:
-    """A suite of its own: its gateway is killed (and restarted by the supervisor)."""
-    return Gateway(suite_factory(harness.gateway_env(tmp_path)))
-
-
-@pytest.fixture()
-def on_s3(suite_factory: Callable[..., Suite], s3_endpoint: str, tmp_path: Path) -> Gateway:
-    env = {
-        **harness.gateway_env(tmp_path),
-        "S3_ENDPOINT": s3_endpoint,
-        "S3_BUCKET": "tus-" + os.urandom(4).hex(),
-    }
-    env.update(S3_KEYS)
+@pytest.fixture(scope="module")
+def on_s3(
+    suite_factory: Callable[..., Suite], s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Gateway:
+    """A suite on moto's S3 server, shared by this module's S3 tests."""
+    env = harness.gateway_env(tmp_path_factory.mktemp("s3"))
+    env.update(S3_KEYS, S3_ENDPOINT=s3_endpoint, S3_BUCKET="tus-" + os.urandom(4).hex())
     env["MAX_UPLOAD_BYTES"] = str(64 << 20)
     return Gateway(suite_factory(env))
 
 
 async def test_a_gateway_restarted_half_way_hashes_what_is_staged(
-    restartable: Gateway, tmp_path: Path, http: aiohttp.ClientSession
+    gateway: Gateway, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    gw = restartable
+    gw = gateway  # restarted: it serves again before the test ends
     owner = new_user()
     run = gw.new_run(owner)
     data = field(tmp_path, "r.fits", size=512).read_bytes()
