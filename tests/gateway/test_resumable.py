@@ -238,18 +238,9 @@ async def test_a_gateway_restarted_half_way_hashes_what_is_staged(
     assert "hashed again from the store" in log
 
 
-async def test_on_s3_patches_become_parts(
-    suite_factory: Callable[..., Suite], s3_endpoint: str, tmp_path: Path
-) -> None:
+async def test_on_s3_patches_become_parts(on_s3: Gateway, tmp_path: Path) -> None:
     """S3 cannot append: 8 MiB parts, the tail spooled on the gateway's disk; cut at 60 %."""
-    env = {
-        **harness.gateway_env(tmp_path),
-        "S3_ENDPOINT": s3_endpoint,
-        "S3_BUCKET": "tus-" + os.urandom(4).hex(),
-    }
-    env.update(S3_KEYS)
-    env["MAX_UPLOAD_BYTES"] = str(64 << 20)
-    gw = Gateway(suite_factory(env))
+    gw = on_s3
     owner = new_user()
     run = gw.new_run(owner)
     path = big_file(tmp_path, 40)
