@@ -773,29 +773,45 @@ async def test_a_dropped_connection_and_a_reload_resume_the_upload(
     sent = await _body_bytes(gateway, patched) - before
     assert size <= sent < 1.3 * size, f"{sent / size:.2f} times the file went up: it started again"
 
-    # Dropped, and stays down; the page is reloaded meanwhile; the link back, the same file chosen.
+    # Dropped, and stays down; the page is gone (reloaded: a new page on the same storage, the
+    # old one closed before the link is back); then the same file is chosen again.
     other = harness.big_file(tmp_path, 200, "other.fits")
     ob = new_ob()
     before = await _body_bytes(gateway, patched)
-    async with harness.CuttingProxy(gateway.url, int(size * 0.6), stay_down=True) as proxy:
-        page, _ = await open_page(browser, Gateway(suite, url=proxy.url), user, ob, run)
-        await page.set_input_files("#upload-input", str(other))
-        await page.wait_for_function("() => document.body.dataset.upload === 'resuming'", timeout=120000)
-        await page.reload()
-        proxy.down = False
-        await page.wait_for_function("() => document.body.dataset.ready === 'yes'")
-        await page.fill("#ctx-token", gateway.token(user))
-        await page.click("#ctx-load")
-        await page.wait_for_function("() => document.body.dataset.display === 'default'", timeout=30000)
-        await page.set_input_files("#upload-input", str(other))
-        await page.wait_for_function(
-            "() => document.getElementById('status').textContent.includes('Resuming the upload')",
-            timeout=30000,
-        )
-        await page.screenshot(path=str(ARTIFACTS / "12-resuming-page.png"), full_page=True)
-        await page.wait_for_selector(
-            f".choice[data-fits-hash='{harness.sha256(other)}'] input:checked", timeout=180000
-        )
-        await page.close()
+    try:
+        async with harness.CuttingProxy(gateway.url, int(size * 0.6), stay_down=True) as proxy:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            fragment = f"ob={ob}&run={run}&ra={TARGET[0]}&dec={TARGET[1]}&boa_ra={BOA[0]}&boa_dec={BOA[1]}"
+
+            async def loaded() -> Page:
+                one = await context.new_page()
+                await one.add_init_script(WATCH)
+                await one.goto(f"{proxy.url}/#{fragment}")
+                await one.wait_for_function("() => document.body.dataset.ready === 'yes'")
+                await one.fill("#ctx-token", gateway.token(user))
+                await one.click("#ctx-load")
+                await one.wait_for_function(
+                    "() => document.body.dataset.display === 'default'", timeout=30000
+                )
+                return one
+
+            page = await loaded()
+            await page.set_input_files("#upload-input", str(other))
+            await page.wait_for_function("() => document.body.dataset.upload === 'resuming'", timeout=120000)
+            await page.close()
+            proxy.down = False
+            again = await loaded()
+            await again.set_input_files("#upload-input", str(other))
+            await again.wait_for_function(
+                "() => document.getElementById('status').textContent.includes('Resuming the upload')",
+                timeout=30000,
+            )
+            await again.screenshot(path=str(ARTIFACTS / "12-resuming-page.png"), full_page=True)
+            await again.wait_for_selector(
+                f".choice[data-fits-hash='{harness.sha256(other)}'] input:checked", timeout=180000
+            )
+            await context.close()
+    finally:
+        await gateway.forget_uploads(user)
     sent = await _body_bytes(gateway, patched) - before
     assert size <= sent < 1.3 * size, f"{sent / size:.2f} times the file went up: it started again"

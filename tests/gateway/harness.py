@@ -124,6 +124,25 @@ class Gateway:
         finally:
             await conn.close()
 
+    async def forget_uploads(self, user: str) -> None:
+        """A test's clean-up: the user's resumable uploads expired and swept, so that none
+        outlives the test (they would hold staging objects in the shared suite)."""
+        from bgimages.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+        conn = await asyncpg.connect(self.suite.env["DATABASE_URL"])
+        try:
+            await conn.execute(
+                "UPDATE resumable_uploads SET expires_at = now() - interval '1 second' WHERE owner_id = $1",
+                user,
+            )
+        finally:
+            await conn.close()
+        with grpc.insecure_channel(self.suite.address("catalog")) as ch:
+            metadata = (("x-service-token", self.suite.env["SERVICE_TOKEN"]),)
+            catalog_pb2_grpc.CatalogServiceStub(ch).Sweep(
+                catalog_pb2.SweepRequest(min_age_seconds=3600), metadata=metadata, timeout=60
+            )
+
     def sweep_and_check(self) -> None:
         """What an SRE runs after a fault: one sweep (min-age 0), then the
         consistency check, which must find nothing either way."""
